@@ -1,0 +1,1 @@
+//! meshnet CLI library (placeholder).

@@ -1,0 +1,1 @@
+//! meshnet-ipam: sans-IO address ring (placeholder, being written).

@@ -1,0 +1,1 @@
+//! meshnet-mesh: the sans-IO control plane (placeholder, being written).

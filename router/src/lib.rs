@@ -1,0 +1,1 @@
+//! meshnet-router (placeholder, being written).
