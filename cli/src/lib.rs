@@ -1,1 +1,3 @@
-//! meshnet CLI library (placeholder).
+//! meshnet CLI library (being written).
+
+pub mod lab;

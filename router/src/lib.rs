@@ -1,1 +1,3 @@
-//! meshnet-router (placeholder, being written).
+//! meshnet-router: the daemon shell around the sans-IO core (being written).
+
+pub mod datapath;
