@@ -1,1 +1,27 @@
-//! meshnet-mesh: the sans-IO control plane (placeholder, being written).
+//! meshnet-mesh: the sans-IO control plane of meshnet (DESIGN §1, §3).
+//!
+//! No sockets, no clock, no OS randomness: the router feeds inputs with `handle_*(.., now)`
+//! and drains outputs with `poll_*`. Layout:
+//! - [`ids`]: peer names, uids, short ids, connection handles.
+//! - [`wire`]: one file per wire format (header, hello, message, topology payloads).
+//! - [`mesh`]: the [`Mesh`] state machine and its inputs/outputs.
+//! - [`status`]: the status snapshot (weave's JSON field names).
+
+pub mod ids;
+pub mod mesh;
+pub mod status;
+pub mod wire;
+
+pub use ids::{ConnId, PeerName, PeerNameError, PeerUid, ShortId};
+pub use mesh::{
+    Action, Channels, CloseReason, Config, ConnError, ConnInfo, Event, Mesh, NoChannels, NoRoute,
+    Transmit,
+};
+pub use status::{
+    BroadcastRouteStatus, ConnState, LocalConnStatus, PeerConnStatus, PeerStatus, RouteStatus,
+    Status,
+};
+pub use wire::{
+    DecodeError, GossipMsg, GossipUnicastMsg, HEADER_LEN, Header, HeaderError, Hello,
+    MAX_MESSAGE_LEN, Message, PROTOCOL_MAX, PROTOCOL_MIN,
+};

@@ -1,0 +1,201 @@
+//! A snapshot of the mesh for `meshnet status` and `/report`, serialised with weave's JSON
+//! field names (PascalCase, §1.7) where a weave field exists. Peer names are rendered as
+//! `8a:3e:3e:3e:3e:3e` strings here (on the wire they are integers).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
+
+fn name_str<S: Serializer>(n: &PeerName, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
+}
+
+fn names_str<S: Serializer>(ns: &[PeerName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ns.iter().map(|n| n.to_string()))
+}
+
+fn opt_peer<S: Serializer>(p: &Option<(PeerName, String)>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some((n, nick)) => s.serialize_some(&(n.to_string(), nick)),
+        None => s.serialize_none(),
+    }
+}
+
+fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The whole mesh as seen from this peer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// Our name.
+    #[serde(rename = "Name", serialize_with = "name_str")]
+    pub name: PeerName,
+    /// Our nickname.
+    #[serde(rename = "NickName")]
+    pub nickname: String,
+    /// Our incarnation uid.
+    #[serde(rename = "UID")]
+    pub uid: PeerUid,
+    /// Our short id.
+    #[serde(rename = "ShortID")]
+    pub short_id: ShortId,
+    /// Our topology version.
+    #[serde(rename = "Version")]
+    pub version: u64,
+    /// Our TCP listen port.
+    #[serde(rename = "Port")]
+    pub port: u16,
+    /// Whether peers of peers are dialled.
+    #[serde(rename = "PeerDiscovery")]
+    pub discovery: bool,
+    /// Connection limit (0 = unlimited).
+    #[serde(rename = "ConnLimit")]
+    pub conn_limit: usize,
+    /// Every known peer, ourselves included, sorted by name.
+    #[serde(rename = "Peers")]
+    pub peers: Vec<PeerStatus>,
+    /// Live connections and pending targets.
+    #[serde(rename = "Connections")]
+    pub connections: Vec<LocalConnStatus>,
+    /// Destination → first hop over established symmetric links.
+    #[serde(rename = "UnicastRoutes")]
+    pub unicast_routes: Vec<RouteStatus>,
+    /// Per source, the neighbours we relay its broadcasts to.
+    #[serde(rename = "BroadcastRoutes")]
+    pub broadcast_routes: Vec<BroadcastRouteStatus>,
+    /// Direct targets as the user typed them.
+    #[serde(rename = "Targets")]
+    pub targets: Vec<String>,
+    /// Connections terminated so far (except connect-to-self).
+    #[serde(rename = "TerminationCount")]
+    pub termination_count: u64,
+}
+
+/// One peer in the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    /// Its name.
+    #[serde(rename = "Name", serialize_with = "name_str")]
+    pub name: PeerName,
+    /// Its nickname.
+    #[serde(rename = "NickName")]
+    pub nickname: String,
+    /// Its incarnation.
+    #[serde(rename = "UID")]
+    pub uid: PeerUid,
+    /// Its short id.
+    #[serde(rename = "ShortID")]
+    pub short_id: ShortId,
+    /// Its topology version.
+    #[serde(rename = "Version")]
+    pub version: u64,
+    /// Its connections as it reports them.
+    #[serde(rename = "Connections")]
+    pub connections: Vec<PeerConnStatus>,
+}
+
+/// One connection of a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerConnStatus {
+    /// Remote peer.
+    #[serde(rename = "Name", serialize_with = "name_str")]
+    pub name: PeerName,
+    /// Remote nickname (empty when unknown).
+    #[serde(rename = "NickName")]
+    pub nickname: String,
+    /// Remote address as the owner sees it.
+    #[serde(rename = "Address")]
+    pub address: String,
+    /// True when the owner dialled.
+    #[serde(rename = "Outbound")]
+    pub outbound: bool,
+    /// True when established.
+    #[serde(rename = "Established")]
+    pub established: bool,
+}
+
+/// State of a local connection or target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnState {
+    /// Connected and handshaken.
+    Established,
+    /// Handshaken, overlay not yet ready (reserved for the datapath).
+    Pending,
+    /// First dial in progress.
+    Connecting,
+    /// Dial in progress after an earlier failure.
+    Retrying,
+    /// Last attempt failed; see error and retry_in.
+    Failed,
+    /// Waiting for its next attempt, or suspended.
+    Waiting,
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnState::Established => "established",
+            ConnState::Pending => "pending",
+            ConnState::Connecting => "connecting",
+            ConnState::Retrying => "retrying",
+            ConnState::Failed => "failed",
+            ConnState::Waiting => "waiting",
+        })
+    }
+}
+
+/// A live connection or a target not connected yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalConnStatus {
+    /// `ip:port` of a live connection, or the target's `host:port`.
+    #[serde(rename = "Address")]
+    pub address: String,
+    /// True when we dialled (targets are always outbound).
+    #[serde(rename = "Outbound")]
+    pub outbound: bool,
+    /// State.
+    #[serde(rename = "State")]
+    pub state: ConnState,
+    /// Remote peer and nickname, for live connections.
+    #[serde(rename = "Peer", serialize_with = "opt_peer")]
+    pub peer: Option<(PeerName, String)>,
+    /// Last error of a target.
+    #[serde(rename = "Error")]
+    pub error: Option<String>,
+    /// Time until the next attempt; `None` when connected or never retried.
+    #[serde(rename = "RetryIn", serialize_with = "opt_secs")]
+    pub retry_in: Option<Duration>,
+    /// Router handle of a live connection.
+    #[serde(rename = "Conn")]
+    pub conn: Option<ConnId>,
+}
+
+/// A unicast route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteStatus {
+    /// Destination.
+    #[serde(rename = "Dest", serialize_with = "name_str")]
+    pub dest: PeerName,
+    /// First hop.
+    #[serde(rename = "Via", serialize_with = "name_str")]
+    pub via: PeerName,
+}
+
+/// A broadcast route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BroadcastRouteStatus {
+    /// Originator.
+    #[serde(rename = "Source", serialize_with = "name_str")]
+    pub source: PeerName,
+    /// Neighbours we relay to.
+    #[serde(rename = "Via", serialize_with = "names_str")]
+    pub via: Vec<PeerName>,
+}
