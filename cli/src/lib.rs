@@ -1,3 +1,98 @@
-//! meshnet CLI library (being written).
+//! The `meshnet` command: launch and talk to the router, and the demo.
+//!
+//! Layout: [`args`] (clap definitions), `launch` (start/stop the router
+//! process), `client` (HTTP to the router's API), `demo` (a mesh in network
+//! namespaces), [`lab`] (the namespace harness shared with the tests).
 
+pub mod args;
+mod client;
+mod demo;
 pub mod lab;
+mod launch;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{CommandFactory, Parser};
+use http::{Method, StatusCode};
+
+use args::{Cli, Command, EnvArgs};
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshnet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let env = cli.env;
+    match cli.command {
+        Command::Launch(args) => launch::launch(&env, args)?,
+        Command::Stop => {
+            launch::stop(&env)?;
+        }
+        Command::Reset => launch::reset(&env)?,
+        Command::Status { sub } => {
+            let path = match &sub {
+                None => "/status".to_string(),
+                Some(s) => format!("/status/{s}"),
+            };
+            print_answer(&env, Method::GET, &path, &[])?;
+        }
+        Command::Report => print_answer(&env, Method::GET, "/report", &[])?,
+        Command::Connect { replace, peers } => {
+            let mut form: Vec<(&str, &str)> = peers.iter().map(|p| ("peer", p.as_str())).collect();
+            if replace {
+                form.push(("replace", "true"));
+            }
+            print_answer(&env, Method::POST, "/connect", &form)?;
+        }
+        Command::Forget { peers } => {
+            let form: Vec<(&str, &str)> = peers.iter().map(|p| ("peer", p.as_str())).collect();
+            print_answer(&env, Method::POST, "/forget", &form)?;
+        }
+        Command::Version => {
+            println!("meshnet {}", env!("CARGO_PKG_VERSION"));
+            if let Ok(a) = client::call(env.http_addr, Method::GET, "/report", &[])
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.body)
+            {
+                println!("meshnet router {}", v["Version"].as_str().unwrap_or("unknown"));
+            }
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "meshnet", &mut std::io::stdout());
+        }
+        Command::Demo => demo::run()?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Calls the router; prints a success body to stdout, anything else to
+/// stderr as an error.
+fn print_answer(env: &EnvArgs, method: Method, path: &str, form: &[(&str, &str)]) -> Result<()> {
+    let answer = client::call(env.http_addr, method, path, form)?;
+    if answer.status.is_success() {
+        print!("{}", answer.body);
+        return Ok(());
+    }
+    match answer.status {
+        StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => bail!("{}", answer.body.trim_end()),
+        s => bail!("router answered {s}: {}", answer.body.trim_end()),
+    }
+}

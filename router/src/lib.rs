@@ -1,3 +1,176 @@
-//! meshnet-router: the daemon shell around the sans-IO core (being written).
+//! meshnet-router: the daemon shell around the sans-IO core.
+//!
+//! It moves bytes, timers and kernel state in and out of `meshnet-mesh`
+//! (and later `meshnet-ipam`) and makes no protocol decision itself.
+//!
+//! Layout:
+//! - [`config`]: the validated configuration the CLI hands over.
+//! - [`identity`]: the persistent Noise static key and the peer name derived from it.
+//! - [`control`]: TCP/6783 connections: header, Noise handshake, encrypted transport.
+//! - [`driver`]: the task that owns the `Mesh` and drains its outputs.
+//! - [`api`], [`status`], [`metrics`]: the HTTP API and weave-format renderings.
+//! - [`persist`]: crash-safe state files.
+//! - [`datapath`]: kernel state over netlink (bridge, veth, vxlan, FDB).
 
+pub mod api;
+pub mod config;
+pub mod control;
 pub mod datapath;
+pub mod driver;
+pub mod identity;
+pub mod metrics;
+pub mod persist;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use meshnet_mesh::{Mesh, PeerName, PeerUid, ShortId};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::RouterConfig;
+
+/// File (in the data dir) holding the persisted direct-peer list.
+pub const TARGETS_FILE: &str = "targets.json";
+
+/// Why the router could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another router running here? `meshnet stop` stops it; or choose another address)"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the router until `shutdown` fires. `on_ready` is called with the
+/// peer name once every listener is bound.
+pub async fn run(
+    config: RouterConfig,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(PeerName),
+) -> Result<(), RouterError> {
+    for dir in [&config.run_dir, &config.data_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| RouterError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let identity = identity::Identity::load_or_create(&config.data_dir)?;
+    let derived = identity.peer_name();
+    let name = config.name.unwrap_or(derived);
+    let psk = match config.password.clone() {
+        Some(p) => Some(
+            tokio::task::spawn_blocking(move || control::noise::Psk::derive(&p.0))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        ),
+        None => None,
+    };
+    let encryption = psk.is_some();
+
+    let listen_addr = std::net::SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(listen_addr)
+        .await
+        .map_err(|source| RouterError::Listen {
+            addr: listen_addr,
+            source,
+        })?;
+    let http = bind(config.http_addr).await?;
+    let status_http = match config.status_addr {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+
+    let now = Instant::now();
+    let mut mesh = Mesh::new(
+        meshnet_mesh::Config {
+            name,
+            nickname: config.nickname.clone(),
+            uid: PeerUid(rand::random::<u64>() | 1),
+            short_id: ShortId::from_low_bits(rand::random::<u64>()),
+            port: config.port,
+            conn_limit: config.conn_limit,
+            discovery: config.discovery,
+            seed: rand::random(),
+        },
+        now,
+    );
+    let targets_file = config.data_dir.join(TARGETS_FILE);
+    let peers = if config.peers.is_empty() {
+        persist::read_json::<Vec<String>>(&targets_file)?.unwrap_or_default()
+    } else {
+        config.peers.clone()
+    };
+    if let Err(errors) = mesh.connect(&peers, true, now) {
+        for e in errors {
+            warn!(error = %e, "ignoring invalid peer");
+        }
+    }
+    persist::write_json(&targets_file, &mesh.targets())?;
+
+    let (api_tx, api_rx) = mpsc::channel(64);
+    let api = api::Api { driver: api_tx };
+    serve(http, api::control(api.clone()), shutdown.clone());
+    if let Some(l) = status_http {
+        serve(l, api::read_only(api), shutdown.clone());
+    }
+
+    let local = Arc::new(control::conn::Local {
+        private_key: identity.private.clone(),
+        psk,
+        trusted_subnets: config.trusted_subnets.clone(),
+    });
+    info!(
+        peer = %name,
+        nickname = %config.nickname,
+        port = config.port,
+        encryption,
+        "router started"
+    );
+    on_ready(name);
+    driver::run(
+        driver::DriverParts {
+            mesh,
+            local,
+            name_derived: config.name.is_none() || config.name == Some(derived),
+            encryption,
+            trusted_subnets: config.trusted_subnets,
+            targets_file,
+        },
+        listener,
+        api_rx,
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RouterError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RouterError::Listen { addr, source })
+}
+
+fn serve(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            warn!(error = %e, "HTTP server failed");
+        }
+    });
+}

@@ -1,0 +1,104 @@
+//! Command-line definitions (clap). Flags and names follow weave's, so
+//! `weave launch --password X host1` becomes `meshnet launch --password X host1`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// meshnet: one flat network for containers on many hosts (a weave-compatible mesh).
+#[derive(Debug, Parser)]
+#[command(name = "meshnet", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub env: EnvArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where this router's files and API live; several routers on one machine
+/// (one per network namespace) use different values.
+#[derive(Debug, Args, Clone)]
+pub struct EnvArgs {
+    /// Directory for the pid file, log and sockets.
+    #[arg(long, env = "MESHNET_RUN_DIR", default_value = meshnet_router::config::DEFAULT_RUN_DIR, global = true)]
+    pub run_dir: PathBuf,
+    /// Directory for persisted state (identity key, targets, IPAM).
+    #[arg(long, env = "MESHNET_DATA_DIR", default_value = meshnet_router::config::DEFAULT_DATA_DIR, global = true)]
+    pub data_dir: PathBuf,
+    /// The router's HTTP API address.
+    #[arg(long, env = "MESHNET_HTTP_ADDR", default_value = "127.0.0.1:6784", global = true)]
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the router on this host, connecting to the given peers.
+    Launch(LaunchArgs),
+    /// Stop the router (state is kept; `launch` resumes it).
+    Stop,
+    /// Stop the router and forget all persisted state (identity, targets).
+    Reset,
+    /// Show the router's status: summary, or `peers`, `connections`, `targets`.
+    Status {
+        /// One of: peers, connections, targets.
+        sub: Option<String>,
+    },
+    /// Print the router's full state as JSON.
+    Report,
+    /// Add peers to connect to; `--replace` drops the previous list first.
+    Connect {
+        #[arg(long)]
+        replace: bool,
+        /// Peers as host[:port].
+        peers: Vec<String>,
+    },
+    /// Stop reconnecting to these peers.
+    Forget {
+        #[arg(required = true)]
+        peers: Vec<String>,
+    },
+    /// Print the version of this command and of the running router.
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
+    /// Run a demo mesh of three hosts (network namespaces) on this machine, then remove it (root).
+    Demo,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LaunchArgs {
+    /// Mesh password: peers without it are turned away and traffic is encrypted.
+    /// Never put on the router's command line; prefer the environment variable.
+    #[arg(long, env = "MESHNET_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Peer name (MAC-style, e.g. 8a:3e:3e:3e:3e:3e); default: derived from this host's key.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Nickname shown next to the peer name; default: the hostname.
+    #[arg(long)]
+    pub nickname: Option<String>,
+    /// Address to accept peer connections on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// TCP port for peer connections (UDP sleeve uses the same number).
+    #[arg(long, env = "MESHNET_PORT", default_value_t = meshnet_router::config::DEFAULT_PORT)]
+    pub port: u16,
+    /// Most connections this router keeps (0 = unlimited).
+    #[arg(long, default_value_t = meshnet_router::config::DEFAULT_CONN_LIMIT)]
+    pub conn_limit: usize,
+    /// Do not connect to peers of peers; only to the peers given.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Subnets (comma-separated CIDRs) whose peers are trusted with unencrypted fast datapath.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_subnets: Vec<String>,
+    /// Read-only status and metrics address ("" disables it).
+    #[arg(long, env = "MESHNET_STATUS_ADDR", default_value = "127.0.0.1:6782")]
+    pub status_addr: String,
+    /// Run attached to this terminal (for systemd and containers) instead of detaching.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Peers to connect to, as host[:port]. None: resume the persisted list.
+    pub peers: Vec<String>,
+}

@@ -1,0 +1,289 @@
+//! `meshnet launch` and `meshnet stop`/`reset`: starting the router detached
+//! (its own session, logging to `$MESHNET_RUN_DIR/router.log`), running it in
+//! the foreground, and stopping it through its pid file.
+//!
+//! One router per run dir: the foreground process holds an exclusive lock on
+//! `router.lock` for its whole life, so a stale pid file can never make a
+//! second router think one is running, nor the reverse.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use http::Method;
+use meshnet_router::RouterConfig;
+use meshnet_router::config::Password;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{EnvArgs, LaunchArgs};
+use crate::client;
+
+/// Pid file of the running router.
+pub const PID_FILE: &str = "router.pid";
+/// Lock held by the running router.
+pub const LOCK_FILE: &str = "router.lock";
+/// The detached router's log.
+pub const LOG_FILE: &str = "router.log";
+/// How long `launch` waits for the API to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `meshnet launch`.
+pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
+    let config = router_config(env, &args)?;
+    if args.foreground {
+        return run_foreground(config);
+    }
+    if let Some(pid) = running_pid(&env.run_dir)? {
+        bail!("meshnet is already running (pid {pid}); stop it with `meshnet stop`");
+    }
+    std::fs::create_dir_all(&env.run_dir)
+        .with_context(|| format!("creating {}", env.run_dir.display()))?;
+    let log_path = env.run_dir.join(LOG_FILE);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+
+    let exe = std::env::current_exe().context("finding the meshnet executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("launch")
+        .arg("--foreground")
+        .args(child_args(&args))
+        .env("MESHNET_RUN_DIR", &env.run_dir)
+        .env("MESHNET_DATA_DIR", &env.data_dir)
+        .env("MESHNET_HTTP_ADDR", env.http_addr.to_string())
+        .env_remove("MESHNET_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicating the log handle")?)
+        .stderr(log);
+    // The password travels in the environment, never on the command line.
+    if let Some(p) = &args.password {
+        cmd.env("MESHNET_PASSWORD", p);
+    }
+    // SAFETY: setsid() is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context("starting the router process")?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().context("watching the router process")? {
+            bail!(
+                "the router exited ({status}) before it was ready:\n{}",
+                log_tail(&log_path, log_start)
+            );
+        }
+        if let Ok(answer) = client::call(env.http_addr, Method::GET, "/report", &[])
+            && answer.status.is_success()
+        {
+            let report: serde_json::Value =
+                serde_json::from_str(&answer.body).context("parsing the router's report")?;
+            let name = report["Router"]["Name"].as_str().unwrap_or_default();
+            println!("{name}");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the router did not answer on {} within {READY_TIMEOUT:?}; its log says:\n{}",
+                env.http_addr,
+                log_tail(&log_path, log_start)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The arguments the detached child gets (everything but the password).
+fn child_args(a: &LaunchArgs) -> Vec<String> {
+    let mut v = vec![
+        format!("--host={}", a.host),
+        format!("--port={}", a.port),
+        format!("--conn-limit={}", a.conn_limit),
+        format!("--status-addr={}", a.status_addr),
+    ];
+    if let Some(n) = &a.name {
+        v.push(format!("--name={n}"));
+    }
+    if let Some(n) = &a.nickname {
+        v.push(format!("--nickname={n}"));
+    }
+    if a.no_discovery {
+        v.push("--no-discovery".into());
+    }
+    if !a.trusted_subnets.is_empty() {
+        v.push(format!("--trusted-subnets={}", a.trusted_subnets.join(",")));
+    }
+    v.push("--".into());
+    v.extend(a.peers.iter().cloned());
+    v
+}
+
+fn log_tail(path: &Path, from: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let _ = f.seek(SeekFrom::Start(from));
+    let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+    let start = lines.len().saturating_sub(20);
+    lines[start..].join("\n")
+}
+
+/// Validates flags into a router configuration.
+pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
+    let nickname = match &a.nickname {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "meshnet".into()),
+    };
+    let mut c = RouterConfig::new(nickname, env.run_dir.clone(), env.data_dir.clone());
+    c.name = a
+        .name
+        .as_deref()
+        .map(|n| {
+            n.parse()
+                .map_err(|e| anyhow!("invalid --name {n:?}: {e}; use a MAC-style name such as 8a:3e:3e:3e:3e:3e"))
+        })
+        .transpose()?;
+    c.password = a.password.clone().filter(|p| !p.is_empty()).map(Password);
+    c.host = a.host;
+    c.port = a.port;
+    c.conn_limit = a.conn_limit;
+    c.discovery = !a.no_discovery;
+    c.peers = a.peers.clone();
+    c.http_addr = env.http_addr;
+    c.status_addr = match a.status_addr.as_str() {
+        "" => None,
+        s => Some(s.parse().map_err(|e| {
+            anyhow!("invalid --status-addr {s:?}: {e}; use IP:PORT, or \"\" to disable")
+        })?),
+    };
+    c.trusted_subnets = a
+        .trusted_subnets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|e| anyhow!("invalid --trusted-subnets entry {s:?}: {e}; use CIDRs like 192.0.2.0/24"))
+        })
+        .collect::<Result<_>>()?;
+    Ok(c)
+}
+
+/// Runs the router in this process until SIGTERM/SIGINT.
+fn run_foreground(config: RouterConfig) -> Result<()> {
+    std::fs::create_dir_all(&config.run_dir)
+        .with_context(|| format!("creating {}", config.run_dir.display()))?;
+    let lock_path = config.run_dir.join(LOCK_FILE);
+    let lock_file = File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow!(
+            "meshnet is already running with run dir {}; stop it with `meshnet stop`",
+            config.run_dir.display()
+        )
+    })?;
+    let pid_path = config.run_dir.join(PID_FILE);
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_path.display()))?;
+    crate::init_logging();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let result = rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            on_signal.cancel();
+        });
+        meshnet_router::run(config, shutdown, |_| {}).await
+    });
+    let _ = std::fs::remove_file(&pid_path);
+    result.map_err(|e| anyhow!("{e}"))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The pid of the router using `run_dir`, if one is running.
+pub fn running_pid(run_dir: &Path) -> Result<Option<i32>> {
+    let lock_path = run_dir.join(LOCK_FILE);
+    let Ok(file) = File::open(&lock_path) else {
+        return Ok(None);
+    };
+    // If we can take the lock, nobody holds it: no router.
+    if Flock::lock(file, FlockArg::LockSharedNonblock).is_ok() {
+        return Ok(None);
+    }
+    let pid = std::fs::read_to_string(run_dir.join(PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    Ok(Some(pid.unwrap_or(0)))
+}
+
+/// `meshnet stop`: SIGTERM the router and wait for it to exit.
+pub fn stop(env: &EnvArgs) -> Result<bool> {
+    let Some(pid) = running_pid(&env.run_dir)? else {
+        eprintln!("meshnet is not running.");
+        return Ok(false);
+    };
+    if pid > 0 {
+        kill(Pid::from_raw(pid), Signal::SIGTERM)
+            .with_context(|| format!("signalling the router (pid {pid})"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running_pid(&env.run_dir)?.is_some() {
+        if Instant::now() > deadline {
+            bail!("the router (pid {pid}) did not stop within 10 s; kill it with `kill -9 {pid}`");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(true)
+}
+
+/// `meshnet reset`: stop, then remove persisted state.
+pub fn reset(env: &EnvArgs) -> Result<()> {
+    stop(env)?;
+    for file in [
+        meshnet_router::identity::KEY_FILE,
+        meshnet_router::TARGETS_FILE,
+    ] {
+        remove_if_present(&env.data_dir.join(file))?;
+    }
+    for file in [PID_FILE, LOCK_FILE] {
+        remove_if_present(&env.run_dir.join(file))?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &PathBuf) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}

@@ -1,0 +1,297 @@
+//! The driver: one tokio task that owns the sans-IO [`Mesh`] and moves its
+//! inputs (connection reports, API requests, timers) in and its outputs
+//! (transmits, dials, closes, events) out. It makes no protocol decision.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, NoChannels};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::control::conn::{self, ConnReport, Local, SEND_QUEUE};
+use crate::persist;
+
+/// A consistent view of the router for status, report and metrics.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub mesh: meshnet_mesh::Status,
+    pub encryption: bool,
+    pub trusted_subnets: Vec<String>,
+    /// Wall-clock time the snapshot was taken (to render retry times).
+    pub taken_at: SystemTime,
+}
+
+/// Requests from the HTTP API.
+#[derive(Debug)]
+pub enum ApiRequest {
+    Snapshot(oneshot::Sender<Snapshot>),
+    Connect {
+        peers: Vec<String>,
+        replace: bool,
+        reply: oneshot::Sender<Result<(), Vec<String>>>,
+    },
+    Forget {
+        peers: Vec<String>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Fixed facts the driver needs besides the mesh.
+#[derive(Debug)]
+pub struct DriverParts {
+    pub mesh: Mesh,
+    pub local: Arc<Local>,
+    pub name_derived: bool,
+    pub encryption: bool,
+    pub trusted_subnets: Vec<ipnet::IpNet>,
+    pub targets_file: PathBuf,
+}
+
+/// The driver state.
+struct Driver {
+    parts: DriverParts,
+    channels: NoChannels,
+    writers: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    reports_tx: conn::Reports,
+    next_conn: u64,
+}
+
+/// Runs the driver until `shutdown` fires.
+pub async fn run(
+    parts: DriverParts,
+    listener: TcpListener,
+    mut api: mpsc::Receiver<ApiRequest>,
+    shutdown: CancellationToken,
+) {
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, std::net::SocketAddr)>(64);
+    let accept_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(pair) => { if accepted_tx.send(pair).await.is_err() { break; } }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                _ = accept_shutdown.cancelled() => break,
+            }
+        }
+    });
+
+    let mut d = Driver {
+        parts,
+        channels: NoChannels,
+        writers: HashMap::new(),
+        reports_tx,
+        next_conn: 1,
+    };
+    loop {
+        d.drain();
+        let deadline = d.parts.mesh.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(report) = reports.recv() => d.on_report(report),
+            Some((stream, addr)) = accepted.recv() => d.on_accept(stream, addr),
+            Some(req) = api.recv() => d.on_api(req),
+            _ = sleep => {
+                let now = Instant::now();
+                d.parts.mesh.handle_timeout(now, &mut d.channels as &mut dyn Channels);
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    info!("router stopping");
+}
+
+impl Driver {
+    fn conn_id(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        id
+    }
+
+    fn hello(&self) -> meshnet_mesh::Hello {
+        let mut hello = self
+            .parts
+            .mesh
+            .hello(rand::random::<u64>(), false);
+        hello.name_derived = self.parts.name_derived;
+        hello
+    }
+
+    fn on_accept(&mut self, stream: TcpStream, addr: std::net::SocketAddr) {
+        if !self.parts.mesh.accept_allowed(Instant::now()) {
+            warn!(peer_addr = %addr, "too many incoming connections; dropping one");
+            return;
+        }
+        let conn = self.conn_id();
+        let hello = self.hello();
+        tokio::spawn(conn::accept(
+            conn,
+            stream,
+            addr,
+            self.parts.local.clone(),
+            hello,
+            self.reports_tx.clone(),
+        ));
+    }
+
+    fn on_report(&mut self, report: ConnReport) {
+        let now = Instant::now();
+        match report {
+            ConnReport::Handshaked {
+                conn,
+                info,
+                hello,
+                reply,
+            } => {
+                let peer = hello.name;
+                match self.parts.mesh.handle_connection(conn, info, *hello, now) {
+                    Ok(()) => {
+                        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+                        self.writers.insert(conn, tx);
+                        if reply.send(Ok(rx)).is_err() {
+                            self.writers.remove(&conn);
+                            self.parts
+                                .mesh
+                                .handle_closed(conn, "connection task ended", now);
+                        }
+                    }
+                    Err(e) => {
+                        info!(peer = %peer, error = %e, "connection refused");
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            ConnReport::DialFailed { target, error } => {
+                self.parts.mesh.handle_dial_failed(&target, error, now);
+            }
+            ConnReport::InboundFailed { .. } => {}
+            ConnReport::Message { conn, bytes } => {
+                self.parts.mesh.handle_message(
+                    conn,
+                    &bytes,
+                    now,
+                    &mut self.channels as &mut dyn Channels,
+                );
+            }
+            ConnReport::Closed { conn, reason } => {
+                if self.writers.remove(&conn).is_some() {
+                    self.parts.mesh.handle_closed(conn, &reason, now);
+                }
+            }
+        }
+    }
+
+    fn on_api(&mut self, req: ApiRequest) {
+        let now = Instant::now();
+        match req {
+            ApiRequest::Snapshot(reply) => {
+                let _ = reply.send(Snapshot {
+                    mesh: self.parts.mesh.status(now),
+                    encryption: self.parts.encryption,
+                    trusted_subnets: self
+                        .parts
+                        .trusted_subnets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    taken_at: SystemTime::now(),
+                });
+            }
+            ApiRequest::Connect {
+                peers,
+                replace,
+                reply,
+            } => {
+                let _ = reply.send(self.parts.mesh.connect(&peers, replace, now));
+            }
+            ApiRequest::Forget { peers, reply } => {
+                self.parts.mesh.forget(&peers, now);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Moves everything the mesh wants done out to the world.
+    fn drain(&mut self) {
+        let now = Instant::now();
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.parts.mesh.poll_transmit() {
+                progressed = true;
+                let Some(tx) = self.writers.get(&t.conn) else {
+                    continue;
+                };
+                if tx.try_send(t.bytes).is_err() {
+                    warn!(conn = t.conn.0, "send queue full: peer is not reading; closing");
+                    self.writers.remove(&t.conn);
+                    self.parts
+                        .mesh
+                        .handle_closed(t.conn, "send queue full: peer stalled", now);
+                }
+            }
+            while let Some(action) = self.parts.mesh.poll_action() {
+                progressed = true;
+                match action {
+                    Action::Dial { target, addr } => {
+                        let conn = self.conn_id();
+                        let hello = self.hello();
+                        tokio::spawn(conn::dial(
+                            conn,
+                            target,
+                            addr,
+                            self.parts.local.clone(),
+                            hello,
+                            self.reports_tx.clone(),
+                        ));
+                    }
+                    Action::Close { conn, reason } => {
+                        // Dropping the queue ends the writer, which shuts the socket.
+                        if self.writers.remove(&conn).is_some() {
+                            self.parts.mesh.handle_closed(conn, &reason.to_string(), now);
+                        }
+                    }
+                }
+            }
+            while let Some(event) = self.parts.mesh.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::PeerAdded(p) => info!(peer = %p, "peer added"),
+            Event::PeerRemoved(p) => info!(peer = %p, "removed unreachable peer"),
+            Event::PeerRestarted(p) => info!(peer = %p, "peer restarted"),
+            Event::ConnectionUp { conn, peer } => info!(peer = %peer, conn = conn.0, "connection established"),
+            Event::ConnectionDown { conn, peer, reason } => {
+                info!(peer = %peer, conn = conn.0, %reason, "connection down")
+            }
+            Event::TargetsChanged => {
+                let targets = self.parts.mesh.targets();
+                if let Err(e) = persist::write_json(&self.parts.targets_file, &targets) {
+                    warn!(error = %e, "cannot persist the target list");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Text and JSON renderings of a [`Snapshot`], in weave's formats
+//! (reference §1.6, §1.7) so a weave user's eyes and scripts still work.
+
+use std::fmt::Write as _;
+
+use meshnet_mesh::{ConnState, LocalConnStatus, PeerName};
+use serde_json::{Value, json};
+
+use crate::driver::Snapshot;
+
+/// Default overlay MTU (weave's: GCE 1460 minus VXLAN and ESP overheads).
+pub const DEFAULT_MTU: u32 = 1376;
+
+/// The overlay a link will use once the datapath carries frames.
+fn planned_overlay(snap: &Snapshot) -> &'static str {
+    if snap.encryption { "sleeve" } else { "fastdp" }
+}
+
+fn name_nick(name: PeerName, nick: &str) -> String {
+    format!("{name}({nick})")
+}
+
+/// `meshnet status`.
+pub fn summary(snap: &Snapshot) -> String {
+    let m = &snap.mesh;
+    let mut out = String::new();
+    let line = |out: &mut String, label: &str, value: &str| {
+        let _ = writeln!(out, "{label:>15}: {value}");
+    };
+    out.push('\n');
+    line(&mut out, "Version", &format!("meshnet {}", env!("CARGO_PKG_VERSION")));
+    out.push('\n');
+    line(&mut out, "Service", "router");
+    line(
+        &mut out,
+        "Protocol",
+        &protocol_range(meshnet_mesh::PROTOCOL_MIN, meshnet_mesh::PROTOCOL_MAX),
+    );
+    line(&mut out, "Name", &name_nick(m.name, &m.nickname));
+    line(&mut out, "Encryption", enabled(snap.encryption));
+    line(&mut out, "PeerDiscovery", enabled(m.discovery));
+    line(&mut out, "Targets", &m.targets.len().to_string());
+    line(&mut out, "Connections", &connection_counts(&m.connections));
+    line(&mut out, "Peers", &peer_counts(snap));
+    let trusted = if snap.trusted_subnets.is_empty() {
+        "none".to_string()
+    } else {
+        snap.trusted_subnets.join(", ")
+    };
+    line(&mut out, "TrustedSubnets", &trusted);
+    out.push('\n');
+    out
+}
+
+fn protocol_range(min: u8, max: u8) -> String {
+    if min == max {
+        format!("meshnet {min}")
+    } else {
+        format!("meshnet {min}..{max}")
+    }
+}
+
+fn enabled(b: bool) -> &'static str {
+    if b { "enabled" } else { "disabled" }
+}
+
+fn connection_counts(conns: &[LocalConnStatus]) -> String {
+    let order = [
+        ConnState::Established,
+        ConnState::Pending,
+        ConnState::Retrying,
+        ConnState::Failed,
+        ConnState::Connecting,
+        ConnState::Waiting,
+    ];
+    let parts: Vec<String> = order
+        .iter()
+        .filter_map(|s| {
+            let n = conns.iter().filter(|c| c.state == *s).count();
+            (n > 0).then(|| format!("{n} {s}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        conns.len().to_string()
+    } else {
+        format!("{} ({})", conns.len(), parts.join(", "))
+    }
+}
+
+fn peer_counts(snap: &Snapshot) -> String {
+    let peers = &snap.mesh.peers;
+    let (mut est, mut pending) = (0, 0);
+    for p in peers {
+        for c in &p.connections {
+            if c.established {
+                est += 1;
+            } else {
+                pending += 1;
+            }
+        }
+    }
+    match (est, pending) {
+        (e, 0) => format!("{} (with {e} established connections)", peers.len()),
+        (e, p) => format!(
+            "{} (with {e} established, {p} pending connections)",
+            peers.len()
+        ),
+    }
+}
+
+/// `meshnet status connections`: one line per connection or target.
+pub fn connections(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    for c in &snap.mesh.connections {
+        let _ = writeln!(out, "{}", connection_line(snap, c));
+    }
+    out
+}
+
+fn connection_line(snap: &Snapshot, c: &LocalConnStatus) -> String {
+    let dir = if c.outbound { "->" } else { "<-" };
+    let info = match (c.state, &c.peer) {
+        (ConnState::Established | ConnState::Pending, Some((name, nick))) => {
+            let mut info = String::new();
+            if snap.encryption {
+                let _ = write!(info, "{:<11} ", "encrypted");
+            }
+            let _ = write!(
+                info,
+                "{:<6} {} mtu={DEFAULT_MTU} datapath=pending",
+                planned_overlay(snap),
+                name_nick(*name, nick)
+            );
+            info
+        }
+        (ConnState::Failed, _) => {
+            let err = c.error.as_deref().unwrap_or("failed");
+            match c.retry_in {
+                Some(d) => format!("{err}, retry: {}", retry_time(snap, d)),
+                None => format!("{err}, not retried"),
+            }
+        }
+        (ConnState::Retrying, _) => c.error.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    format!("{dir} {:<21} {:<11} {info}", c.address, c.state.to_string())
+        .trim_end()
+        .to_string()
+}
+
+fn retry_time(snap: &Snapshot, after: std::time::Duration) -> String {
+    humantime::format_rfc3339_seconds(snap.taken_at + after).to_string()
+}
+
+/// `meshnet status peers`.
+pub fn peers(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    for p in &snap.mesh.peers {
+        let _ = writeln!(out, "{}", name_nick(p.name, &p.nickname));
+        for c in &p.connections {
+            let dir = if c.outbound { "->" } else { "<-" };
+            let state = if c.established {
+                "established"
+            } else {
+                "pending"
+            };
+            let _ = writeln!(
+                out,
+                "   {dir} {:<21} {:<37} {state}",
+                c.address,
+                name_nick(c.name, &c.nickname)
+            );
+        }
+    }
+    out
+}
+
+/// `meshnet status targets`.
+pub fn targets(snap: &Snapshot) -> String {
+    snap.mesh.targets.iter().map(|t| format!("{t}\n")).collect()
+}
+
+/// `meshnet report`: weave's field names where they apply.
+pub fn report(snap: &Snapshot) -> Value {
+    let m = &snap.mesh;
+    let peers: Vec<Value> = m
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "Name": p.name.to_string(),
+                "NickName": p.nickname,
+                "UID": p.uid.to_string(),
+                "ShortID": p.short_id.as_u16(),
+                "Version": p.version,
+                "Connections": p.connections.iter().map(|c| json!({
+                    "Name": c.name.to_string(),
+                    "NickName": c.nickname,
+                    "Address": c.address,
+                    "Outbound": c.outbound,
+                    "Established": c.established,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let connections: Vec<Value> = m
+        .connections
+        .iter()
+        .map(|c| {
+            let mut attrs = serde_json::Map::new();
+            if matches!(c.state, ConnState::Established | ConnState::Pending) {
+                attrs.insert("name".into(), json!(planned_overlay(snap)));
+                attrs.insert("mtu".into(), json!(DEFAULT_MTU));
+                attrs.insert("datapath".into(), json!("pending"));
+                if snap.encryption {
+                    attrs.insert("encrypted".into(), json!(true));
+                }
+            }
+            json!({
+                "Address": c.address,
+                "Outbound": c.outbound,
+                "State": c.state.to_string(),
+                "Info": connection_info(c),
+                "Attrs": attrs,
+                "Peer": c.peer.as_ref().map(|(n, nick)| name_nick(*n, nick)),
+            })
+        })
+        .collect();
+    json!({
+        "Ready": true,
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Router": {
+            "Protocol": "meshnet",
+            "ProtocolMinVersion": meshnet_mesh::PROTOCOL_MIN,
+            "ProtocolMaxVersion": meshnet_mesh::PROTOCOL_MAX,
+            "Encryption": snap.encryption,
+            "PeerDiscovery": m.discovery,
+            "Name": m.name.to_string(),
+            "NickName": m.nickname,
+            "UID": m.uid.to_string(),
+            "Port": m.port,
+            "ConnLimit": m.conn_limit,
+            "Peers": peers,
+            "UnicastRoutes": m.unicast_routes.iter().map(|r| json!({
+                "Dest": r.dest.to_string(), "Via": r.via.to_string(),
+            })).collect::<Vec<_>>(),
+            "BroadcastRoutes": m.broadcast_routes.iter().map(|r| json!({
+                "Source": r.source.to_string(),
+                "Via": r.via.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "Connections": connections,
+            "TerminationCount": m.termination_count,
+            "Targets": m.targets,
+            "TrustedSubnets": snap.trusted_subnets,
+        }
+    })
+}
+
+fn connection_info(c: &LocalConnStatus) -> String {
+    match (&c.error, c.state) {
+        (Some(e), ConnState::Failed | ConnState::Retrying) => e.clone(),
+        _ => String::new(),
+    }
+}
