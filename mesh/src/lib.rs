@@ -7,9 +7,14 @@
 //! - [`mesh`]: the [`Mesh`] state machine and its inputs/outputs.
 //! - [`status`]: the status snapshot (weave's JSON field names).
 
+mod gossip;
 pub mod ids;
+mod maker;
 pub mod mesh;
+mod routes;
 pub mod status;
+mod targets;
+mod topology;
 pub mod wire;
 
 pub use ids::{ConnId, PeerName, PeerNameError, PeerUid, ShortId};

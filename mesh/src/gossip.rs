@@ -1,0 +1,320 @@
+//! Message dispatch and gossip for [`Mesh`] (weave §4.5, §4.8–4.10): the `topology`
+//! channel (deltas, full records, requests, digests), application channels through
+//! [`Channels`], surrogate relaying of unknown channels, and hop-by-hop unicast and
+//! per-source broadcast trees.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use crate::ids::{ConnId, PeerName};
+use crate::mesh::{Channels, CloseReason, Event, Mesh, NoRoute, SURROGATE_TTL, TOPOLOGY_CHANNEL};
+use crate::routes;
+use crate::topology::DeltaOutcome;
+use crate::wire::{DecodeError, GossipMsg, GossipUnicastMsg, Message, TopologyMsg};
+
+/// FNV-1a 64 over channel and payload (weave dedupes surrogate gossip the same way).
+fn fnv64a(channel: &str, payload: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes().chain([0]).chain(payload.iter().copied()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl Mesh {
+    /// One decoded-and-decrypted message arrived on `conn`. Undecodable input or a protocol
+    /// violation closes the connection with a typed reason.
+    pub fn handle_message(
+        &mut self,
+        conn: ConnId,
+        bytes: &[u8],
+        now: Instant,
+        channels: &mut dyn Channels,
+    ) {
+        if now > self.now {
+            self.now = now;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.last_recv = now;
+        let from = c.peer;
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(DecodeError::Empty) => return,
+            Err(e) => return self.close_conn(conn, CloseReason::Decode(e.to_string())),
+        };
+        match msg {
+            Message::Heartbeat | Message::Unknown { .. } => {}
+            Message::Gossip(g) => {
+                if g.src != from {
+                    let why = format!("gossip from {from} claims to come from {}", g.src);
+                    return self.close_conn(conn, CloseReason::Protocol(why));
+                }
+                if g.channel == TOPOLOGY_CHANNEL {
+                    self.handle_topology(conn, from, &g.payload);
+                } else {
+                    self.handle_gossip(from, g, channels);
+                }
+            }
+            Message::GossipUnicast(u) => self.handle_unicast(u, channels),
+            Message::GossipBroadcast(b) => self.handle_broadcast(from, b, channels),
+            Message::OverlayControl(bytes) => {
+                self.events.push_back(Event::OverlayControl {
+                    conn,
+                    peer: from,
+                    bytes,
+                });
+            }
+        }
+        self.refresh_targets();
+    }
+
+    fn handle_topology(&mut self, conn: ConnId, from: PeerName, payload: &[u8]) {
+        let msg = match TopologyMsg::decode(payload) {
+            Ok(m) => m,
+            Err(e) => return self.close_conn(conn, CloseReason::Decode(format!("topology: {e}"))),
+        };
+        let mut changed = false;
+        match msg {
+            TopologyMsg::Delta(deltas) => {
+                let mut relay = Vec::new();
+                let mut want = BTreeSet::new();
+                for d in deltas {
+                    match self.topo.apply_delta(&d) {
+                        DeltaOutcome::Applied => relay.push(d),
+                        DeltaOutcome::Stale => {}
+                        DeltaOutcome::NeedFull => {
+                            want.insert(d.name);
+                        }
+                    }
+                }
+                if !want.is_empty() {
+                    self.send_topology(conn, &TopologyMsg::Request(want.into_iter().collect()));
+                }
+                if !relay.is_empty() {
+                    changed = true;
+                    self.topology_changed();
+                    self.gossip_topology(&TopologyMsg::Delta(relay), Some(from));
+                }
+            }
+            TopologyMsg::Full(records) => {
+                let improved: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| self.topo.apply_full(r))
+                    .collect();
+                if !improved.is_empty() {
+                    changed = true;
+                    self.topology_changed();
+                    self.gossip_topology(&TopologyMsg::Full(improved), Some(from));
+                }
+            }
+            TopologyMsg::Request(names) => {
+                let records: Vec<_> = names
+                    .into_iter()
+                    .filter_map(|n| self.topo.record(n))
+                    .collect();
+                if !records.is_empty() {
+                    self.send_topology(conn, &TopologyMsg::Full(records));
+                }
+            }
+            TopologyMsg::Digest(entries) => {
+                let mut want = Vec::new();
+                let mut theirs = BTreeMap::new();
+                for (name, uid, version) in entries {
+                    theirs.insert(name, (uid, version));
+                    if self.topo.digest_wants(name, uid, version) {
+                        want.push(name);
+                    }
+                }
+                // Push what the sender lacks or has older: anything we hold that it did not
+                // mention, or that is newer than what it mentioned.
+                let push: Vec<_> = self
+                    .topo
+                    .all_records()
+                    .into_iter()
+                    .filter(|r| match theirs.get(&r.name) {
+                        None => true,
+                        Some((uid, version)) => (r.version, r.uid) > (*version, *uid),
+                    })
+                    .collect();
+                if !want.is_empty() {
+                    self.send_topology(conn, &TopologyMsg::Request(want));
+                }
+                if !push.is_empty() {
+                    self.send_topology(conn, &TopologyMsg::Full(push));
+                }
+            }
+        }
+        if changed || self.topo.has_pending() {
+            self.topology_changed();
+        }
+    }
+
+    fn handle_gossip(&mut self, from: PeerName, g: GossipMsg, channels: &mut dyn Channels) {
+        if channels.names().contains(&g.channel) {
+            match channels.on_gossip(&g.channel, g.src, &g.payload) {
+                Ok(Some(delta)) => self.gossip_except(&g.channel, delta, Some(from)),
+                Ok(None) => {}
+                Err(_e) => {} // the channel rejected it; weave logs and carries on
+            }
+        } else {
+            // Surrogate: relay unknown channels unchanged, once per 30 s per content.
+            let h = fnv64a(&g.channel, &g.payload);
+            if self.surrogate_seen.contains_key(&h) {
+                return;
+            }
+            self.surrogate_seen.insert(h, self.now + SURROGATE_TTL);
+            self.gossip_except(&g.channel, g.payload, Some(from));
+        }
+    }
+
+    fn handle_unicast(&mut self, u: GossipUnicastMsg, channels: &mut dyn Channels) {
+        if u.dst == self.config.name {
+            if channels.names().contains(&u.channel) {
+                let _ = channels.on_unicast(&u.channel, u.src, &u.payload);
+            }
+            return;
+        }
+        self.ensure_routes();
+        if let Some(conn) = self
+            .unicast_all
+            .get(&u.dst)
+            .and_then(|hop| self.by_peer.get(hop))
+            .copied()
+        {
+            self.send(conn, &Message::GossipUnicast(u));
+        }
+    }
+
+    fn handle_broadcast(&mut self, from: PeerName, b: GossipMsg, channels: &mut dyn Channels) {
+        if b.src == self.config.name {
+            return;
+        }
+        if channels.names().contains(&b.channel) {
+            let _ = channels.on_broadcast(&b.channel, b.src, &b.payload);
+        }
+        let src = b.src;
+        let msg = Message::GossipBroadcast(b);
+        for hop in self.broadcast_hops(src) {
+            if hop == from {
+                continue;
+            }
+            if let Some(conn) = self.by_peer.get(&hop).copied() {
+                self.send(conn, &msg);
+            }
+        }
+    }
+
+    fn broadcast_hops(&mut self, src: PeerName) -> Vec<PeerName> {
+        self.ensure_routes();
+        if let Some(h) = self.broadcast_all.get(&src) {
+            return h.clone();
+        }
+        let hops = routes::broadcast(&self.topo, self.config.name, src, false);
+        self.broadcast_all.insert(src, hops.clone());
+        hops
+    }
+
+    fn neighbour_conns(&mut self, except: Option<PeerName>) -> Vec<ConnId> {
+        self.ensure_routes();
+        routes::random_neighbours(&self.unicast_all, except, &mut self.rng)
+            .into_iter()
+            .filter_map(|p| self.by_peer.get(&p).copied())
+            .collect()
+    }
+
+    pub(crate) fn gossip_topology(&mut self, msg: &TopologyMsg, except: Option<PeerName>) {
+        for conn in self.neighbour_conns(except) {
+            self.send_topology(conn, msg);
+        }
+    }
+
+    fn gossip_except(&mut self, channel: &str, payload: Vec<u8>, except: Option<PeerName>) {
+        let msg = Message::Gossip(GossipMsg {
+            channel: channel.to_owned(),
+            src: self.config.name,
+            payload,
+        });
+        for conn in self.neighbour_conns(except) {
+            self.send(conn, &msg);
+        }
+    }
+
+    /// Gossips `payload` on `channel` to a random neighbour subset; receivers merge it and
+    /// relay what was new to them.
+    pub fn gossip(&mut self, channel: &str, payload: Vec<u8>) {
+        self.gossip_except(channel, payload, None);
+    }
+
+    /// Broadcasts `payload` along our broadcast tree; every peer gets it once when the
+    /// topology is stable.
+    pub fn gossip_broadcast(&mut self, channel: &str, payload: Vec<u8>) {
+        let msg = Message::GossipBroadcast(GossipMsg {
+            channel: channel.to_owned(),
+            src: self.config.name,
+            payload,
+        });
+        for hop in self.broadcast_hops(self.config.name) {
+            if let Some(conn) = self.by_peer.get(&hop).copied() {
+                self.send(conn, &msg);
+            }
+        }
+    }
+
+    /// Sends `payload` to `dst`, routed hop by hop over all known connections.
+    pub fn gossip_unicast(
+        &mut self,
+        channel: &str,
+        dst: PeerName,
+        payload: Vec<u8>,
+    ) -> Result<(), NoRoute> {
+        self.ensure_routes();
+        let conn = self
+            .unicast_all
+            .get(&dst)
+            .and_then(|hop| self.by_peer.get(hop))
+            .copied()
+            .ok_or(NoRoute(dst))?;
+        let msg = Message::GossipUnicast(GossipUnicastMsg {
+            channel: channel.to_owned(),
+            src: self.config.name,
+            dst,
+            payload,
+        });
+        self.send(conn, &msg);
+        Ok(())
+    }
+
+    /// Every 30 s: a topology digest and each channel's full state to a neighbour subset.
+    pub(crate) fn periodic_gossip(&mut self, channels: &mut dyn Channels) {
+        let digest = TopologyMsg::Digest(self.topo.digest());
+        self.gossip_topology(&digest, None);
+        for name in channels.names() {
+            if let Some(state) = channels.full_state(&name) {
+                self.gossip(&name, state);
+            }
+        }
+    }
+
+    /// Channel states owed to a new connection.
+    pub(crate) fn send_channel_states(&mut self, conn: ConnId, channels: &mut dyn Channels) {
+        if self.conns.get(&conn).is_none_or(|c| c.closing) {
+            return;
+        }
+        for name in channels.names() {
+            if let Some(state) = channels.full_state(&name) {
+                let msg = Message::Gossip(GossipMsg {
+                    channel: name,
+                    src: self.config.name,
+                    payload: state,
+                });
+                self.send(conn, &msg);
+            }
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The topology store: what every known peer reports about itself (weave §4.8), merged by
+//! `(version, uid)`, plus the bookkeeping that turns our own changes into coalesced
+//! [`PeerDelta`]s. Pure data: no timers here, the [`crate::Mesh`] decides when to send.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ids::{PeerName, PeerUid, ShortId};
+use crate::wire::{ConnSummary, Hello, PeerDelta, PeerRecord};
+
+/// Uid of a placeholder: a peer known only as the far end of someone's connection.
+const PLACEHOLDER_UID: PeerUid = PeerUid(0);
+
+/// One peer as we currently believe it to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Peer {
+    pub nickname: String,
+    pub uid: PeerUid,
+    pub version: u64,
+    pub short_id: ShortId,
+    pub listen_port: u16,
+    pub conns: BTreeMap<PeerName, ConnSummary>,
+}
+
+impl Peer {
+    fn placeholder() -> Peer {
+        Peer {
+            nickname: String::new(),
+            uid: PLACEHOLDER_UID,
+            version: 0,
+            short_id: ShortId::default(),
+            listen_port: 0,
+            conns: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        self.uid == PLACEHOLDER_UID
+    }
+
+    fn from_record(r: &PeerRecord) -> Peer {
+        Peer {
+            nickname: r.nickname.clone(),
+            uid: r.uid,
+            version: r.version,
+            short_id: r.short_id,
+            listen_port: r.listen_port,
+            conns: r.conns.iter().cloned().collect(),
+        }
+    }
+}
+
+/// What happened to a received delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeltaOutcome {
+    /// It applied on top of our record: relay it.
+    Applied,
+    /// We already have it (or something newer from the same incarnation): drop it.
+    Stale,
+    /// We cannot apply it: ask the sender for the full record.
+    NeedFull,
+}
+
+/// What we learned from a handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HelloOutcome {
+    New,
+    Restarted,
+    Known,
+}
+
+/// The peer graph as reported by its members.
+#[derive(Debug)]
+pub(crate) struct Topology {
+    ours: PeerName,
+    peers: BTreeMap<PeerName, Peer>,
+    /// Our version when the pending delta started, and the connections changed since.
+    pending: Option<(u64, BTreeSet<PeerName>)>,
+    /// Peers created since the last drain (for `Event::PeerAdded`).
+    added: Vec<PeerName>,
+}
+
+impl Topology {
+    pub fn new(
+        ours: PeerName,
+        nickname: String,
+        uid: PeerUid,
+        short_id: ShortId,
+        port: u16,
+    ) -> Self {
+        let me = Peer {
+            nickname,
+            uid,
+            version: 1,
+            short_id,
+            listen_port: port,
+            conns: BTreeMap::new(),
+        };
+        Topology {
+            ours,
+            peers: BTreeMap::from([(ours, me)]),
+            pending: None,
+            added: Vec::new(),
+        }
+    }
+
+    pub fn peers(&self) -> &BTreeMap<PeerName, Peer> {
+        &self.peers
+    }
+
+    pub fn peer(&self, name: PeerName) -> Option<&Peer> {
+        self.peers.get(&name)
+    }
+
+    fn me(&self) -> &Peer {
+        match self.peers.get(&self.ours) {
+            Some(p) => p,
+            None => unreachable!("our own record is never removed"),
+        }
+    }
+
+    fn me_mut(&mut self) -> &mut Peer {
+        match self.peers.get_mut(&self.ours) {
+            Some(p) => p,
+            None => unreachable!("our own record is never removed"),
+        }
+    }
+
+    pub fn our_version(&self) -> u64 {
+        self.me().version
+    }
+
+    pub fn our_short_id(&self) -> ShortId {
+        self.me().short_id
+    }
+
+    pub fn drain_added(&mut self) -> Vec<PeerName> {
+        std::mem::take(&mut self.added)
+    }
+
+    /// Starts (or extends) the pending delta and bumps our version.
+    fn bump_local(&mut self, changed: Option<PeerName>) {
+        let from = self.our_version();
+        let entry = self.pending.get_or_insert_with(|| (from, BTreeSet::new()));
+        if let Some(c) = changed {
+            entry.1.insert(c);
+        }
+        self.me_mut().version += 1;
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Sets or clears our connection to `remote`.
+    pub fn set_local_conn(&mut self, remote: PeerName, conn: Option<ConnSummary>) {
+        let current = self.me().conns.get(&remote).cloned();
+        if current == conn {
+            return;
+        }
+        self.bump_local(Some(remote));
+        match conn {
+            Some(c) => {
+                self.me_mut().conns.insert(remote, c);
+                self.ensure(remote);
+            }
+            None => {
+                self.me_mut().conns.remove(&remote);
+            }
+        }
+    }
+
+    pub fn set_local_short_id(&mut self, id: ShortId) {
+        self.bump_local(None);
+        self.me_mut().short_id = id;
+    }
+
+    /// Someone reports a record about us from another incarnation at `version`: move past it
+    /// so every peer replaces that record with ours.
+    fn bump_past(&mut self, version: u64) {
+        if version >= self.our_version() {
+            self.bump_local(None);
+            self.me_mut().version = version + 1;
+        }
+    }
+
+    /// Builds the delta for everything changed since the last call.
+    pub fn take_delta(&mut self) -> Option<PeerDelta> {
+        let (from, changed) = self.pending.take()?;
+        let me = self.me();
+        let mut upserts = Vec::new();
+        let mut removed = Vec::new();
+        for name in changed {
+            match me.conns.get(&name) {
+                Some(c) => upserts.push((name, c.clone())),
+                None => removed.push(name),
+            }
+        }
+        Some(PeerDelta {
+            name: self.ours,
+            uid: me.uid,
+            from_version: from,
+            to_version: me.version,
+            nickname: me.nickname.clone(),
+            short_id: me.short_id,
+            listen_port: me.listen_port,
+            upserts,
+            removed,
+        })
+    }
+
+    fn ensure(&mut self, name: PeerName) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.peers.entry(name) {
+            e.insert(Peer::placeholder());
+            self.added.push(name);
+        }
+    }
+
+    /// Records what a peer said in its handshake.
+    pub fn note_hello(&mut self, hello: &Hello) -> HelloOutcome {
+        let fresh = Peer {
+            nickname: hello.nickname.clone(),
+            uid: hello.uid,
+            version: 0,
+            short_id: hello.short_id,
+            listen_port: hello.listen_port,
+            conns: BTreeMap::new(),
+        };
+        match self.peers.get_mut(&hello.name) {
+            None => {
+                self.peers.insert(hello.name, fresh);
+                self.added.push(hello.name);
+                HelloOutcome::New
+            }
+            Some(p) if p.is_placeholder() => {
+                *p = fresh;
+                HelloOutcome::Known
+            }
+            Some(p) if p.uid != hello.uid => {
+                *p = fresh;
+                HelloOutcome::Restarted
+            }
+            Some(_) => HelloOutcome::Known,
+        }
+    }
+
+    /// Applies a delta from the network.
+    pub fn apply_delta(&mut self, d: &PeerDelta) -> DeltaOutcome {
+        if d.to_version <= d.from_version {
+            return DeltaOutcome::Stale;
+        }
+        if d.name == self.ours {
+            if d.uid != self.me().uid {
+                self.bump_past(d.to_version);
+            }
+            return DeltaOutcome::Stale;
+        }
+        let Some(p) = self.peers.get_mut(&d.name) else {
+            return DeltaOutcome::NeedFull;
+        };
+        if p.is_placeholder() || p.uid != d.uid {
+            // Another incarnation (or nothing yet): only a full record can replace ours, and
+            // only if it is newer by (version, uid).
+            return if (d.to_version, d.uid) > (p.version, p.uid) {
+                DeltaOutcome::NeedFull
+            } else {
+                DeltaOutcome::Stale
+            };
+        }
+        if p.version >= d.to_version {
+            return DeltaOutcome::Stale;
+        }
+        if p.version != d.from_version {
+            return DeltaOutcome::NeedFull;
+        }
+        p.version = d.to_version;
+        p.nickname.clone_from(&d.nickname);
+        p.short_id = d.short_id;
+        p.listen_port = d.listen_port;
+        for name in &d.removed {
+            p.conns.remove(name);
+        }
+        for (name, c) in &d.upserts {
+            p.conns.insert(*name, c.clone());
+        }
+        for (name, _) in &d.upserts {
+            self.ensure(*name);
+        }
+        DeltaOutcome::Applied
+    }
+
+    /// Merges a full record; true when it replaced ours (then it is worth relaying).
+    pub fn apply_full(&mut self, r: &PeerRecord) -> bool {
+        if r.name == self.ours {
+            if r.uid != self.me().uid {
+                self.bump_past(r.version);
+            }
+            return false;
+        }
+        if r.uid == PLACEHOLDER_UID {
+            return false;
+        }
+        let better = match self.peers.get(&r.name) {
+            None => true,
+            Some(p) => (r.version, r.uid) > (p.version, p.uid),
+        };
+        if !better {
+            return false;
+        }
+        if !self.peers.contains_key(&r.name) {
+            self.added.push(r.name);
+        }
+        self.peers.insert(r.name, Peer::from_record(r));
+        for (name, _) in &r.conns {
+            self.ensure(*name);
+        }
+        true
+    }
+
+    /// Reacts to a digest entry: true when the sender knows something newer than we do.
+    pub fn digest_wants(&mut self, name: PeerName, uid: PeerUid, version: u64) -> bool {
+        if name == self.ours {
+            if uid != self.me().uid {
+                self.bump_past(version);
+            }
+            return false;
+        }
+        if uid == PLACEHOLDER_UID {
+            return false;
+        }
+        match self.peers.get(&name) {
+            None => true,
+            Some(p) => (version, uid) > (p.version, p.uid),
+        }
+    }
+
+    /// Our full record of `name` (placeholders have none).
+    pub fn record(&self, name: PeerName) -> Option<PeerRecord> {
+        let p = self.peers.get(&name).filter(|p| !p.is_placeholder())?;
+        Some(PeerRecord {
+            name,
+            nickname: p.nickname.clone(),
+            uid: p.uid,
+            version: p.version,
+            short_id: p.short_id,
+            listen_port: p.listen_port,
+            conns: p.conns.iter().map(|(n, c)| (*n, c.clone())).collect(),
+        })
+    }
+
+    /// Every real record.
+    pub fn all_records(&self) -> Vec<PeerRecord> {
+        self.peers.keys().filter_map(|n| self.record(*n)).collect()
+    }
+
+    /// `(name, uid, version)` of every real record.
+    pub fn digest(&self) -> Vec<(PeerName, PeerUid, u64)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.is_placeholder())
+            .map(|(n, p)| (*n, p.uid, p.version))
+            .collect()
+    }
+
+    /// Peers reachable from us over any reported connection (weave's GC reachability).
+    pub fn reachable(&self) -> BTreeSet<PeerName> {
+        let mut seen = BTreeSet::from([self.ours]);
+        let mut stack = vec![self.ours];
+        while let Some(n) = stack.pop() {
+            if let Some(p) = self.peers.get(&n) {
+                for r in p.conns.keys() {
+                    if seen.insert(*r) {
+                        stack.push(*r);
+                    }
+                }
+            }
+        }
+        seen
+    }
+
+    /// Removes unreachable peers not in `keep`; returns them.
+    pub fn garbage_collect(&mut self, keep: &BTreeSet<PeerName>) -> Vec<PeerName> {
+        let reachable = self.reachable();
+        let dead: Vec<PeerName> = self
+            .peers
+            .keys()
+            .filter(|n| !reachable.contains(n) && !keep.contains(n))
+            .copied()
+            .collect();
+        for n in &dead {
+            self.peers.remove(n);
+        }
+        dead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(v: u64) -> PeerName {
+        PeerName::new(v).unwrap()
+    }
+
+    fn conn(addr: &str) -> ConnSummary {
+        ConnSummary {
+            remote_addr: addr.into(),
+            outbound: true,
+            established: true,
+        }
+    }
+
+    fn topo(n: u64, uid: u64) -> Topology {
+        Topology::new(
+            name(n),
+            format!("p{n}"),
+            PeerUid(uid),
+            ShortId::new(n as u16).unwrap(),
+            6783,
+        )
+    }
+
+    #[test]
+    fn deltas_apply_in_order_and_request_on_gaps() {
+        let mut a = topo(1, 11);
+        let mut b = topo(2, 22);
+        b.apply_full(&a.record(name(1)).unwrap());
+        a.set_local_conn(name(2), Some(conn("10.0.0.2:6783")));
+        a.set_local_conn(name(3), Some(conn("10.0.0.3:6783")));
+        let d1 = a.take_delta().unwrap();
+        assert_eq!((d1.from_version, d1.to_version), (1, 3));
+        assert_eq!(d1.upserts.len(), 2);
+        a.set_local_conn(name(3), None);
+        let d2 = a.take_delta().unwrap();
+        assert_eq!(d2.removed, vec![name(3)]);
+        assert!(a.take_delta().is_none());
+        // Out of order: d2 cannot apply before d1.
+        assert_eq!(b.apply_delta(&d2), DeltaOutcome::NeedFull);
+        assert_eq!(b.apply_delta(&d1), DeltaOutcome::Applied);
+        assert_eq!(b.apply_delta(&d1), DeltaOutcome::Stale);
+        assert_eq!(b.apply_delta(&d2), DeltaOutcome::Applied);
+        assert_eq!(b.record(name(1)), a.record(name(1)));
+        // The placeholder for peer 3 stays until GC.
+        assert!(b.peer(name(3)).unwrap().is_placeholder());
+        let dead = b.garbage_collect(&BTreeSet::new());
+        assert_eq!(dead, vec![name(1), name(3)]);
+    }
+
+    #[test]
+    fn merge_by_version_then_uid_and_self_bump() {
+        let mut a = topo(1, 11);
+        let rec = |uid, version| PeerRecord {
+            name: name(5),
+            nickname: String::new(),
+            uid: PeerUid(uid),
+            version,
+            short_id: ShortId::default(),
+            listen_port: 1,
+            conns: vec![],
+        };
+        assert!(a.apply_full(&rec(7, 3)));
+        assert!(!a.apply_full(&rec(7, 3)));
+        assert!(!a.apply_full(&rec(6, 3)));
+        assert!(a.apply_full(&rec(8, 3)));
+        assert!(a.apply_full(&rec(1, 4)));
+        let mut old_me = a.record(name(1)).unwrap();
+        old_me.uid = PeerUid(99);
+        old_me.version = 40;
+        assert!(!a.apply_full(&old_me));
+        assert_eq!(a.our_version(), 41);
+        assert!(a.has_pending());
+    }
+}
