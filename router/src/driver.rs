@@ -124,10 +124,7 @@ impl Driver {
     }
 
     fn hello(&self) -> meshnet_mesh::Hello {
-        let mut hello = self
-            .parts
-            .mesh
-            .hello(rand::random::<u64>(), false);
+        let mut hello = self.parts.mesh.hello(rand::random::<u64>(), false);
         hello.name_derived = self.parts.name_derived;
         hello
     }
@@ -237,7 +234,10 @@ impl Driver {
                     continue;
                 };
                 if tx.try_send(t.bytes).is_err() {
-                    warn!(conn = t.conn.0, "send queue full: peer is not reading; closing");
+                    warn!(
+                        conn = t.conn.0,
+                        "send queue full: peer is not reading; closing"
+                    );
                     self.writers.remove(&t.conn);
                     self.parts
                         .mesh
@@ -262,7 +262,9 @@ impl Driver {
                     Action::Close { conn, reason } => {
                         // Dropping the queue ends the writer, which shuts the socket.
                         if self.writers.remove(&conn).is_some() {
-                            self.parts.mesh.handle_closed(conn, &reason.to_string(), now);
+                            self.parts
+                                .mesh
+                                .handle_closed(conn, &reason.to_string(), now);
                         }
                     }
                 }
@@ -282,9 +284,15 @@ impl Driver {
             Event::PeerAdded(p) => info!(peer = %p, "peer added"),
             Event::PeerRemoved(p) => info!(peer = %p, "removed unreachable peer"),
             Event::PeerRestarted(p) => info!(peer = %p, "peer restarted"),
-            Event::ConnectionUp { conn, peer } => info!(peer = %peer, conn = conn.0, "connection established"),
+            Event::ConnectionUp { conn, peer } => {
+                info!(peer = %peer, conn = conn.0, "connection established")
+            }
             Event::ConnectionDown { conn, peer, reason } => {
                 info!(peer = %peer, conn = conn.0, %reason, "connection down")
+            }
+            Event::OverlayControl { peer, bytes, .. } => {
+                // No datapath consumes these yet; say so rather than drop silently.
+                tracing::debug!(peer = %peer, len = bytes.len(), "overlay control message ignored: no datapath yet");
             }
             Event::TargetsChanged => {
                 let targets = self.parts.mesh.targets();

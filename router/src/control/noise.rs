@@ -80,9 +80,13 @@ pub enum HandshakeError {
     Timeout(Duration),
     #[error("{0}")]
     Header(#[from] meshnet_mesh::HeaderError),
-    #[error("password specified here, but the peer has none: set the same --password on both hosts")]
+    #[error(
+        "password specified here, but the peer has none: set the same --password on both hosts"
+    )]
     PeerHasNoPassword,
-    #[error("no password specified here, but the peer requires one: set the same --password on both hosts")]
+    #[error(
+        "no password specified here, but the peer requires one: set the same --password on both hosts"
+    )]
     PeerRequiresPassword,
     #[error("bad password flag {0} from peer")]
     BadPasswordFlag(u8),
@@ -90,7 +94,9 @@ pub enum HandshakeError {
     Crypto(snow::Error),
     #[error("bad handshake payload: {0}")]
     Hello(String),
-    #[error("peer claims name {claimed} but its key derives {derived}: refusing a peer that lies about its identity")]
+    #[error(
+        "peer claims name {claimed} but its key derives {derived}: refusing a peer that lies about its identity"
+    )]
     NameMismatch { claimed: String, derived: String },
     #[error("refused by peer: {0}")]
     Refused(String),
@@ -227,7 +233,9 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     let n = hs.read_message(&msg2, &mut payload).map_err(crypto)?;
     let (remote_hello, remote_static) = decode_hello(&hs, &payload[..n])?;
 
-    let n = hs.write_message(&hello.encode(), &mut buf).map_err(crypto)?;
+    let n = hs
+        .write_message(&hello.encode(), &mut buf)
+        .map_err(crypto)?;
     write_frame(s, &buf[..n]).await?;
 
     let verdict = read_frame(s).await?;
@@ -285,7 +293,9 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     let msg1 = read_frame(s).await?;
     hs.read_message(&msg1, &mut payload).map_err(crypto)?;
 
-    let n = hs.write_message(&hello.encode(), &mut buf).map_err(crypto)?;
+    let n = hs
+        .write_message(&hello.encode(), &mut buf)
+        .map_err(crypto)?;
     write_frame(s, &buf[..n]).await?;
 
     let msg3 = read_frame(s).await?;
@@ -333,4 +343,129 @@ pub async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: &str) -> std::io::
     let reason = reason.as_bytes();
     frame.extend_from_slice(&reason[..reason.len().min(1000)]);
     write_frame(s, &frame).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshnet_mesh::{Hello, PeerName, PeerUid, ShortId};
+
+    struct Side {
+        key: snow::Keypair,
+        hello: Hello,
+    }
+
+    fn side(nick: &str, derived: bool) -> Side {
+        let key = builder(None).generate_keypair().unwrap();
+        let name = if derived {
+            crate::identity::derive_name(&key.public)
+        } else {
+            "8a:3e:3e:3e:3e:3e".parse::<PeerName>().unwrap()
+        };
+        let hello = Hello {
+            name,
+            name_derived: derived,
+            nickname: nick.into(),
+            uid: PeerUid(7),
+            conn_half: 11,
+            short_id: ShortId::from_low_bits(3),
+            listen_port: 6783,
+            overlays: vec![],
+            trusted: false,
+        };
+        Side { key, hello }
+    }
+
+    /// Runs both ends of a handshake over an in-memory pipe; the responder
+    /// accepts whatever it is offered.
+    async fn handshake(
+        i: &Side,
+        i_psk: Option<&Psk>,
+        r: &Side,
+        r_psk: Option<&Psk>,
+    ) -> (
+        Result<Established, HandshakeError>,
+        Result<Established, HandshakeError>,
+    ) {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let init = async {
+            exchange_password_flag(&mut a, i_psk.is_some()).await?;
+            initiate(&mut a, &i.key.private, i_psk, &i.hello).await
+        };
+        let resp = async {
+            exchange_password_flag(&mut b, r_psk.is_some()).await?;
+            let pending = respond(&mut b, &r.key.private, r_psk, &r.hello).await?;
+            pending.accept(&mut b).await
+        };
+        tokio::join!(init, resp)
+    }
+
+    #[tokio::test]
+    async fn same_password_establishes_and_exchanges_hellos() {
+        let (i, r) = (side("h1", true), side("h2", true));
+        let psk = Psk::derive("secret");
+        let (ei, er) = handshake(&i, Some(&psk), &r, Some(&psk)).await;
+        let (ei, er) = (ei.unwrap(), er.unwrap());
+        assert_eq!(ei.remote_hello, r.hello);
+        assert_eq!(er.remote_hello, i.hello);
+        assert_eq!(ei.remote_static, r.key.public);
+        // The transports interoperate.
+        let mut ct = vec![0u8; 64];
+        let n = ei.transport.write_message(0, b"ping", &mut ct).unwrap();
+        let mut pt = vec![0u8; 64];
+        let m = er.transport.read_message(0, &ct[..n], &mut pt).unwrap();
+        assert_eq!(&pt[..m], b"ping");
+    }
+
+    #[tokio::test]
+    async fn no_password_on_either_side_also_works() {
+        let (i, r) = (side("h1", true), side("h2", true));
+        let (ei, er) = handshake(&i, None, &r, None).await;
+        assert!(ei.is_ok() && er.is_ok());
+    }
+
+    #[tokio::test]
+    async fn wrong_password_is_refused_with_a_clear_error_on_both_sides() {
+        let (i, r) = (side("h1", true), side("h2", true));
+        let (good, bad) = (Psk::derive("secret"), Psk::derive("wrong"));
+        let (ei, er) = handshake(&i, Some(&bad), &r, Some(&good)).await;
+        let (ei, er) = (ei.unwrap_err().to_string(), er.unwrap_err().to_string());
+        assert!(er.contains("wrong password"), "responder: {er}");
+        assert!(
+            ei.contains("refused by peer") && ei.contains("wrong password"),
+            "initiator: {ei}"
+        );
+    }
+
+    #[tokio::test]
+    async fn password_on_one_side_only_is_named_as_such() {
+        let (i, r) = (side("h1", true), side("h2", true));
+        let psk = Psk::derive("secret");
+        let (ei, er) = handshake(&i, Some(&psk), &r, None).await;
+        assert!(matches!(ei, Err(HandshakeError::PeerHasNoPassword)));
+        assert!(matches!(er, Err(HandshakeError::PeerRequiresPassword)));
+    }
+
+    #[tokio::test]
+    async fn a_peer_lying_about_its_derived_name_is_refused() {
+        let (mut i, r) = (side("h1", true), side("h2", true));
+        i.hello.name = "02:00:00:00:00:01".parse().unwrap();
+        let (_, er) = handshake(&i, None, &r, None).await;
+        let er = er.unwrap_err().to_string();
+        assert!(er.contains("lies about its identity"), "{er}");
+    }
+
+    #[tokio::test]
+    async fn an_explicit_name_is_not_checked_against_the_key() {
+        let (i, r) = (side("h1", false), side("h2", true));
+        let (ei, er) = handshake(&i, None, &r, None).await;
+        assert!(ei.is_ok() && er.is_ok());
+    }
+
+    #[test]
+    fn psk_derivation_is_deterministic_and_password_dependent() {
+        assert_eq!(Psk::derive("a").0, Psk::derive("a").0);
+        assert_ne!(Psk::derive("a").0, Psk::derive("b").0);
+        assert_eq!(format!("{:?}", Psk::derive("a")), "Psk(<redacted>)");
+    }
 }
