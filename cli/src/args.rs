@@ -27,7 +27,12 @@ pub struct EnvArgs {
     #[arg(long, env = "MESHNET_DATA_DIR", default_value = meshnet_router::config::DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
     /// The router's HTTP API address.
-    #[arg(long, env = "MESHNET_HTTP_ADDR", default_value = "127.0.0.1:6784", global = true)]
+    #[arg(
+        long,
+        env = "MESHNET_HTTP_ADDR",
+        default_value = "127.0.0.1:6784",
+        global = true
+    )]
     pub http_addr: SocketAddr,
 }
 

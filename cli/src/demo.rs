@@ -42,7 +42,10 @@ fn demo(lab: &mut Lab) -> Result<()> {
         let out = lab.host(name).meshnet(&args)?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
         if !out.status.success() {
-            bail!("launch on {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "launch on {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -80,9 +83,9 @@ fn full_mesh(lab: &Lab) -> Result<bool> {
             return Ok(false);
         };
         let peers = report["Router"]["Peers"].as_array().map_or(0, Vec::len);
-        let established = report["Router"]["Connections"]
-            .as_array()
-            .map_or(0, |c| c.iter().filter(|c| c["State"] == "established").count());
+        let established = report["Router"]["Connections"].as_array().map_or(0, |c| {
+            c.iter().filter(|c| c["State"] == "established").count()
+        });
         if peers != 3 || established != 2 {
             return Ok(false);
         }

@@ -71,7 +71,11 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
     }
     // SAFETY: setsid() is async-signal-safe and touches no memory of ours.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd.spawn().context("starting the router process")?;
 
@@ -152,8 +156,9 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
         .name
         .as_deref()
         .map(|n| {
-            n.parse()
-                .map_err(|e| anyhow!("invalid --name {n:?}: {e}; use a MAC-style name such as 8a:3e:3e:3e:3e:3e"))
+            n.parse().map_err(|e| {
+                anyhow!("invalid --name {n:?}: {e}; use a MAC-style name such as 8a:3e:3e:3e:3e:3e")
+            })
         })
         .transpose()?;
     c.password = a.password.clone().filter(|p| !p.is_empty()).map(Password);
@@ -174,8 +179,9 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
         .iter()
         .filter(|s| !s.is_empty())
         .map(|s| {
-            s.parse()
-                .map_err(|e| anyhow!("invalid --trusted-subnets entry {s:?}: {e}; use CIDRs like 192.0.2.0/24"))
+            s.parse().map_err(|e| {
+                anyhow!("invalid --trusted-subnets entry {s:?}: {e}; use CIDRs like 192.0.2.0/24")
+            })
         })
         .collect::<Result<_>>()?;
     Ok(c)
@@ -186,8 +192,8 @@ fn run_foreground(config: RouterConfig) -> Result<()> {
     std::fs::create_dir_all(&config.run_dir)
         .with_context(|| format!("creating {}", config.run_dir.display()))?;
     let lock_path = config.run_dir.join(LOCK_FILE);
-    let lock_file = File::create(&lock_path)
-        .with_context(|| format!("creating {}", lock_path.display()))?;
+    let lock_file =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
     let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
         anyhow!(
             "meshnet is already running with run dir {}; stop it with `meshnet stop`",
@@ -219,8 +225,10 @@ fn run_foreground(config: RouterConfig) -> Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

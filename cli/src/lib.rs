@@ -72,11 +72,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Ok(a) = client::call(env.http_addr, Method::GET, "/report", &[])
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.body)
             {
-                println!("meshnet router {}", v["Version"].as_str().unwrap_or("unknown"));
+                println!(
+                    "meshnet router {}",
+                    v["Version"].as_str().unwrap_or("unknown")
+                );
             }
         }
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "meshnet", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "meshnet",
+                &mut std::io::stdout(),
+            );
         }
         Command::Demo => demo::run()?,
     }

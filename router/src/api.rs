@@ -21,7 +21,8 @@ pub struct Api {
 impl Api {
     async fn snapshot(&self) -> Result<Snapshot, Response> {
         let (tx, rx) = oneshot::channel();
-        let gone = || (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
+        let gone =
+            || (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
         self.driver
             .send(ApiRequest::Snapshot(tx))
             .await

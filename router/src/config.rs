@@ -14,8 +14,7 @@ pub const DEFAULT_CONN_LIMIT: usize = 200;
 /// The HTTP API: loopback only, weave's address.
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6784);
 /// The read-only status and metrics endpoint, weave's address.
-pub const DEFAULT_STATUS_ADDR: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6782);
+pub const DEFAULT_STATUS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6782);
 /// Where pid file, log and sockets live.
 pub const DEFAULT_RUN_DIR: &str = "/run/meshnet";
 /// Where identity, targets and IPAM state live.

@@ -36,12 +36,13 @@ impl Identity {
     pub fn load_or_create(data_dir: &Path) -> Result<Identity, PersistError> {
         let path = data_dir.join(KEY_FILE);
         if let Some(bytes) = persist::read_optional(&path)? {
-            let private = bytes.get(..32).filter(|_| bytes.len() == 32).ok_or_else(|| {
-                PersistError::Corrupt {
+            let private = bytes
+                .get(..32)
+                .filter(|_| bytes.len() == 32)
+                .ok_or_else(|| PersistError::Corrupt {
                     path: path.clone(),
                     reason: format!("expected 32 bytes, found {}", bytes.len()),
-                }
-            })?;
+                })?;
             let public = public_key(private).map_err(|reason| PersistError::Corrupt {
                 path: path.clone(),
                 reason,
@@ -81,7 +82,10 @@ pub fn derive_name(public: &[u8]) -> PeerName {
 
 fn public_key(private: &[u8]) -> Result<Vec<u8>, String> {
     if private.len() != 32 {
-        return Err(format!("private key must be 32 bytes, found {}", private.len()));
+        return Err(format!(
+            "private key must be 32 bytes, found {}",
+            private.len()
+        ));
     }
     crate::control::noise::public_from_private(private)
 }

@@ -49,7 +49,11 @@ pub fn render(snap: &Snapshot) -> String {
     );
     let peers = Gauge::<i64>::default();
     peers.set(i64::try_from(snap.mesh.peers.len()).unwrap_or(i64::MAX));
-    registry.register("meshnet_peers", "Number of known peers, including this one.", peers);
+    registry.register(
+        "meshnet_peers",
+        "Number of known peers, including this one.",
+        peers,
+    );
     let mut out = String::new();
     // Encoding into a String cannot fail.
     let _ = encode(&mut out, &registry);

@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 /// Errors reading or writing persisted state.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
-    #[error("cannot write {path}: {source} (check that the directory is writable, or set MESHNET_DATA_DIR)")]
+    #[error(
+        "cannot write {path}: {source} (check that the directory is writable, or set MESHNET_DATA_DIR)"
+    )]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -28,7 +28,11 @@ pub fn summary(snap: &Snapshot) -> String {
         let _ = writeln!(out, "{label:>15}: {value}");
     };
     out.push('\n');
-    line(&mut out, "Version", &format!("meshnet {}", env!("CARGO_PKG_VERSION")));
+    line(
+        &mut out,
+        "Version",
+        &format!("meshnet {}", env!("CARGO_PKG_VERSION")),
+    );
     out.push('\n');
     line(&mut out, "Service", "router");
     line(

@@ -46,7 +46,9 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("nonce", &self.nonce).finish()
+        f.debug_struct("Sealer")
+            .field("nonce", &self.nonce)
+            .finish()
     }
 }
 
@@ -102,7 +104,9 @@ pub struct Opener {
 
 impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opener").field("nonce", &self.nonce).finish()
+        f.debug_struct("Opener")
+            .field("nonce", &self.nonce)
+            .finish()
     }
 }
 
@@ -212,7 +216,11 @@ mod tests {
         sealer.seal(&message, &mut out).unwrap();
         sealer.seal(b"", &mut out).unwrap();
         let frames = frames(&out);
-        assert_eq!(frames.len(), 4 + 1, "200 kB needs 4 chunks, plus one empty message");
+        assert_eq!(
+            frames.len(),
+            4 + 1,
+            "200 kB needs 4 chunks, plus one empty message"
+        );
         let mut got = Vec::new();
         for f in frames {
             if let Some(m) = opener.open(f).unwrap() {
@@ -249,7 +257,10 @@ mod tests {
             r.push(&[FLAG_LAST, 1, 2, 3, 4, 5]),
             Err(TransportError::TooLarge { max: 10 })
         ));
-        assert!(matches!(Reassembly::new(10).push(&[]), Err(TransportError::Empty)));
+        assert!(matches!(
+            Reassembly::new(10).push(&[]),
+            Err(TransportError::Empty)
+        ));
         assert!(matches!(
             Reassembly::new(10).push(&[7, 1]),
             Err(TransportError::BadFlag(7))
