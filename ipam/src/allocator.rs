@@ -264,6 +264,7 @@ pub struct Ipam {
     pub(crate) pending_allocs: BTreeMap<RequestId, PendingAlloc>,
     pub(crate) pending_claims: BTreeMap<RequestId, PendingClaim>,
     pub(crate) known: BTreeMap<PeerName, String>,
+    pub(crate) nicknames: BTreeMap<PeerName, String>,
     pub(crate) unknown_since: BTreeMap<PeerName, Instant>,
     pub(crate) denied_donors: BTreeSet<PeerName>,
     pub(crate) next_request: u64,
@@ -304,6 +305,7 @@ impl Ipam {
             pending_allocs: BTreeMap::new(),
             pending_claims: BTreeMap::new(),
             known,
+            nicknames: BTreeMap::new(),
             unknown_since: BTreeMap::new(),
             denied_donors: BTreeSet::new(),
             next_request: 1,
@@ -507,6 +509,7 @@ impl Ipam {
         self.check_subnet(subnet)?;
         self.dead.remove(ident);
         self.arm(now);
+        self.ensure_ring(now);
         if let Some(c) = self.held_in(ident, subnet) {
             return Ok(Allocation::Done(c));
         }
@@ -562,6 +565,7 @@ impl Ipam {
         }
         self.dead.remove(ident);
         self.arm(now);
+        self.ensure_ring(now);
         if let Some(holder) = self.by_addr.get(&addr.addr) {
             if holder == ident {
                 return Ok(Allocation::Done(addr));
@@ -776,7 +780,7 @@ impl Ipam {
         if let Ok(p) = s.parse::<PeerName>() {
             return Some(p);
         }
-        self.known
+        self.nicknames
             .iter()
             .find(|(_, n)| n.as_str() == s)
             .map(|(p, _)| *p)
@@ -861,6 +865,49 @@ impl Ipam {
             }
         }
         out
+    }
+
+    /// Checks internal consistency (for tests and debug assertions in the
+    /// router): free space lies inside owned space and never overlaps an
+    /// allocation or a contested address; the reverse index matches.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let owned = match &self.ring {
+            Some(r) => r.owned_by(self.cfg.name),
+            None => Vec::new(),
+        };
+        for f in self.space.free_ranges_in(self.universe) {
+            if !owned.iter().any(|o| o.start <= f.start && f.end <= o.end) {
+                return Err(format!("free range {f} not owned"));
+            }
+            if let Some((a, _)) = self.by_addr.range(f.start..f.end).next() {
+                return Err(format!("{} both free and allocated", Ipv4Addr::from(*a)));
+            }
+            if let Some((a, _)) = self.contested.range(f.start..f.end).next() {
+                return Err(format!("{} both free and contested", Ipv4Addr::from(*a)));
+            }
+        }
+        let mut n = 0;
+        for (ident, o) in &self.owned {
+            for c in &o.addrs {
+                n += 1;
+                if self.by_addr.get(&c.addr) != Some(ident) {
+                    return Err(format!("index mismatch for {c} of {ident}"));
+                }
+            }
+        }
+        if n != self.by_addr.len() {
+            return Err("reverse index has extra entries".into());
+        }
+        Ok(())
+    }
+
+    /// Local allocations whose space the ring gives to another peer (being
+    /// re-claimed): `(address, owner)`.
+    pub fn unowned(&self) -> Vec<(Ipv4Addr, PeerName)> {
+        self.unowned_runs()
+            .into_iter()
+            .flat_map(|(p, r)| (r.start..r.end).map(move |a| (Ipv4Addr::from(a), p)))
+            .collect()
     }
 
     /// Addresses allocated here.

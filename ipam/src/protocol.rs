@@ -615,6 +615,11 @@ impl Ipam {
         let my_nick = self.known.get(&me).cloned().unwrap_or_default();
         self.known = known;
         self.known.entry(me).or_insert(my_nick);
+        for (p, n) in &self.known {
+            if !n.is_empty() {
+                self.nicknames.insert(*p, n.clone());
+            }
+        }
         if let Some(ring) = &self.ring {
             for p in ring.peers() {
                 if self.known.contains_key(&p) {

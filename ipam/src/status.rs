@@ -118,13 +118,14 @@ impl Ipam {
         format!(
             "{}({})",
             p,
-            self.known.get(&p).map(String::as_str).unwrap_or("")
+            self.nicknames.get(&p).map(String::as_str).unwrap_or("")
         )
     }
 
     /// Our nickname (shown in status lines).
     pub fn set_nickname(&mut self, nick: &str) {
         self.known.insert(self.cfg.name, nick.to_string());
+        self.nicknames.insert(self.cfg.name, nick.to_string());
     }
 
     /// The `Status:` value, exactly weave's strings.
@@ -206,7 +207,7 @@ impl Ipam {
                 token: Ipv4Addr::from(r.start).to_string(),
                 size: r.size(),
                 peer: e.peer.to_string(),
-                nickname: self.known.get(&e.peer).cloned().unwrap_or_default(),
+                nickname: self.nicknames.get(&e.peer).cloned().unwrap_or_default(),
                 is_known_peer: self.known.contains_key(&e.peer),
                 version: e.version,
             })

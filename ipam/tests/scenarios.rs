@@ -1,0 +1,387 @@
+//! Scenario tests: each reads as a story on the simulated mesh.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::{Sim, name};
+use meshnet_ipam::{
+    Allocation, Cidr, Error, Event, Ident, Init, Ipam, PersistError, rmpeer_message,
+};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().unwrap()
+}
+
+fn done(a: Option<Allocation>) -> Cidr {
+    match a {
+        Some(Allocation::Done(c)) => c,
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+fn seeds(n: usize) -> Init {
+    Init::Seed((0..n).map(name).collect())
+}
+
+#[test]
+fn linear_idempotent_allocation_free_and_claims() {
+    let mut sim = Sim::new(1, "10.32.0.0/12", vec![seeds(1)]);
+    let a = Ident::new("a");
+    let b = Ident::new("b");
+    assert_eq!(done(sim.allocate(0, &a)).to_string(), "10.32.0.1/12");
+    assert_eq!(done(sim.allocate(0, &b)).to_string(), "10.32.0.2/12");
+    assert_eq!(
+        done(sim.allocate(0, &a)).to_string(),
+        "10.32.0.1/12",
+        "idempotent"
+    );
+    let now = sim.now;
+    let ipam = sim.nodes[0].ipam.as_mut().unwrap();
+    // Explicit subnet, and the subnet rules.
+    let sub = cidr("10.32.5.0/24");
+    assert_eq!(
+        ipam.allocate(&a, Some(sub), false, now),
+        Ok(Allocation::Done(cidr("10.32.5.1/24")))
+    );
+    assert_eq!(ipam.lookup(&a, None).len(), 2);
+    assert_eq!(
+        ipam.allocate(&a, Some(cidr("10.32.5.1/24")), false, now)
+            .unwrap_err()
+            .to_string(),
+        "invalid subnet 10.32.5.1/24 - bits after network prefix are not all zero"
+    );
+    assert!(matches!(
+        ipam.allocate(&a, Some(cidr("10.32.5.0/31")), false, now),
+        Err(Error::TooSmall(_))
+    ));
+    assert_eq!(
+        ipam.allocate(&a, Some(cidr("192.168.0.0/24")), false, now)
+            .unwrap_err()
+            .to_string(),
+        "range 192.168.0.0/24 out of bounds: 10.32.0.0/12"
+    );
+    // Claims: free address ok, taken address refused clearly, same ident ok.
+    let c = Ident::new("c");
+    assert_eq!(
+        ipam.claim(&c, cidr("10.32.0.9/12"), true, false, now),
+        Ok(Allocation::Done(cidr("10.32.0.9/12")))
+    );
+    assert_eq!(
+        ipam.claim(&c, cidr("10.32.0.2/12"), true, false, now)
+            .unwrap_err()
+            .to_string(),
+        "address 10.32.0.2 is already owned by b"
+    );
+    assert_eq!(
+        ipam.claim(&b, cidr("10.32.0.2/12"), true, false, now),
+        Ok(Allocation::Done(cidr("10.32.0.2/12")))
+    );
+    // Outside the universe: recorded only.
+    assert!(
+        ipam.claim(&c, cidr("192.168.1.1/24"), false, false, now)
+            .is_ok()
+    );
+    // Free and reuse of the lowest address.
+    ipam.free(&a, Ipv4Addr::new(10, 32, 0, 1)).unwrap();
+    assert_eq!(
+        ipam.free(&a, Ipv4Addr::new(10, 32, 0, 1))
+            .unwrap_err()
+            .to_string(),
+        "Free: address 10.32.0.1 not found for a"
+    );
+    let d = Ident::new("d");
+    assert_eq!(
+        ipam.allocate(&d, None, false, now),
+        Ok(Allocation::Done(cidr("10.32.0.1/12")))
+    );
+    assert_eq!(ipam.free_all(&d).unwrap().len(), 1);
+    assert_eq!(
+        ipam.free_all(&d).unwrap_err().to_string(),
+        "Delete: no addresses for d"
+    );
+    ipam.check_invariants().unwrap();
+    assert_eq!(ipam.status_string(), "ready");
+}
+
+#[test]
+fn consensus_initialises_one_ring_everywhere() {
+    let mut sim = Sim::new(2, "10.32.0.0/12", vec![Init::Consensus { peers: 3 }; 3]);
+    assert_eq!(sim.nodes[1].ipam.as_ref().unwrap().status_string(), "idle");
+    assert!(
+        sim.nodes[0]
+            .ipam
+            .as_ref()
+            .unwrap()
+            .status_lines()
+            .is_empty()
+    );
+    // Node 1 alone cannot reach a quorum of 2.
+    sim.nodes[1].group = 9;
+    sim.peers_changed();
+    let x = sim.new_ident();
+    assert!(matches!(sim.allocate(1, &x), Some(Allocation::Pending(_))));
+    sim.advance(secs(20));
+    let ipam = sim.nodes[1].ipam.as_ref().unwrap();
+    assert_eq!(
+        ipam.status_string(),
+        "awaiting consensus (quorum: 2, known: 1)"
+    );
+    assert!(ipam.ring().is_none());
+    sim.heal();
+    sim.advance(secs(20));
+    assert!(sim.converged());
+    let ring = sim.nodes[0].ipam.as_ref().unwrap().ring().unwrap().clone();
+    assert_eq!(ring.peers().len(), 3, "all three electors share the range");
+    assert_eq!(
+        sim.nodes[1].containers.len(),
+        1,
+        "pending allocation completed"
+    );
+    let lines = sim.nodes[1].ipam.as_ref().unwrap().status_lines();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0].starts_with(&format!("{}(host1)", name(1))),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0].ends_with("IPs (25.0% of total) (1 active)"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn donation_when_own_space_runs_out() {
+    // 2 seeds on a /28: 8 addresses each, host range .1-.14.
+    let mut sim = Sim::new(3, "10.9.0.0/28", vec![seeds(2); 2]);
+    let mut got = Vec::new();
+    for _ in 0..12 {
+        let id = sim.new_ident();
+        sim.allocate(0, &id);
+        sim.advance(secs(2));
+        got.push(sim.nodes[0].containers.get(&id).copied());
+    }
+    assert!(
+        got.iter().all(|g| g.is_some()),
+        "all allocated via donations: {got:?}"
+    );
+    sim.advance(secs(10));
+    assert!(sim.converged());
+    sim.check_unique();
+    // Everything is used up now: a further request waits, status says so.
+    let id = sim.new_ident();
+    sim.allocate(1, &id);
+    for _ in 0..2 {
+        let more = sim.new_ident();
+        sim.allocate(1, &more);
+    }
+    sim.advance(secs(10));
+    assert_eq!(
+        sim.nodes[1].ipam.as_ref().unwrap().status_string(),
+        "waiting for IP(s) to become available"
+    );
+    sim.check_unique();
+}
+
+#[test]
+fn dead_container_released_after_grace_and_restart_keeps_address() {
+    let mut sim = Sim::new(4, "10.32.0.0/12", vec![seeds(1)]);
+    let a = Ident::new("a");
+    let addr = done(sim.allocate(0, &a));
+    let now = sim.now;
+    sim.with(0, |x| x.handle_container_died(&a, now));
+    sim.advance(secs(20));
+    sim.with(0, |x| x.handle_container_started(&a));
+    sim.advance(secs(60));
+    assert_eq!(
+        sim.nodes[0].ipam.as_ref().unwrap().lookup(&a, None),
+        vec![addr]
+    );
+    let now = sim.now;
+    sim.with(0, |x| x.handle_container_died(&a, now));
+    sim.advance(secs(29));
+    assert_eq!(
+        sim.nodes[0].ipam.as_ref().unwrap().lookup(&a, None),
+        vec![addr]
+    );
+    sim.advance(secs(6));
+    assert!(
+        sim.nodes[0]
+            .ipam
+            .as_ref()
+            .unwrap()
+            .lookup(&a, None)
+            .is_empty()
+    );
+    assert!(
+        sim.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Released { .. }))
+    );
+    // A new container gets the freed address (lowest free).
+    let b = Ident::new("b");
+    assert_eq!(done(sim.allocate(0, &b)), addr);
+}
+
+#[test]
+fn rmpeer_takes_over_dead_peer_space() {
+    let mut sim = Sim::new(5, "10.32.0.0/12", vec![seeds(2); 2]);
+    let a = sim.new_ident();
+    sim.allocate(1, &a);
+    sim.advance(secs(6));
+    assert!(sim.converged());
+    sim.kill(1);
+    sim.nodes[1].removed = true;
+    let lines = sim.nodes[0].ipam.as_ref().unwrap().status_lines();
+    assert!(lines[1].ends_with("- unreachable!"), "{lines:?}");
+    let now = sim.now;
+    let n = sim.with(0, |x| x.rmpeer("host1", now)).unwrap().unwrap();
+    assert_eq!(n, 1 << 19);
+    assert_eq!(
+        rmpeer_message(n, "host1"),
+        "524288 IPs taken over from host1\n"
+    );
+    let now = sim.now;
+    assert_eq!(
+        sim.with(0, |x| x.rmpeer(&name(0).to_string(), now))
+            .unwrap(),
+        Err(Error::IsSelf)
+    );
+    let ipam = sim.nodes[0].ipam.as_ref().unwrap();
+    assert_eq!(ipam.ring().unwrap().sizes().len(), 1);
+    assert_eq!(ipam.metrics().unreachable_count, 0);
+}
+
+#[test]
+fn persisted_state_survives_restart_and_refuses_other_peers() {
+    let mut sim = Sim::new(6, "10.32.0.0/12", vec![seeds(2); 2]);
+    let a = sim.new_ident();
+    let addr = done(sim.allocate(0, &a));
+    sim.kill(0);
+    sim.restart(0);
+    let b = sim.new_ident();
+    let addr_b = done(sim.allocate(0, &b));
+    assert_ne!(addr, addr_b);
+    assert_eq!(
+        sim.nodes[0].ipam.as_ref().unwrap().lookup(&a, None),
+        vec![addr]
+    );
+    // A clone: another peer started from node 0's disk must not reuse it.
+    let disk = sim.nodes[0].disk.clone().unwrap();
+    let cfg = sim.nodes[1].cfg.clone();
+    match Ipam::from_persisted(cfg, disk.clone(), 1) {
+        Err(PersistError::OtherPeer { persisted, me }) => {
+            assert_eq!((persisted, me), (name(0), name(1)));
+        }
+        other => panic!("clone accepted: {other:?}"),
+    }
+    // Another range is refused too.
+    let mut cfg = sim.nodes[0].cfg.clone();
+    cfg.range = cidr("10.0.0.0/16");
+    assert!(matches!(
+        Ipam::from_persisted(cfg, disk, 1),
+        Err(PersistError::OtherRange { .. })
+    ));
+}
+
+#[test]
+fn observer_primes_and_gets_space_by_donation() {
+    let mut sim = Sim::new(
+        7,
+        "10.32.0.0/12",
+        vec![
+            Init::Consensus { peers: 2 },
+            Init::Consensus { peers: 2 },
+            Init::Observer,
+        ],
+    );
+    let x = sim.new_ident();
+    assert!(matches!(sim.allocate(2, &x), Some(Allocation::Pending(_))));
+    sim.advance(secs(30));
+    assert!(sim.converged());
+    assert!(sim.nodes[2].containers.contains_key(&x), "{:?}", sim.log);
+    sim.check_unique();
+}
+
+#[test]
+fn claim_of_an_address_owned_by_another_peer() {
+    let mut sim = Sim::new(8, "10.32.0.0/12", vec![seeds(2); 2]);
+    sim.advance(secs(1));
+    let c = Ident::new("claimer");
+    // 10.40.0.5 is in node 1's half.
+    let now = sim.now;
+    let r = sim
+        .with(0, |x| x.claim(&c, cidr("10.40.0.5/12"), true, false, now))
+        .unwrap()
+        .unwrap();
+    let Allocation::Pending(req) = r else {
+        panic!("{r:?}")
+    };
+    sim.nodes[0].waiting.insert(req, c.clone());
+    sim.advance(secs(6));
+    assert_eq!(sim.nodes[0].containers.get(&c), Some(&cidr("10.40.0.5/12")));
+    // Node 1 has its own container on .6; claiming it from node 0 fails clearly.
+    let now = sim.now;
+    sim.with(1, |x| {
+        x.claim(&Ident::new("owner"), cidr("10.40.0.6/12"), true, false, now)
+    });
+    let now = sim.now;
+    let r = sim
+        .with(0, |x| {
+            x.claim(&Ident::new("thief"), cidr("10.40.0.6/12"), true, false, now)
+        })
+        .unwrap()
+        .unwrap();
+    let Allocation::Pending(req) = r else {
+        panic!("{r:?}")
+    };
+    sim.advance(secs(6));
+    let failed = sim.nodes[0].events.iter().find_map(|e| match e {
+        Event::Failed { request, error } if *request == req => Some(error.to_string()),
+        _ => None,
+    });
+    assert_eq!(
+        failed.as_deref(),
+        Some(format!("address 10.40.0.6 is owned by other peer {}", name(1)).as_str())
+    );
+    sim.check_unique();
+}
+
+#[test]
+fn reset_hands_space_to_an_heir() {
+    let mut sim = Sim::new(9, "10.32.0.0/12", vec![seeds(2); 2]);
+    let now = sim.now;
+    assert_eq!(sim.with(0, |x| x.prime(now)), Some(true));
+    sim.advance(secs(6));
+    let now = sim.now;
+    let heir = sim.with(0, |x| x.leave(now)).unwrap();
+    assert_eq!(heir, Some(name(1)));
+    sim.deliver_all();
+    let ring = sim.nodes[1].ipam.as_ref().unwrap().ring().unwrap().clone();
+    assert_eq!(
+        ring.sizes().keys().copied().collect::<BTreeSet<_>>(),
+        [name(1)].into()
+    );
+}
+
+#[test]
+fn report_json_has_weave_field_names() {
+    let mut sim = Sim::new(10, "10.32.0.0/12", vec![seeds(1)]);
+    sim.allocate(0, &Ident::new("a"));
+    let st = sim.nodes[0].ipam.as_ref().unwrap().status();
+    assert_eq!(st.range, "10.32.0.0/12");
+    assert_eq!(st.range_num_ips, 1 << 20);
+    assert_eq!(st.active_ips, 1);
+    assert_eq!(st.entries.len(), 1);
+    assert_eq!(st.entries[0].token, "10.32.0.0");
+    assert!(st.paxos.is_none());
+    let m = sim.nodes[0].ipam.as_ref().unwrap().metrics();
+    assert_eq!((m.local_used, m.max_ips), (1, 1 << 20));
+}
