@@ -6,12 +6,17 @@
 //! - [`wire`]: one file per wire format (header, hello, message, topology payloads).
 //! - [`mesh`]: the [`Mesh`] state machine and its inputs/outputs.
 //! - [`status`]: the status snapshot (weave's JSON field names).
+//! - `sim` (feature `sim`, and in tests): a deterministic N-peer simulator.
 
 mod gossip;
 pub mod ids;
 mod maker;
 pub mod mesh;
 mod routes;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+#[cfg(test)]
+mod sim_tests;
 pub mod status;
 mod targets;
 mod topology;

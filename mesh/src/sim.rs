@@ -1,0 +1,813 @@
+//! A deterministic N-peer simulator for the mesh (feature `sim`, always on in this crate's
+//! tests): a virtual clock, a seeded RNG, links with latency, loss and partitions, and
+//! in-order "TCP" streams between real [`Mesh`] instances. Dial actions become simulated
+//! connects (or `handle_dial_failed`); Hellos are exchanged directly, as the router does
+//! after its Noise handshake (initiator learns the responder's Hello one latency after the
+//! SYN arrives, the responder the initiator's one latency later).
+//!
+//! ```text
+//! let mut sim = Sim::new(3, seed);
+//! sim.connect(0, 1); sim.connect(1, 2);
+//! sim.run_for(secs(30));
+//! assert!(sim.converged() && sim.full_mesh());
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
+use crate::mesh::{Action, Channels, Config, ConnInfo, DEFAULT_CONN_LIMIT, Event, Mesh};
+use crate::wire::{Hello, Message, TopologyMsg};
+
+/// Seconds as a [`Duration`].
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// How long a dial into a partition takes to fail.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Extra delay a lost segment costs an established stream (a retransmission).
+const RETRANSMIT: Duration = Duration::from_millis(200);
+
+/// A grow-only set of strings gossiped on channel `kv`, recording broadcasts and unicasts:
+/// enough application to exercise every gossip path.
+#[derive(Debug, Clone, Default)]
+pub struct SimChannels {
+    /// The set.
+    pub items: BTreeSet<String>,
+    /// Broadcasts received: (originator, payload).
+    pub broadcasts: Vec<(PeerName, Vec<u8>)>,
+    /// Unicasts received: (originator, payload).
+    pub unicasts: Vec<(PeerName, Vec<u8>)>,
+}
+
+impl SimChannels {
+    fn encode(items: &BTreeSet<String>) -> Vec<u8> {
+        items
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    }
+}
+
+impl Channels for SimChannels {
+    fn names(&self) -> Vec<String> {
+        vec!["kv".into()]
+    }
+    fn full_state(&mut self, _channel: &str) -> Option<Vec<u8>> {
+        (!self.items.is_empty()).then(|| Self::encode(&self.items))
+    }
+    fn on_gossip(
+        &mut self,
+        _: &str,
+        _: PeerName,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
+        let new: BTreeSet<String> = text
+            .split('\n')
+            .filter(|s| !s.is_empty() && !self.items.contains(*s))
+            .map(str::to_owned)
+            .collect();
+        self.items.extend(new.iter().cloned());
+        Ok((!new.is_empty()).then(|| Self::encode(&new)))
+    }
+    fn on_broadcast(&mut self, _: &str, src: PeerName, payload: &[u8]) -> Result<(), String> {
+        self.broadcasts.push((src, payload.to_vec()));
+        Ok(())
+    }
+    fn on_unicast(&mut self, _: &str, src: PeerName, payload: &[u8]) -> Result<(), String> {
+        self.unicasts.push((src, payload.to_vec()));
+        Ok(())
+    }
+}
+
+/// One simulated router.
+#[derive(Debug)]
+pub struct SimPeer {
+    /// The mesh under test.
+    pub mesh: Mesh,
+    /// Its application.
+    pub channels: SimChannels,
+    /// Every event it emitted.
+    pub events: Vec<Event>,
+    /// Its listen address.
+    pub addr: SocketAddr,
+    /// Its configuration (the uid changes on restart).
+    pub config: Config,
+    alive: bool,
+    timer: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Syn {
+        from: usize,
+        to: usize,
+        target: String,
+    },
+    DialFailed {
+        at: usize,
+        target: String,
+        error: String,
+    },
+    Hello {
+        at: usize,
+        conn: ConnId,
+        info: ConnInfo,
+        hello: Hello,
+        reply: Option<(usize, ConnId, ConnInfo, Hello)>,
+    },
+    Data {
+        at: usize,
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        at: usize,
+        conn: ConnId,
+        reason: String,
+    },
+}
+
+impl Ev {
+    fn target(&self) -> usize {
+        match self {
+            Ev::Syn { to, .. } => *to,
+            Ev::DialFailed { at, .. }
+            | Ev::Hello { at, .. }
+            | Ev::Data { at, .. }
+            | Ev::Closed { at, .. } => *at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sock {
+    other: (usize, ConnId),
+    open: bool,
+    last_delivery: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    up: bool,
+    latency: Duration,
+    loss: f64,
+}
+
+/// The simulated network of peers.
+#[derive(Debug)]
+pub struct Sim {
+    /// The peers, by index.
+    pub peers: Vec<SimPeer>,
+    now: Instant,
+    rng: Xoshiro256PlusPlus,
+    seed: u64,
+    links: BTreeMap<(usize, usize), Link>,
+    default_link: Link,
+    queue: BTreeMap<(Instant, u64), (usize, Ev)>,
+    blocked: BTreeMap<(usize, usize), Vec<(usize, Ev)>>,
+    socks: BTreeMap<(usize, ConnId), Sock>,
+    next_id: u64,
+    seq: u64,
+    /// Bytes sent per peer and message kind since the last [`Sim::reset_stats`].
+    pub bytes: Vec<BTreeMap<&'static str, u64>>,
+    /// Dial actions per peer so far.
+    pub dials: Vec<u64>,
+}
+
+/// Name of simulated peer `i`: `02:00:00:00:HH:LL` with HHLL = i + 1.
+pub fn peer_name(i: usize) -> PeerName {
+    let v = i as u64 + 1;
+    PeerName::from_bytes([0x02, 0, 0, 0, (v >> 8) as u8, v as u8])
+}
+
+fn peer_addr(i: usize) -> SocketAddr {
+    let ip = Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+    SocketAddr::new(IpAddr::V4(ip), 6783)
+}
+
+fn kind(bytes: &[u8]) -> &'static str {
+    match Message::decode(bytes) {
+        Ok(Message::Heartbeat) => "heartbeat",
+        Ok(Message::Gossip(g)) if g.channel == "topology" => {
+            match TopologyMsg::decode(&g.payload) {
+                Ok(TopologyMsg::Delta(_)) => "topo-delta",
+                Ok(TopologyMsg::Full(_)) => "topo-full",
+                Ok(TopologyMsg::Request(_)) => "topo-request",
+                Ok(TopologyMsg::Digest(_)) => "topo-digest",
+                Err(_) => "topo-bad",
+            }
+        }
+        Ok(Message::Gossip(_)) => "gossip",
+        Ok(Message::GossipUnicast(_)) => "unicast",
+        Ok(Message::GossipBroadcast(_)) => "broadcast",
+        Ok(_) | Err(_) => "other",
+    }
+}
+
+impl Sim {
+    /// `n` peers with discovery on, 5 ms links, no loss.
+    pub fn new(n: usize, seed: u64) -> Sim {
+        Sim::with_config(n, seed, |_, _| {})
+    }
+
+    /// `n` peers, each config adjusted by `tweak(index, &mut config)`.
+    pub fn with_config(n: usize, seed: u64, mut tweak: impl FnMut(usize, &mut Config)) -> Sim {
+        let now = Instant::now();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let peers = (0..n)
+            .map(|i| {
+                let mut config = Config {
+                    name: peer_name(i),
+                    nickname: format!("p{i}"),
+                    uid: PeerUid(rng.random_range(1..u64::MAX)),
+                    short_id: ShortId::from_low_bits(rng.random::<u64>()),
+                    port: 6783,
+                    conn_limit: DEFAULT_CONN_LIMIT,
+                    discovery: true,
+                    seed: rng.random::<u64>(),
+                };
+                tweak(i, &mut config);
+                SimPeer {
+                    mesh: Mesh::new(config.clone(), now),
+                    channels: SimChannels::default(),
+                    events: Vec::new(),
+                    addr: peer_addr(i),
+                    config,
+                    alive: true,
+                    timer: None,
+                }
+            })
+            .collect();
+        let mut sim = Sim {
+            peers,
+            now,
+            rng,
+            seed,
+            links: BTreeMap::new(),
+            default_link: Link {
+                up: true,
+                latency: Duration::from_millis(5),
+                loss: 0.0,
+            },
+            queue: BTreeMap::new(),
+            blocked: BTreeMap::new(),
+            socks: BTreeMap::new(),
+            next_id: 1,
+            seq: 0,
+            bytes: vec![BTreeMap::new(); n],
+            dials: vec![0; n],
+        };
+        for i in 0..n {
+            sim.pump(i);
+        }
+        sim
+    }
+
+    /// The seed this simulation was built from (print it when a scenario fails).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn link(&self, a: usize, b: usize) -> Link {
+        *self
+            .links
+            .get(&(a.min(b), a.max(b)))
+            .unwrap_or(&self.default_link)
+    }
+
+    fn link_mut(&mut self, a: usize, b: usize) -> &mut Link {
+        let d = self.default_link;
+        self.links.entry((a.min(b), a.max(b))).or_insert(d)
+    }
+
+    /// Sets latency and loss (0..1) of the link between `a` and `b`.
+    pub fn set_link(&mut self, a: usize, b: usize, latency: Duration, loss: f64) {
+        let l = self.link_mut(a, b);
+        l.latency = latency;
+        l.loss = loss;
+    }
+
+    /// Cuts the link: segments wait (as TCP retransmits would), dials time out.
+    pub fn partition(&mut self, a: usize, b: usize) {
+        self.link_mut(a, b).up = false;
+    }
+
+    /// Cuts every link between the two groups.
+    pub fn partition_groups(&mut self, left: &[usize], right: &[usize]) {
+        for &a in left {
+            for &b in right {
+                self.partition(a, b);
+            }
+        }
+    }
+
+    /// Restores the link and releases what waited on it, in order.
+    pub fn heal(&mut self, a: usize, b: usize) {
+        self.link_mut(a, b).up = true;
+        let key = (a.min(b), a.max(b));
+        let latency = self.link(a, b).latency;
+        for (_, ev) in self.blocked.remove(&key).unwrap_or_default() {
+            let at = ev.target();
+            self.schedule(self.now + latency, at, ev);
+        }
+    }
+
+    /// Heals every link.
+    pub fn heal_all(&mut self) {
+        let keys: Vec<_> = self.links.keys().copied().collect();
+        for (a, b) in keys {
+            self.heal(a, b);
+        }
+    }
+
+    fn schedule(&mut self, at_time: Instant, peer: usize, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at_time, self.seq), (peer, ev));
+    }
+
+    /// Sends `ev` from `from` to `to` over their link, keeping per-stream order.
+    fn send_over(&mut self, from: usize, stream: Option<ConnId>, to: usize, ev: Ev) {
+        let link = self.link(from, to);
+        if !link.up {
+            self.blocked
+                .entry((from.min(to), from.max(to)))
+                .or_default()
+                .push((to, ev));
+            return;
+        }
+        let mut at = self.now + link.latency;
+        while link.loss > 0.0 && self.rng.random::<f64>() < link.loss {
+            at += RETRANSMIT;
+        }
+        if let Some(conn) = stream
+            && let Some(s) = self.socks.get_mut(&(from, conn))
+        {
+            at = at.max(s.last_delivery);
+            s.last_delivery = at;
+        }
+        self.schedule(at, to, ev);
+    }
+
+    /// Call after driving `peers[i].mesh` directly (e.g. `gossip`): moves its outputs
+    /// into the network.
+    pub fn flush(&mut self, i: usize) {
+        self.pump(i);
+    }
+
+    /// Drains a peer's outputs into the network and refreshes its timer.
+    fn pump(&mut self, i: usize) {
+        loop {
+            let Some(p) = self.peers.get_mut(i) else {
+                return;
+            };
+            if let Some(e) = p.mesh.poll_event() {
+                p.events.push(e);
+                continue;
+            }
+            if let Some(t) = p.mesh.poll_transmit() {
+                let k = kind(&t.bytes);
+                *self.bytes[i].entry(k).or_default() += t.bytes.len() as u64;
+                if let Some(s) = self.socks.get(&(i, t.conn)).copied()
+                    && s.open
+                {
+                    let (j, cj) = s.other;
+                    self.send_over(
+                        i,
+                        Some(t.conn),
+                        j,
+                        Ev::Data {
+                            at: j,
+                            conn: cj,
+                            bytes: t.bytes,
+                        },
+                    );
+                }
+                continue;
+            }
+            if let Some(a) = p.mesh.poll_action() {
+                self.action(i, a);
+                continue;
+            }
+            break;
+        }
+        if let Some(p) = self.peers.get_mut(i) {
+            p.timer = if p.alive { p.mesh.poll_timeout() } else { None };
+        }
+    }
+
+    fn action(&mut self, i: usize, a: Action) {
+        match a {
+            Action::Dial { target, addr } => {
+                if let Some(d) = self.dials.get_mut(i) {
+                    *d += 1;
+                }
+                let to = self.peers.iter().position(|p| p.addr.to_string() == addr);
+                let fail = |error: &str| Ev::DialFailed {
+                    at: i,
+                    target: target.clone(),
+                    error: error.into(),
+                };
+                match to {
+                    None => {
+                        let ev = fail("dial tcp: no such host");
+                        self.schedule(self.now + Duration::from_millis(1), i, ev);
+                    }
+                    Some(j) => {
+                        let link = self.link(i, j);
+                        if !link.up || (link.loss > 0.0 && self.rng.random::<f64>() < link.loss) {
+                            let ev = fail("dial tcp: i/o timeout");
+                            self.schedule(self.now + CONNECT_TIMEOUT, i, ev);
+                        } else {
+                            self.schedule(
+                                self.now + link.latency,
+                                j,
+                                Ev::Syn {
+                                    from: i,
+                                    to: j,
+                                    target,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            Action::Close { conn, reason } => {
+                if let Some(s) = self.socks.get_mut(&(i, conn))
+                    && s.open
+                {
+                    s.open = false;
+                    let (j, cj) = s.other;
+                    self.send_over(
+                        i,
+                        Some(conn),
+                        j,
+                        Ev::Closed {
+                            at: j,
+                            conn: cj,
+                            reason: "connection reset by peer".into(),
+                        },
+                    );
+                }
+                let now = self.now;
+                if let Some(p) = self.peers.get_mut(i) {
+                    p.mesh.handle_closed(conn, &reason.to_string(), now);
+                }
+            }
+        }
+    }
+
+    fn new_conn_id(&mut self) -> ConnId {
+        self.next_id += 1;
+        ConnId(self.next_id)
+    }
+
+    fn deliver(&mut self, peer: usize, ev: Ev) {
+        let now = self.now;
+        if !self.peers.get(peer).is_some_and(|p| p.alive) {
+            // A dead host: dials are refused, everything else vanishes.
+            if let Ev::Syn { from, target, .. } = ev {
+                let latency = self.link(from, peer).latency;
+                let ev = Ev::DialFailed {
+                    at: from,
+                    target,
+                    error: "connect: connection refused".into(),
+                };
+                self.schedule(now + latency, from, ev);
+            }
+            return;
+        }
+        match ev {
+            Ev::Syn { from, to, target } => {
+                if !self.peers[to].mesh.accept_allowed(now) {
+                    let ev = Ev::DialFailed {
+                        at: from,
+                        target,
+                        error: "handshake: connection closed by accept throttle".into(),
+                    };
+                    self.send_over(to, None, from, ev);
+                    return;
+                }
+                let (ci, cj) = (self.new_conn_id(), self.new_conn_id());
+                let (hi, hj) = (self.rng.random::<u64>(), self.rng.random::<u64>());
+                let ephemeral = SocketAddr::new(
+                    self.peers[from].addr.ip(),
+                    40000 + (self.next_id % 20000) as u16,
+                );
+                self.socks.insert(
+                    (from, ci),
+                    Sock {
+                        other: (to, cj),
+                        open: true,
+                        last_delivery: now,
+                    },
+                );
+                self.socks.insert(
+                    (to, cj),
+                    Sock {
+                        other: (from, ci),
+                        open: true,
+                        last_delivery: now,
+                    },
+                );
+                let info_i = ConnInfo {
+                    outbound: true,
+                    remote_addr: self.peers[to].addr,
+                    target: Some(target),
+                    local_conn_half: hi,
+                };
+                let info_j = ConnInfo {
+                    outbound: false,
+                    remote_addr: ephemeral,
+                    target: None,
+                    local_conn_half: hj,
+                };
+                let hello_i = self.peers[from].mesh.hello(hi, false);
+                let hello_j = self.peers[to].mesh.hello(hj, false);
+                let ev = Ev::Hello {
+                    at: from,
+                    conn: ci,
+                    info: info_i,
+                    hello: hello_j,
+                    reply: Some((to, cj, info_j, hello_i)),
+                };
+                self.send_over(to, Some(cj), from, ev);
+            }
+            Ev::DialFailed { at, target, error } => {
+                self.peers[at].mesh.handle_dial_failed(&target, error, now);
+            }
+            Ev::Hello {
+                at,
+                conn,
+                info,
+                hello,
+                reply,
+            } => {
+                if !self.socks.get(&(at, conn)).is_some_and(|s| s.open) {
+                    return;
+                }
+                match self.peers[at]
+                    .mesh
+                    .handle_connection(conn, info, hello, now)
+                {
+                    Ok(()) => {
+                        if let Some((j, cj, info_j, hello_i)) = reply {
+                            let ev = Ev::Hello {
+                                at: j,
+                                conn: cj,
+                                info: info_j,
+                                hello: hello_i,
+                                reply: None,
+                            };
+                            self.send_over(at, Some(conn), j, ev);
+                        }
+                    }
+                    Err(e) => {
+                        // The router closes the socket; the far end sees the close (or, if
+                        // its handshake had not finished, a failed dial).
+                        if let Some(s) = self.socks.get_mut(&(at, conn)) {
+                            s.open = false;
+                            let (j, cj) = s.other;
+                            if reply.is_some() {
+                                self.socks.remove(&(j, cj));
+                            } else {
+                                self.send_over(
+                                    at,
+                                    Some(conn),
+                                    j,
+                                    Ev::Closed {
+                                        at: j,
+                                        conn: cj,
+                                        reason: e.to_string(),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Ev::Data { at, conn, bytes } => {
+                if self.socks.get(&(at, conn)).is_some_and(|s| s.open) {
+                    let p = &mut self.peers[at];
+                    p.mesh.handle_message(conn, &bytes, now, &mut p.channels);
+                }
+            }
+            Ev::Closed { at, conn, reason } => {
+                if let Some(s) = self.socks.get_mut(&(at, conn))
+                    && s.open
+                {
+                    s.open = false;
+                    self.peers[at].mesh.handle_closed(conn, &reason, now);
+                }
+            }
+        }
+        self.pump(peer);
+    }
+
+    /// Runs the network for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        let mut spins = 0u32;
+        loop {
+            let next_ev = self.queue.keys().next().map(|k| k.0);
+            let next_timer = self.peers.iter().filter_map(|p| p.timer).min();
+            let next = match (next_ev, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > until {
+                break;
+            }
+            if next <= self.now {
+                spins += 1;
+                assert!(
+                    spins < 100_000,
+                    "simulation made no progress at {:?} (seed {})",
+                    self.now - self.now,
+                    self.seed
+                );
+            } else {
+                spins = 0;
+                self.now = next;
+            }
+            if next_ev.is_some_and(|t| t <= next) {
+                if let Some((_, (peer, ev))) = self.queue.pop_first() {
+                    self.deliver(peer, ev);
+                }
+                continue;
+            }
+            let now = self.now;
+            for i in 0..self.peers.len() {
+                if self.peers[i].timer.is_some_and(|t| t <= now) {
+                    let p = &mut self.peers[i];
+                    p.mesh.handle_timeout(now, &mut p.channels);
+                    self.pump(i);
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    /// `a` runs `connect` for `b`'s address (IP only, so the default port is used).
+    pub fn connect(&mut self, a: usize, b: usize) {
+        let target = self.peers[b].addr.ip().to_string();
+        let now = self.now;
+        let _ = self.peers[a].mesh.connect(&[target], false, now);
+        self.pump(a);
+    }
+
+    /// Kills peer `i` (its sockets reset, as after `kill -9`).
+    pub fn stop(&mut self, i: usize) {
+        let mine: Vec<(ConnId, Sock)> = self
+            .socks
+            .iter()
+            .filter(|((p, _), s)| *p == i && s.open)
+            .map(|((_, c), s)| (*c, *s))
+            .collect();
+        for (conn, s) in mine {
+            let (j, cj) = s.other;
+            self.send_over(
+                i,
+                Some(conn),
+                j,
+                Ev::Closed {
+                    at: j,
+                    conn: cj,
+                    reason: "connection reset by peer".into(),
+                },
+            );
+        }
+        self.socks.retain(|(p, _), _| *p != i);
+        self.peers[i].alive = false;
+        self.peers[i].timer = None;
+    }
+
+    /// Kills and restarts peer `i` with a new uid, same name and the same direct targets
+    /// (the router persists them).
+    pub fn restart(&mut self, i: usize) {
+        let targets = self.peers[i].mesh.targets();
+        self.stop(i);
+        let now = self.now;
+        let p = &mut self.peers[i];
+        p.config.uid = PeerUid(self.rng.random_range(1..u64::MAX));
+        p.config.seed = self.rng.random::<u64>();
+        p.mesh = Mesh::new(p.config.clone(), now);
+        p.channels = SimChannels::default();
+        p.alive = true;
+        let _ = p.mesh.connect(&targets, false, now);
+        self.pump(i);
+    }
+
+    /// Whether peer `i` is running.
+    pub fn alive(&self, i: usize) -> bool {
+        self.peers.get(i).is_some_and(|p| p.alive)
+    }
+
+    /// True when `a` and `b` each have exactly one live connection to the other and both
+    /// are the two ends of the same socket.
+    pub fn connected(&self, a: usize, b: usize) -> bool {
+        let (Some(ca), Some(cb)) = (
+            self.peers[a].mesh.conn_to(peer_name(b)),
+            self.peers[b].mesh.conn_to(peer_name(a)),
+        ) else {
+            return false;
+        };
+        self.socks
+            .get(&(a, ca))
+            .is_some_and(|s| s.open && s.other == (b, cb))
+    }
+
+    /// Every pair of live peers is connected.
+    pub fn full_mesh(&self) -> bool {
+        let live: Vec<usize> = (0..self.peers.len()).filter(|i| self.alive(*i)).collect();
+        live.iter()
+            .all(|a| live.iter().all(|b| a >= b || self.connected(*a, *b)))
+    }
+
+    /// Number of live connections of peer `i`.
+    pub fn conn_count(&self, i: usize) -> usize {
+        self.peers[i]
+            .mesh
+            .status(self.now)
+            .connections
+            .iter()
+            .filter(|c| c.conn.is_some())
+            .count()
+    }
+
+    /// Every live peer knows exactly the live peers reachable from it, each at the version
+    /// and uid that peer itself holds.
+    pub fn converged(&self) -> bool {
+        self.divergence().is_none()
+    }
+
+    /// Why the topology views differ, if they do.
+    pub fn divergence(&self) -> Option<String> {
+        let truth: BTreeMap<PeerName, (PeerUid, u64)> = self
+            .peers
+            .iter()
+            .filter(|p| p.alive)
+            .map(|p| {
+                (
+                    p.config.name,
+                    (p.config.uid, p.mesh.status(self.now).version),
+                )
+            })
+            .collect();
+        for (i, p) in self.peers.iter().enumerate().filter(|(_, p)| p.alive) {
+            let view: BTreeMap<PeerName, (PeerUid, u64)> = p
+                .mesh
+                .status(self.now)
+                .peers
+                .iter()
+                .map(|s| (s.name, (s.uid, s.version)))
+                .collect();
+            for (n, v) in &view {
+                if truth.get(n) != Some(v) {
+                    return Some(format!(
+                        "peer {i} holds {n} at {v:?}, truth {:?}",
+                        truth.get(n)
+                    ));
+                }
+            }
+            let reachable = p.mesh.topo.reachable();
+            for n in truth.keys() {
+                if reachable.contains(n) && !view.contains_key(n) {
+                    return Some(format!("peer {i} misses {n}"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Forgets the byte counters.
+    pub fn reset_stats(&mut self) {
+        for b in &mut self.bytes {
+            b.clear();
+        }
+    }
+
+    /// Bytes each peer sent of the given kinds since the last reset.
+    pub fn bytes_of(&self, kinds: &[&str]) -> Vec<u64> {
+        self.bytes
+            .iter()
+            .map(|m| kinds.iter().map(|k| m.get(k).copied().unwrap_or(0)).sum())
+            .collect()
+    }
+}
