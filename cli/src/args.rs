@@ -42,11 +42,11 @@ pub enum Command {
     Launch(LaunchArgs),
     /// Stop the router (state is kept; `launch` resumes it).
     Stop,
-    /// Stop the router and forget all persisted state (identity, targets).
+    /// Hand this peer's IP space to others, stop the router and forget all persisted state.
     Reset,
-    /// Show the router's status: summary, or `peers`, `connections`, `targets`.
+    /// Show the router's status: summary, or `peers`, `connections`, `targets`, `ipam`.
     Status {
-        /// One of: peers, connections, targets.
+        /// One of: peers, connections, targets, ipam.
         sub: Option<String>,
     },
     /// Print the router's full state as JSON.
@@ -63,6 +63,13 @@ pub enum Command {
         #[arg(required = true)]
         peers: Vec<String>,
     },
+    /// Take over the IP space of dead peers (peer name or nickname); prints how many IPs moved.
+    Rmpeer {
+        #[arg(required = true)]
+        peers: Vec<String>,
+    },
+    /// Wait until the IP allocation ring is initialised (forces consensus).
+    Prime,
     /// Print the version of this command and of the running router.
     Version,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -101,6 +108,20 @@ pub struct LaunchArgs {
     /// Read-only status and metrics address ("" disables it).
     #[arg(long, env = "MESHNET_STATUS_ADDR", default_value = "127.0.0.1:6782")]
     pub status_addr: String,
+    /// IP allocation range for containers ("" disables IPAM).
+    #[arg(long, alias = "iprange", default_value = meshnet_router::config::DEFAULT_IPALLOC_RANGE)]
+    pub ipalloc_range: String,
+    /// Subnet `net:default` allocates from (default: the whole range).
+    #[arg(long)]
+    pub ipalloc_default_subnet: Option<String>,
+    /// How the ring is first split: consensus[=N] (N defaults to the number of peers given + 1),
+    /// seed=NAME,NAME,... (peer names, no consensus), or observer (never owns space until it asks).
+    #[arg(long)]
+    pub ipalloc_init: Option<String>,
+    /// Take over the space of peers unreachable for this long (e.g. 24h). Off by default: a peer
+    /// that is only partitioned away would lose its addresses' ownership.
+    #[arg(long)]
+    pub ipalloc_reclaim_after: Option<String>,
     /// Run attached to this terminal (for systemd and containers) instead of detaching.
     #[arg(long)]
     pub foreground: bool,

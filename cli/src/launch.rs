@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use http::Method;
 use meshnet_router::RouterConfig;
+use meshnet_ipam::{Cidr, Init};
 use meshnet_router::config::Password;
+use meshnet_router::ipam::IpamConfig;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -125,6 +127,16 @@ fn child_args(a: &LaunchArgs) -> Vec<String> {
     if a.no_discovery {
         v.push("--no-discovery".into());
     }
+    v.push(format!("--ipalloc-range={}", a.ipalloc_range));
+    if let Some(x) = &a.ipalloc_default_subnet {
+        v.push(format!("--ipalloc-default-subnet={x}"));
+    }
+    if let Some(x) = &a.ipalloc_init {
+        v.push(format!("--ipalloc-init={x}"));
+    }
+    if let Some(x) = &a.ipalloc_reclaim_after {
+        v.push(format!("--ipalloc-reclaim-after={x}"));
+    }
     if !a.trusted_subnets.is_empty() {
         v.push(format!("--trusted-subnets={}", a.trusted_subnets.join(",")));
     }
@@ -184,7 +196,78 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
             })
         })
         .collect::<Result<_>>()?;
+    c.ipam = ipam_config(a)?;
     Ok(c)
+}
+
+/// Validates the `--ipalloc-*` flags.
+fn ipam_config(a: &LaunchArgs) -> Result<Option<IpamConfig>> {
+    if a.ipalloc_range.is_empty() {
+        if a.ipalloc_default_subnet.is_some() || a.ipalloc_init.is_some() {
+            bail!("--ipalloc-default-subnet and --ipalloc-init need an --ipalloc-range");
+        }
+        return Ok(None);
+    }
+    let cidr = |flag: &str, s: &str| -> Result<Cidr> {
+        let c: Cidr = s
+            .parse()
+            .map_err(|e| anyhow!("invalid {flag} {s:?}: {e}; use a CIDR such as 10.32.0.0/12"))?;
+        if !c.is_network() {
+            bail!("invalid {flag} {s}: host bits are set; did you mean {}?", c.network());
+        }
+        Ok(c)
+    };
+    let range = cidr("--ipalloc-range", &a.ipalloc_range)?;
+    let default_subnet = a
+        .ipalloc_default_subnet
+        .as_deref()
+        .map(|s| cidr("--ipalloc-default-subnet", s))
+        .transpose()?;
+    if let Some(d) = default_subnet
+        && !d.range().overlaps(&range.range())
+    {
+        bail!("--ipalloc-default-subnet {d} lies outside --ipalloc-range {range}");
+    }
+    let default_quorum = u32::try_from(a.peers.len() + 1).unwrap_or(u32::MAX);
+    let init = match a.ipalloc_init.as_deref() {
+        None | Some("consensus") => Init::Consensus {
+            peers: default_quorum,
+        },
+        Some("observer") => Init::Observer,
+        Some(s) if s.starts_with("consensus=") => {
+            let n: u32 = s["consensus=".len()..].parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                anyhow!("invalid --ipalloc-init {s:?}: consensus=N needs a positive number of peers")
+            })?;
+            Init::Consensus { peers: n }
+        }
+        Some(s) if s.starts_with("seed=") => {
+            let names = s["seed=".len()..]
+                .split(',')
+                .map(|n| {
+                    n.parse::<meshnet_ipam::PeerName>()
+                        .map_err(|e| anyhow!("invalid peer name {n:?} in --ipalloc-init: {e}"))
+                })
+                .collect::<Result<_>>()?;
+            Init::Seed(names)
+        }
+        Some(s) => bail!(
+            "invalid --ipalloc-init {s:?}: use consensus[=N], seed=NAME,NAME,... or observer"
+        ),
+    };
+    let reclaim_after = a
+        .ipalloc_reclaim_after
+        .as_deref()
+        .map(|s| {
+            humantime::parse_duration(s)
+                .map_err(|e| anyhow!("invalid --ipalloc-reclaim-after {s:?}: {e}; use e.g. 24h"))
+        })
+        .transpose()?;
+    Ok(Some(IpamConfig {
+        range,
+        default_subnet,
+        init,
+        reclaim_after,
+    }))
 }
 
 /// Runs the router in this process until SIGTERM/SIGINT.
@@ -273,12 +356,19 @@ pub fn stop(env: &EnvArgs) -> Result<bool> {
     Ok(true)
 }
 
-/// `meshnet reset`: stop, then remove persisted state.
+/// `meshnet reset`: hand our IP space to the others, stop, then remove
+/// persisted state.
 pub fn reset(env: &EnvArgs) -> Result<()> {
+    if running_pid(&env.run_dir)?.is_some()
+        && let Err(e) = client::call(env.http_addr, Method::DELETE, "/peer", &[])
+    {
+        eprintln!("meshnet: could not hand IP space to other peers: {e:#}");
+    }
     stop(env)?;
     for file in [
         meshnet_router::identity::KEY_FILE,
         meshnet_router::TARGETS_FILE,
+        meshnet_router::ipam::STATE_FILE,
     ] {
         remove_if_present(&env.data_dir.join(file))?;
     }

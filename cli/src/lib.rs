@@ -67,6 +67,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let form: Vec<(&str, &str)> = peers.iter().map(|p| ("peer", p.as_str())).collect();
             print_answer(&env, Method::POST, "/forget", &form)?;
         }
+        Command::Rmpeer { peers } => {
+            for p in peers {
+                print_answer(&env, Method::DELETE, &format!("/peer/{p}"), &[])?;
+            }
+        }
+        Command::Prime => print_answer(&env, Method::GET, "/ring", &[])?,
         Command::Version => {
             println!("meshnet {}", env!("CARGO_PKG_VERSION"));
             if let Ok(a) = client::call(env.http_addr, Method::GET, "/report", &[])

@@ -6,10 +6,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{ApiRequest, Snapshot};
+use crate::ipam::IpamRequest;
 use crate::{metrics, status};
 
 /// Shared state of the handlers: the way to the driver.
@@ -47,6 +48,16 @@ pub fn control(api: Api) -> Router {
         Router::new()
             .route("/connect", post(connect))
             .route("/forget", post(forget))
+            .route("/ip/{id}", post(ip_allocate).get(ip_lookup).delete(ip_free_all))
+            .route(
+                "/ip/{id}/{ip}/{len}",
+                post(ip_allocate_in).put(ip_claim).get(ip_lookup_in),
+            )
+            .route("/ip/{id}/{ip}", delete(ip_free))
+            .route("/ring", get(ring))
+            .route("/peer", delete(peer_leave))
+            .route("/peer/{name}", delete(peer_remove))
+            .route("/ipinfo/defaultsubnet", get(default_subnet))
             .with_state(api),
     )
 }
@@ -71,10 +82,11 @@ async fn status_sub(State(api): State<Api>, Path(sub): Path<String>) -> Response
         "peers" => text(status::peers(&snap)),
         "connections" => text(status::connections(&snap)),
         "targets" => text(status::targets(&snap)),
+        "ipam" => text(status::ipam(&snap)),
         other => (
             StatusCode::NOT_FOUND,
             format!(
-                "Invalid 'meshnet status' sub-command: {other}; use one of: peers, connections, targets\n"
+                "Invalid 'meshnet status' sub-command: {other}; use one of: peers, connections, targets, ipam\n"
             ),
         )
             .into_response(),
@@ -153,4 +165,145 @@ async fn forget(State(api): State<Api>, RawQuery(q): RawQuery, body: Bytes) -> R
         return (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
     }
     StatusCode::OK.into_response()
+}
+
+async fn ask_ipam(api: &Api, make: impl FnOnce(crate::ipam::Reply) -> IpamRequest) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if api.driver.send(ApiRequest::Ipam(make(tx))).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response(),
+    }
+}
+
+fn cidr(ip: &str, len: &str) -> Result<meshnet_ipam::Cidr, Response> {
+    let bad = || {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid CIDR {ip}/{len}: use an IPv4 address and a prefix length 0-32\n"),
+        )
+            .into_response()
+    };
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    meshnet_ipam::Cidr::new(ip, len).ok_or_else(bad)
+}
+
+async fn ip_allocate(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    ask_ipam(&api, |reply| IpamRequest::Allocate {
+        ident: id,
+        subnet: None,
+        reply,
+    })
+    .await
+}
+
+async fn ip_allocate_in(
+    State(api): State<Api>,
+    Path((id, ip, len)): Path<(String, String, String)>,
+) -> Response {
+    let subnet = match cidr(&ip, &len) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    ask_ipam(&api, |reply| IpamRequest::Allocate {
+        ident: id,
+        subnet: Some(subnet),
+        reply,
+    })
+    .await
+}
+
+async fn ip_claim(
+    State(api): State<Api>,
+    Path((id, ip, len)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let addr = match cidr(&ip, &len) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let no_error_on_unknown = form(q, &body)
+        .iter()
+        .any(|(k, v)| k == "noErrorOnUnknown" && v == "true");
+    ask_ipam(&api, |reply| IpamRequest::Claim {
+        ident: id,
+        addr,
+        no_error_on_unknown,
+        reply,
+    })
+    .await
+}
+
+async fn ip_lookup(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    ask_ipam(&api, |reply| IpamRequest::Lookup {
+        ident: id,
+        subnet: None,
+        reply,
+    })
+    .await
+}
+
+async fn ip_lookup_in(
+    State(api): State<Api>,
+    Path((id, ip, len)): Path<(String, String, String)>,
+) -> Response {
+    let subnet = match cidr(&ip, &len) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    ask_ipam(&api, |reply| IpamRequest::Lookup {
+        ident: id,
+        subnet: Some(subnet),
+        reply,
+    })
+    .await
+}
+
+async fn ip_free_all(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    ask_ipam(&api, |reply| IpamRequest::Free {
+        ident: id,
+        addr: None,
+        reply,
+    })
+    .await
+}
+
+async fn ip_free(State(api): State<Api>, Path((id, ip)): Path<(String, String)>) -> Response {
+    let Ok(addr) = ip.parse() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("invalid IP address {ip}\n"),
+        )
+            .into_response();
+    };
+    ask_ipam(&api, |reply| IpamRequest::Free {
+        ident: id,
+        addr: Some(addr),
+        reply,
+    })
+    .await
+}
+
+async fn ring(State(api): State<Api>) -> Response {
+    ask_ipam(&api, |reply| IpamRequest::Prime { reply }).await
+}
+
+async fn peer_leave(State(api): State<Api>) -> Response {
+    ask_ipam(&api, |reply| IpamRequest::Leave { reply }).await
+}
+
+async fn peer_remove(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    ask_ipam(&api, |reply| IpamRequest::RmPeer { peer: name, reply }).await
+}
+
+async fn default_subnet(State(api): State<Api>) -> Response {
+    ask_ipam(&api, |reply| IpamRequest::DefaultSubnet { reply }).await
 }

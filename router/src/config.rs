@@ -15,6 +15,8 @@ pub const DEFAULT_CONN_LIMIT: usize = 200;
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6784);
 /// The read-only status and metrics endpoint, weave's address.
 pub const DEFAULT_STATUS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6782);
+/// Weave's default allocation range.
+pub const DEFAULT_IPALLOC_RANGE: &str = "10.32.0.0/12";
 /// Where pid file, log and sockets live.
 pub const DEFAULT_RUN_DIR: &str = "/run/meshnet";
 /// Where identity, targets and IPAM state live.
@@ -51,6 +53,8 @@ pub struct RouterConfig {
     pub http_addr: SocketAddr,
     /// Read-only status + metrics; `None` disables it.
     pub status_addr: Option<SocketAddr>,
+    /// IP address management; `None` disables it (`--ipalloc-range ""`).
+    pub ipam: Option<crate::ipam::IpamConfig>,
 }
 
 impl RouterConfig {
@@ -70,6 +74,7 @@ impl RouterConfig {
             data_dir,
             http_addr: DEFAULT_HTTP_ADDR,
             status_addr: Some(DEFAULT_STATUS_ADDR),
+            ipam: None,
         }
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, NoChannels};
+
+use crate::ipam::{IpamRequest, IpamService, IpamSnapshot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,8 @@ pub struct Snapshot {
     pub mesh: meshnet_mesh::Status,
     pub encryption: bool,
     pub trusted_subnets: Vec<String>,
+    /// IPAM, when enabled.
+    pub ipam: Option<IpamSnapshot>,
     /// Wall-clock time the snapshot was taken (to render retry times).
     pub taken_at: SystemTime,
 }
@@ -39,6 +43,7 @@ pub enum ApiRequest {
         peers: Vec<String>,
         reply: oneshot::Sender<()>,
     },
+    Ipam(IpamRequest),
 }
 
 /// Fixed facts the driver needs besides the mesh.
@@ -50,12 +55,13 @@ pub struct DriverParts {
     pub encryption: bool,
     pub trusted_subnets: Vec<ipnet::IpNet>,
     pub targets_file: PathBuf,
+    pub ipam: Option<IpamService>,
 }
 
 /// The driver state.
 struct Driver {
     parts: DriverParts,
-    channels: NoChannels,
+    no_channels: NoChannels,
     writers: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
     reports_tx: conn::Reports,
     next_conn: u64,
@@ -88,14 +94,18 @@ pub async fn run(
 
     let mut d = Driver {
         parts,
-        channels: NoChannels,
+        no_channels: NoChannels,
         writers: HashMap::new(),
         reports_tx,
         next_conn: 1,
     };
     loop {
         d.drain();
-        let deadline = d.parts.mesh.poll_timeout();
+        let ipam_deadline = d.parts.ipam.as_ref().and_then(IpamService::poll_timeout);
+        let deadline = match (d.parts.mesh.poll_timeout(), ipam_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -106,17 +116,42 @@ pub async fn run(
             Some(report) = reports.recv() => d.on_report(report),
             Some((stream, addr)) = accepted.recv() => d.on_accept(stream, addr),
             Some(req) = api.recv() => d.on_api(req),
-            _ = sleep => {
-                let now = Instant::now();
-                d.parts.mesh.handle_timeout(now, &mut d.channels as &mut dyn Channels);
-            }
+            _ = sleep => d.on_timer(),
             _ = shutdown.cancelled() => break,
         }
     }
     info!("router stopping");
 }
 
+/// The gossip channels of the application: IPAM when enabled.
+fn channels<'a>(
+    ipam: &'a mut Option<IpamService>,
+    none: &'a mut NoChannels,
+    now: Instant,
+) -> &'a mut dyn Channels {
+    match ipam {
+        Some(s) => {
+            s.set_now(now);
+            s
+        }
+        None => none,
+    }
+}
+
 impl Driver {
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.parts.mesh.poll_timeout().is_some_and(|t| t <= now) {
+            let ch = channels(&mut self.parts.ipam, &mut self.no_channels, now);
+            self.parts.mesh.handle_timeout(now, ch);
+        }
+        if let Some(ipam) = &mut self.parts.ipam
+            && ipam.poll_timeout().is_some_and(|t| t <= now)
+        {
+            ipam.handle_timeout(now);
+        }
+    }
+
     fn conn_id(&mut self) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
@@ -178,12 +213,8 @@ impl Driver {
             }
             ConnReport::InboundFailed { .. } => {}
             ConnReport::Message { conn, bytes } => {
-                self.parts.mesh.handle_message(
-                    conn,
-                    &bytes,
-                    now,
-                    &mut self.channels as &mut dyn Channels,
-                );
+                let ch = channels(&mut self.parts.ipam, &mut self.no_channels, now);
+                self.parts.mesh.handle_message(conn, &bytes, now, ch);
             }
             ConnReport::Closed { conn, reason } => {
                 if self.writers.remove(&conn).is_some() {
@@ -206,6 +237,7 @@ impl Driver {
                         .iter()
                         .map(ToString::to_string)
                         .collect(),
+                    ipam: self.parts.ipam.as_ref().map(IpamService::snapshot),
                     taken_at: SystemTime::now(),
                 });
             }
@@ -220,6 +252,10 @@ impl Driver {
                 self.parts.mesh.forget(&peers, now);
                 let _ = reply.send(());
             }
+            ApiRequest::Ipam(req) => match &mut self.parts.ipam {
+                Some(ipam) => ipam.handle_request(req, now),
+                None => req.refuse_disabled(),
+            },
         }
     }
 
@@ -273,17 +309,35 @@ impl Driver {
                 progressed = true;
                 self.on_event(event);
             }
+            if let Some(ipam) = &mut self.parts.ipam {
+                ipam.drain(&mut self.parts.mesh);
+            }
             if !progressed {
                 break;
             }
         }
     }
 
+    fn peers_changed(&mut self) {
+        if let Some(ipam) = &mut self.parts.ipam {
+            ipam.handle_peers(&self.parts.mesh, Instant::now());
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::PeerAdded(p) => info!(peer = %p, "peer added"),
-            Event::PeerRemoved(p) => info!(peer = %p, "removed unreachable peer"),
-            Event::PeerRestarted(p) => info!(peer = %p, "peer restarted"),
+            Event::PeerAdded(p) => {
+                info!(peer = %p, "peer added");
+                self.peers_changed();
+            }
+            Event::PeerRemoved(p) => {
+                info!(peer = %p, "removed unreachable peer");
+                self.peers_changed();
+            }
+            Event::PeerRestarted(p) => {
+                info!(peer = %p, "peer restarted");
+                self.peers_changed();
+            }
             Event::ConnectionUp { conn, peer } => {
                 info!(peer = %peer, conn = conn.0, "connection established")
             }

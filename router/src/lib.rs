@@ -9,6 +9,7 @@
 //! - [`control`]: TCP/6783 connections: header, Noise handshake, encrypted transport.
 //! - [`driver`]: the task that owns the `Mesh` and drains its outputs.
 //! - [`api`], [`status`], [`metrics`]: the HTTP API and weave-format renderings.
+//! - [`ipam`]: the address ring wired to gossip, persistence and the API.
 //! - [`persist`]: crash-safe state files.
 //! - [`datapath`]: kernel state over netlink (bridge, veth, vxlan, FDB).
 
@@ -18,6 +19,7 @@ pub mod control;
 pub mod datapath;
 pub mod driver;
 pub mod identity;
+pub mod ipam;
 pub mod metrics;
 pub mod persist;
 pub mod status;
@@ -121,6 +123,18 @@ pub async fn run(
     }
     persist::write_json(&targets_file, &mesh.targets())?;
 
+    let ipam = match config.ipam.clone() {
+        Some(c) => Some(ipam::IpamService::start(
+            c,
+            name,
+            &config.nickname,
+            &config.data_dir,
+            rand::random(),
+            now,
+        )?),
+        None => None,
+    };
+
     let (api_tx, api_rx) = mpsc::channel(64);
     let api = api::Api { driver: api_tx };
     serve(http, api::control(api.clone()), shutdown.clone());
@@ -149,6 +163,7 @@ pub async fn run(
             encryption,
             trusted_subnets: config.trusted_subnets,
             targets_file,
+            ipam,
         },
         listener,
         api_rx,

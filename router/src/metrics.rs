@@ -54,8 +54,56 @@ pub fn render(snap: &Snapshot) -> String {
         "Number of known peers, including this one.",
         peers,
     );
+    if let Some(ipam) = &snap.ipam {
+        let m = &ipam.metrics;
+        let ips = Family::<Labels, Gauge>::default();
+        registry.register("weave_ips", "Number of IP addresses.", ips.clone());
+        ips.get_or_create(&vec![("state".to_string(), "local-used".to_string())])
+            .set(clamp(m.local_used));
+        let gauge = |registry: &mut Registry, name: &str, help: &str, v: u64| {
+            let g = Gauge::<i64>::default();
+            g.set(clamp(v));
+            registry.register(name, help, g);
+        };
+        gauge(&mut registry, "weave_max_ips", "Size of the IP allocation range.", m.max_ips);
+        gauge(
+            &mut registry,
+            "weave_ipam_unreachable_count",
+            "Peers owning IP space that are not reachable.",
+            m.unreachable_count,
+        );
+        let pct = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        pct.set(m.unreachable_percentage);
+        registry.register(
+            "weave_ipam_unreachable_percentage",
+            "Share of the range owned by unreachable peers.",
+            pct,
+        );
+        gauge(
+            &mut registry,
+            "weave_ipam_pending_allocates",
+            "Allocations waiting for space.",
+            m.pending_allocates,
+        );
+        gauge(
+            &mut registry,
+            "weave_ipam_pending_claims",
+            "Claims waiting for their owner.",
+            m.pending_claims,
+        );
+        gauge(
+            &mut registry,
+            "meshnet_ipam_conflicts",
+            "Addresses live here and on another peer.",
+            m.conflicts,
+        );
+    }
     let mut out = String::new();
     // Encoding into a String cannot fail.
     let _ = encode(&mut out, &registry);
     out
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }

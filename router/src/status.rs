@@ -52,8 +52,23 @@ pub fn summary(snap: &Snapshot) -> String {
         snap.trusted_subnets.join(", ")
     };
     line(&mut out, "TrustedSubnets", &trusted);
+    if let Some(ipam) = &snap.ipam {
+        out.push('\n');
+        line(&mut out, "Service", "ipam");
+        line(&mut out, "Status", &ipam.status.status);
+        line(&mut out, "Range", &ipam.status.range);
+        line(&mut out, "DefaultSubnet", &ipam.status.default_subnet);
+    }
     out.push('\n');
     out
+}
+
+/// `meshnet status ipam` (empty while the ring is not initialised, as weave).
+pub fn ipam(snap: &Snapshot) -> String {
+    snap.ipam
+        .as_ref()
+        .map(|i| i.lines.iter().map(|l| format!("{l}\n")).collect())
+        .unwrap_or_default()
 }
 
 fn protocol_range(min: u8, max: u8) -> String {
@@ -230,7 +245,7 @@ pub fn report(snap: &Snapshot) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut report = json!({
         "Ready": true,
         "Version": env!("CARGO_PKG_VERSION"),
         "Router": {
@@ -257,7 +272,11 @@ pub fn report(snap: &Snapshot) -> Value {
             "Targets": m.targets,
             "TrustedSubnets": snap.trusted_subnets,
         }
-    })
+    });
+    if let Some(ipam) = &snap.ipam {
+        report["IPAM"] = serde_json::to_value(&ipam.status).unwrap_or(Value::Null);
+    }
+    report
 }
 
 fn connection_info(c: &LocalConnStatus) -> String {
