@@ -12,7 +12,7 @@
 //! Separately initialised rings (different [`Lineage`]s) meet
 //! deterministically: every peer keeps the greater lineage; a peer of the
 //! lesser one adopts it and asks the new owners for exactly the addresses
-//! it has live (`SpaceRequest { exact: true }`). Owners grant what is free
+//! it has live (`SpaceKind::Reclaim`). Owners grant what is free
 //! and name what is live on both sides; both report those conflicts and
 //! everything else stays usable.
 
@@ -25,7 +25,7 @@ use crate::allocator::{
     TAKEOVER_BUMP, Transmit,
 };
 use crate::ring::{Lineage, Ring};
-use crate::wire::{GossipState, MAX_ADDR_LIST, Message, Role, WireError};
+use crate::wire::{GossipState, MAX_ADDR_LIST, Message, Role, SpaceKind, WireError};
 
 impl Ipam {
     /// Starts the periodic tick.
@@ -187,13 +187,11 @@ impl Ipam {
         match m {
             Message::Gossip(g) => self.handle_state(src, g, now),
             Message::RingUpdate(r) => self.merge_ring(src, r, now),
-            Message::SpaceRequest { id, range, exact } => {
-                if exact {
-                    self.handle_exact_request(src, id, range, now);
-                } else {
-                    self.handle_donation_request(src, id, range, now);
-                }
-            }
+            Message::SpaceRequest { id, range, kind } => match kind {
+                SpaceKind::Donate => self.handle_donation_request(src, id, range, now),
+                SpaceKind::Claim => self.handle_exact_request(src, id, range, false, now),
+                SpaceKind::Reclaim => self.handle_exact_request(src, id, range, true, now),
+            },
             Message::SpaceDenied {
                 id: _,
                 range,
@@ -372,7 +370,7 @@ impl Ipam {
                 let m = Message::SpaceRequest {
                     id: id.0,
                     range: AddrRange::new(a, a + 1),
-                    exact: true,
+                    kind: SpaceKind::Claim,
                 };
                 self.unicast(owner, &m);
             } else if let Some(c) = self.pending_claims.get_mut(&id) {
@@ -392,7 +390,7 @@ impl Ipam {
                 let m = Message::SpaceRequest {
                     id: 0,
                     range: run,
-                    exact: true,
+                    kind: SpaceKind::Reclaim,
                 };
                 self.unicast(owner, &m);
             }
@@ -408,7 +406,7 @@ impl Ipam {
                 let m = Message::SpaceRequest {
                     id: 0,
                     range: host,
-                    exact: false,
+                    kind: SpaceKind::Donate,
                 };
                 self.unicast(donor, &m);
             }
@@ -482,7 +480,14 @@ impl Ipam {
         }
     }
 
-    fn handle_exact_request(&mut self, src: PeerName, id: u64, range: AddrRange, now: Instant) {
+    fn handle_exact_request(
+        &mut self,
+        src: PeerName,
+        id: u64,
+        range: AddrRange,
+        live: bool,
+        now: Instant,
+    ) {
         let me = self.cfg.name;
         let r = range.intersect(&self.universe);
         if self.ring.is_none() || r.is_empty() {
@@ -514,7 +519,7 @@ impl Ipam {
                 continue;
             }
             conflicts.push(*a);
-            if self.contested.insert(*a, src).is_none() {
+            if live && self.contested.insert(*a, src).is_none() {
                 new_conflicts.push(Conflict {
                     addr: (*a).into(),
                     ident: ident.clone(),

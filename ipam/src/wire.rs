@@ -6,7 +6,7 @@
 //! | message | sent as | meaning |
 //! |---|---|---|
 //! | `Gossip` | broadcast, periodic gossip, unicast reply | ring (once it exists) or Paxos claims (before) |
-//! | `SpaceRequest` | unicast to an owner | donate space in `range` (`exact = false`) or hand over exactly `range` (claims, lineage adoption) |
+//! | `SpaceRequest` | unicast to an owner | donate space in `range`, or hand over exactly `range` (a claim, or a re-claim of addresses the sender has live) |
 //! | `RingUpdate` | unicast reply | the donor's ring after a grant |
 //! | `SpaceDenied` | unicast reply | nothing free; `conflicts` lists addresses live on both peers |
 //! | `Release` | unicast to an owner | the sender no longer holds these contested addresses |
@@ -52,6 +52,21 @@ pub struct GossipState {
     pub ring: Option<Ring>,
 }
 
+/// What a [`Message::SpaceRequest`] asks for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum SpaceKind {
+    /// Some free space inside the range (a donation).
+    Donate,
+    /// Exactly the range, for a claim not yet live anywhere: taken
+    /// addresses are simply refused.
+    Claim,
+    /// Exactly the range, whose addresses the sender already has live
+    /// (after adopting another lineage, an rmpeer of the sender, or a
+    /// startup claim): taken addresses are conflicts, free ones are handed
+    /// over, and refused ones stay reserved for the sender.
+    Reclaim,
+}
+
 /// Every IPAM message.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Message {
@@ -63,8 +78,8 @@ pub enum Message {
         id: u64,
         /// Where the space is wanted.
         range: AddrRange,
-        /// Hand over exactly this range (claims) rather than "some of it".
-        exact: bool,
+        /// What is asked for.
+        kind: SpaceKind,
     },
     /// The owner's ring after a grant.
     RingUpdate(Ring),
@@ -204,7 +219,7 @@ mod tests {
             Message::SpaceRequest {
                 id: 7,
                 range: AddrRange::new(1, 9),
-                exact: true,
+                kind: SpaceKind::Reclaim,
             },
             Message::RingUpdate(ring),
             Message::SpaceDenied {
@@ -247,7 +262,7 @@ mod tests {
         let bad = Message::SpaceRequest {
             id: 1,
             range: AddrRange::new(5, 5),
-            exact: false,
+            kind: SpaceKind::Donate,
         };
         assert!(Message::decode(&bad.encode()).is_err());
     }

@@ -62,6 +62,10 @@ pub struct Sim {
     pub seed: u64,
     pub log: Vec<String>,
     pub verbose: bool,
+    /// Counters: acknowledged allocations/claims, crashes, messages.
+    pub acks: u64,
+    pub crashes: u64,
+    pub messages: u64,
 }
 
 pub fn name(i: usize) -> PeerName {
@@ -82,6 +86,9 @@ impl Sim {
             seed,
             log: Vec::new(),
             verbose: false,
+            acks: 0,
+            crashes: 0,
+            messages: 0,
         };
         let range: Cidr = range.parse().expect("test range");
         for init in inits {
@@ -155,6 +162,7 @@ impl Sim {
         let ipam = self.nodes[i].ipam.as_mut()?;
         let r = f(ipam);
         if self.crash_pct > 0 && self.rng.chance(self.crash_pct) {
+            self.crashes += 1;
             self.note(format!("crash node {i} before persisting"));
             self.nodes[i].ipam = None;
             self.nodes[i].waiting.clear();
@@ -203,6 +211,7 @@ impl Sim {
             match &e {
                 Event::Allocated { request, addr } | Event::Claimed { request, addr } => {
                     if let Some(ident) = self.nodes[i].waiting.remove(request) {
+                        self.acks += 1;
                         self.nodes[i].containers.insert(ident, *addr);
                     }
                 }
@@ -220,6 +229,7 @@ impl Sim {
         let mut budget = 20_000;
         while let Some((from, to, b)) = self.queue.pop_front() {
             budget -= 1;
+            self.messages += 1;
             assert!(budget > 0, "message storm (seed {})", self.seed);
             if !self.reachable(from, to) {
                 continue;
@@ -288,6 +298,7 @@ impl Sim {
         let r = ipam.allocate(&id, None, true, now);
         let crash = self.crash_pct > 0 && self.rng.chance(self.crash_pct);
         if crash {
+            self.crashes += 1;
             self.note(format!("crash node {i} mid-allocation of {ident}"));
             self.nodes[i].ipam = None;
             self.nodes[i].waiting.clear();
@@ -300,6 +311,7 @@ impl Sim {
                 if let Some(prev) = self.nodes[i].containers.get(ident) {
                     assert_eq!(*prev, c, "allocation not idempotent (seed {})", self.seed);
                 }
+                self.acks += 1;
                 self.nodes[i].containers.insert(ident.clone(), c);
             }
             Ok(Allocation::Pending(req)) => {

@@ -1,0 +1,335 @@
+//! Randomised schedules on the deterministic simulator: N peers under
+//! partitions, kills at any point (only persisted state survives, including
+//! mid-allocation), restarts, clones of persisted state, joins, container
+//! deaths and rmpeer. After every step no address may be live on two
+//! containers; once the network heals the ring must converge.
+//!
+//! `MESHNET_IPAM_SCHEDULES` sets the count (default 10,000);
+//! `MESHNET_IPAM_SEED` replays one schedule verbosely.
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use common::{Rng, Sim, name};
+use meshnet_ipam::{Allocation, Cidr, Ident, Init, Ipam, PersistError};
+
+const DEFAULT_SCHEDULES: u64 = 10_000;
+const STEPS: usize = 24;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn run_schedule(seed: u64, verbose: bool) -> [u64; 5] {
+    let mut r = Rng::new(seed ^ 0x5eed);
+    let n0 = 3 + r.below(3) as usize;
+    let range = if r.chance(50) {
+        "10.0.0.0/27"
+    } else {
+        "10.0.0.0/25"
+    };
+    let init = if r.chance(25) {
+        Init::Seed((0..n0).map(name).collect())
+    } else {
+        Init::Consensus { peers: n0 as u32 }
+    };
+    let mut sim = Sim::new(seed, range, vec![init; n0]);
+    sim.verbose = verbose;
+    let universe: Cidr = range.parse().expect("range");
+    sim.crash_pct = 1;
+    for _ in 0..STEPS {
+        step(&mut sim, &mut r, universe);
+        sim.check_unique();
+    }
+    // Heal: everyone that is not permanently gone comes back.
+    sim.crash_pct = 0;
+    for i in 0..sim.nodes.len() {
+        if !sim.nodes[i].removed && !sim.up(i) {
+            sim.restart(i);
+        }
+    }
+    sim.heal();
+    for i in up_nodes(&sim) {
+        let now = sim.now;
+        sim.with(i, |x| x.prime(now));
+    }
+    for _ in 0..12 {
+        sim.advance(secs(10));
+        if sim.converged() {
+            break;
+        }
+    }
+    sim.check_unique();
+    if !sim.converged() {
+        for (i, n) in sim.nodes.iter().enumerate() {
+            let ring = n.ipam.as_ref().map(|x| x.ring().map(|r| format!("{r:?}")));
+            eprintln!(
+                "node {i} up={} removed={} ring={ring:?}",
+                n.ipam.is_some(),
+                n.removed
+            );
+        }
+        panic!(
+            "ring did not converge after healing; seed {seed}\n{}",
+            sim.log.join("\n")
+        );
+    }
+    for (i, n) in sim.nodes.iter().enumerate() {
+        if let Some(ipam) = &n.ipam {
+            assert!(
+                ipam.unowned().is_empty(),
+                "node {i} holds unowned {:?}; seed {seed}",
+                ipam.unowned()
+            );
+            assert!(
+                ipam.conflicts().is_empty(),
+                "node {i} conflicts {:?}; seed {seed}",
+                ipam.conflicts()
+            );
+        }
+    }
+    let live: usize = sim.nodes.iter().map(|n| n.containers.len()).sum();
+    let rm = sim.log.iter().filter(|l| l.starts_with("rmpeer")).count();
+    [sim.acks, sim.crashes, sim.messages, live as u64, rm as u64]
+}
+
+fn up_nodes(sim: &Sim) -> Vec<usize> {
+    (0..sim.nodes.len()).filter(|i| sim.up(*i)).collect()
+}
+
+fn pick(r: &mut Rng, v: &[usize]) -> Option<usize> {
+    (!v.is_empty()).then(|| v[r.below(v.len() as u64) as usize])
+}
+
+fn step(sim: &mut Sim, r: &mut Rng, universe: Cidr) {
+    let up = up_nodes(sim);
+    let roll = r.below(100);
+    match roll {
+        0..=34 => {
+            if let Some(i) = pick(r, &up) {
+                let id = sim.new_ident();
+                sim.note(format!("allocate {id} on {i}"));
+                sim.allocate(i, &id);
+            }
+        }
+        35..=39 => {
+            // Idempotence: same container asks again.
+            if let Some(i) = pick(r, &up)
+                && let Some(id) = sim.nodes[i].containers.keys().next().cloned()
+            {
+                let before = sim.nodes[i].containers[&id];
+                if let Some(Allocation::Done(c)) = sim.allocate(i, &id) {
+                    assert_eq!(
+                        c, before,
+                        "re-allocation changed address; seed {}",
+                        sim.seed
+                    );
+                }
+            }
+        }
+        40..=49 => {
+            if let Some(i) = pick(r, &up) {
+                let ids: Vec<Ident> = sim.nodes[i].containers.keys().cloned().collect();
+                if !ids.is_empty() {
+                    let id = ids[r.below(ids.len() as u64) as usize].clone();
+                    sim.note(format!("free {id} on {i}"));
+                    sim.nodes[i].containers.remove(&id);
+                    sim.with(i, |x| x.free_all(&id));
+                }
+            }
+        }
+        50..=56 => {
+            if let Some(i) = pick(r, &up) {
+                let ids: Vec<Ident> = sim.nodes[i].containers.keys().cloned().collect();
+                if !ids.is_empty() {
+                    let id = ids[r.below(ids.len() as u64) as usize].clone();
+                    sim.note(format!("container {id} on {i} died"));
+                    sim.nodes[i].containers.remove(&id);
+                    let now = sim.now;
+                    sim.with(i, |x| x.handle_container_died(&id, now));
+                }
+            }
+        }
+        57..=65 => {
+            for n in &mut sim.nodes {
+                n.group = r.below(2) as u32;
+            }
+            sim.note("partition".into());
+            sim.peers_changed();
+        }
+        66..=69 => {
+            sim.note("heal".into());
+            sim.heal();
+        }
+        70..=75 => {
+            if up.len() > 1
+                && let Some(i) = pick(r, &up)
+            {
+                sim.kill(i);
+            }
+        }
+        76..=83 => {
+            let down: Vec<usize> = (0..sim.nodes.len())
+                .filter(|i| !sim.up(*i) && !sim.nodes[*i].removed)
+                .collect();
+            if let Some(i) = pick(r, &down) {
+                sim.restart(i);
+            }
+        }
+        84..=85 => {
+            // A clone: a new peer started from another peer's disk.
+            let src = r.below(sim.nodes.len() as u64) as usize;
+            if sim.nodes.len() < 8
+                && let Some(disk) = sim.nodes[src].disk.clone()
+            {
+                let j = sim.nodes.len();
+                let cfg = meshnet_ipam::Config::new(name(j), universe, Init::Observer);
+                match Ipam::from_persisted(cfg, disk.clone(), 1) {
+                    Err(PersistError::OtherPeer { .. }) => {}
+                    other => panic!("clone of node {src} accepted: {other:?}; seed {}", sim.seed),
+                }
+                sim.note(format!("clone of {src} as node {j}"));
+                sim.add_node(universe, Init::Observer, Some(disk));
+                sim.peers_changed();
+            }
+        }
+        86..=87 => {
+            if sim.nodes.len() < 8 {
+                sim.note(format!("join observer {}", sim.nodes.len()));
+                sim.add_node(universe, Init::Observer, None);
+                sim.peers_changed();
+            }
+        }
+        88..=89 => rmpeer(sim, r),
+        90..=93 => {
+            if let Some(i) = pick(r, &up) {
+                let host = universe.host_range();
+                let a = host.start + r.below(u64::from(host.size())) as u32;
+                let c = Cidr {
+                    addr: a,
+                    len: universe.len,
+                };
+                let id = sim.new_ident();
+                let now = sim.now;
+                sim.note(format!("claim {c} for {id} on {i}"));
+                let res = sim.with(i, |x| x.claim(&id, c, true, false, now));
+                match res {
+                    Some(Ok(Allocation::Done(c))) => {
+                        sim.nodes[i].containers.insert(id, c);
+                    }
+                    Some(Ok(Allocation::Pending(req))) => {
+                        sim.nodes[i].waiting.insert(req, id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {
+            let d = 1 + r.below(15);
+            sim.advance(secs(d));
+        }
+    }
+    sim.deliver_all();
+    sim.advance(secs(1));
+}
+
+/// rmpeer of a dead host, under its documented precondition: every other
+/// peer is up and the ring has converged, so nobody holds space the
+/// remover does not know about.
+fn rmpeer(sim: &mut Sim, r: &mut Rng) {
+    let crash = sim.crash_pct;
+    sim.crash_pct = 0;
+    for i in 0..sim.nodes.len() {
+        if !sim.nodes[i].removed && !sim.up(i) {
+            sim.restart(i);
+        }
+    }
+    sim.heal();
+    sim.advance(secs(12));
+    let up = up_nodes(sim);
+    if sim.converged()
+        && up.len() > 2
+        && let Some(dead) = pick(r, &up)
+    {
+        sim.kill(dead);
+        sim.nodes[dead].removed = true;
+        sim.nodes[dead].containers.clear();
+        let up = up_nodes(sim);
+        if let Some(i) = pick(r, &up) {
+            let who = sim.nodes[dead].name.to_string();
+            let now = sim.now;
+            sim.note(format!("rmpeer {dead} from {i}"));
+            sim.with(i, |x| x.rmpeer(&who, now));
+        }
+    }
+    sim.crash_pct = crash;
+}
+
+#[test]
+fn random_schedules_never_duplicate_and_converge() {
+    if let Ok(s) = std::env::var("MESHNET_IPAM_SEED") {
+        let seed: u64 = s.parse().expect("MESHNET_IPAM_SEED must be a number");
+        let stats = run_schedule(seed, true);
+        println!("acks, crashes, messages, live at end, rmpeers: {stats:?}");
+        return;
+    }
+    let count: u64 = std::env::var("MESHNET_IPAM_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SCHEDULES);
+    let threads: u64 = 2;
+    let totals = std::sync::Mutex::new([0u64; 5]);
+    let totals_ref = &totals;
+    let failures: Vec<(u64, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut fails = Vec::new();
+                    let mut seed = t;
+                    while seed < count {
+                        let r = catch_unwind(AssertUnwindSafe(|| run_schedule(seed, false)));
+                        if let Ok(stats) = &r
+                            && let Ok(mut t) = totals_ref.lock()
+                        {
+                            for (a, b) in t.iter_mut().zip(stats) {
+                                *a += b;
+                            }
+                        }
+                        if let Err(e) = r {
+                            let msg = e
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            fails.push((seed, msg));
+                            if fails.len() > 3 {
+                                break;
+                            }
+                        }
+                        seed += threads;
+                    }
+                    fails
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let t = totals.lock().map(|t| *t).unwrap_or_default();
+    println!(
+        "ran {count} IPAM schedules ({STEPS} steps each): {} acknowledged allocations, {} crashes, {} messages, {} containers live at the end, {} rmpeers",
+        t[0], t[1], t[2], t[3], t[4]
+    );
+    if let Some((seed, msg)) = failures.first() {
+        let seeds: Vec<u64> = failures.iter().map(|f| f.0).collect();
+        panic!(
+            "{} of {count} schedules failed, seeds {seeds:?}; replay with MESHNET_IPAM_SEED={seed}\nfirst failure: {}",
+            failures.len(),
+            msg.chars().take(4000).collect::<String>()
+        );
+    }
+}
