@@ -12,6 +12,7 @@ mod gossip;
 pub mod ids;
 mod maker;
 pub mod mesh;
+pub mod overlay;
 mod routes;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
