@@ -18,7 +18,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,12 @@ const TEST_NETS: [(Ipv4Addr, u8); 2] = [
     (Ipv4Addr::new(192, 0, 2, 0), 24),
     (Ipv4Addr::new(198, 51, 100, 0), 24),
 ];
+
+/// Bound on one command run in a host (`launch` waits for the router's API).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Names the per-command output files of [`Host::run`].
+static OUTPUT_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Distinguishes labs created by the same process (tests run in parallel threads).
 static LAB_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -157,6 +163,8 @@ pub struct Host {
     netns: String,
     /// Underlay addresses, in the order the links were given.
     links: Vec<(SegmentId, Ipv4Addr)>,
+    /// Holds `run/`, `data/` and command output files.
+    dir: PathBuf,
     run_dir: PathBuf,
     data_dir: PathBuf,
     bin: PathBuf,
@@ -206,8 +214,7 @@ impl Host {
 
     /// Runs `meshnet args` in this host and returns its output, whatever the exit status.
     pub fn meshnet(&self, args: &[&str]) -> anyhow::Result<Output> {
-        self.command(args)
-            .output()
+        self.run(&mut self.command(args))
             .with_context(|| format!("running meshnet {} on host {}", args.join(" "), self.name))
     }
 
@@ -216,11 +223,26 @@ impl Host {
         let (prog, rest) = argv
             .split_first()
             .ok_or_else(|| anyhow!("exec on host {} needs a program", self.name))?;
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns, prog])
-            .args(rest)
-            .output()
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, prog]).args(rest);
+        self.run(&mut cmd)
             .with_context(|| format!("running {} on host {}", argv.join(" "), self.name))
+    }
+
+    /// Runs `cmd` (typically from [`Host::command`], with extra env) to
+    /// completion, bounded by [`COMMAND_TIMEOUT`].
+    ///
+    /// Output goes to files, not pipes: a detached child (the router that
+    /// `launch` starts) that kept an inherited pipe open would make
+    /// `Command::output` wait forever, and a lab must fail, not hang.
+    pub fn run(&self, cmd: &mut Command) -> anyhow::Result<Output> {
+        let n = OUTPUT_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let out_path = self.dir.join(format!("cmd-{n}.out"));
+        let err_path = self.dir.join(format!("cmd-{n}.err"));
+        let result = run_to_files(cmd, &out_path, &err_path);
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        result
     }
 
     /// The router's pid from `<run_dir>/router.pid`, if the file exists and parses.
@@ -388,6 +410,7 @@ impl Lab {
             name: name.to_owned(),
             netns,
             links: links.to_vec(),
+            dir: host_dir,
             run_dir,
             data_dir,
             bin: self.bin.clone(),
@@ -509,6 +532,37 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Spawns `cmd` with stdout/stderr redirected to files and waits at most
+/// [`COMMAND_TIMEOUT`] for it to exit (killing it on timeout).
+fn run_to_files(cmd: &mut Command, out_path: &Path, err_path: &Path) -> anyhow::Result<Output> {
+    let create =
+        |p: &Path| std::fs::File::create(p).with_context(|| format!("creating {}", p.display()));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(create(out_path)?)
+        .stderr(create(err_path)?)
+        .spawn()
+        .context("spawning")?;
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting")? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("still running after {COMMAND_TIMEOUT:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(Output {
+        status,
+        stdout: read(out_path)?,
+        stderr: read(err_path)?,
+    })
 }
 
 /// Kills everything inside `ns` (bounded wait), then deletes it.
