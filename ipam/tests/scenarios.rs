@@ -385,3 +385,41 @@ fn report_json_has_weave_field_names() {
     let m = sim.nodes[0].ipam.as_ref().unwrap().metrics();
     assert_eq!((m.local_used, m.max_ips), (1, 1 << 20));
 }
+
+#[test]
+fn opt_in_reclaim_of_long_unreachable_peers() {
+    let mut sim = Sim::new(11, "10.32.0.0/12", vec![seeds(3); 3]);
+    for i in 0..3 {
+        sim.kill(i);
+        sim.nodes[i].cfg.reclaim_unreachable_after = Some(secs(60));
+        sim.restart(i);
+    }
+    for i in 0..3 {
+        let id = sim.new_ident();
+        sim.allocate(i, &id);
+    }
+    sim.advance(secs(10));
+    assert!(sim.converged());
+    sim.kill(2);
+    sim.nodes[2].removed = true;
+    sim.advance(secs(30));
+    assert_eq!(
+        sim.nodes[0]
+            .ipam
+            .as_ref()
+            .unwrap()
+            .ring()
+            .unwrap()
+            .peers()
+            .len(),
+        3,
+        "not before the timeout"
+    );
+    sim.advance(secs(60));
+    assert!(sim.converged());
+    let sizes = sim.nodes[1].ipam.as_ref().unwrap().ring().unwrap().sizes();
+    assert!(!sizes.contains_key(&name(2)), "{sizes:?}");
+    // Only the designated peer (lowest name) took over.
+    assert_eq!(sizes[&name(0)], 3 << 18, "{sizes:?}");
+    sim.check_unique();
+}
