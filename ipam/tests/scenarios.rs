@@ -423,3 +423,42 @@ fn opt_in_reclaim_of_long_unreachable_peers() {
     assert_eq!(sizes[&name(0)], 3 << 18, "{sizes:?}");
     sim.check_unique();
 }
+
+#[test]
+fn persisted_state_and_report_as_json() {
+    let mut sim = Sim::new(12, "10.32.0.0/12", vec![Init::Consensus { peers: 2 }; 2]);
+    let a = sim.new_ident();
+    sim.allocate(0, &a);
+    sim.advance(secs(10));
+    let disk = sim.nodes[0].disk.clone().unwrap();
+    assert!(disk.ring.is_some());
+    let json = serde_json::to_string_pretty(&disk).unwrap();
+    assert!(json.contains("\"peer\": \"0a:00:00:00:00:01\""), "{json}");
+    assert!(json.contains("\"range\": \"10.32.0.0/12\""), "{json}");
+    let back: meshnet_ipam::Persisted = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, disk);
+    let report = serde_json::to_value(sim.nodes[0].ipam.as_ref().unwrap().status()).unwrap();
+    for key in [
+        "Range",
+        "RangeNumIPs",
+        "ActiveIPs",
+        "DefaultSubnet",
+        "Entries",
+        "PendingAllocates",
+        "PendingClaims",
+        "Paxos",
+    ] {
+        assert!(report.get(key).is_some(), "missing {key}: {report}");
+    }
+    let e = &report["Entries"][0];
+    for key in [
+        "Token",
+        "Size",
+        "Peer",
+        "Nickname",
+        "IsKnownPeer",
+        "Version",
+    ] {
+        assert!(e.get(key).is_some(), "missing {key}: {e}");
+    }
+}
