@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::ids::{ConnId, PeerName};
 use crate::mesh::{Channels, CloseReason, Event, Mesh, NoRoute, SURROGATE_TTL, TOPOLOGY_CHANNEL};
 use crate::routes;
-use crate::topology::DeltaOutcome;
+use crate::topology::{DeltaOutcome, FullOutcome};
 use crate::wire::{DecodeError, GossipMsg, GossipUnicastMsg, Message, TopologyMsg};
 
 /// FNV-1a 64 over channel and payload (weave dedupes surrogate gossip the same way).
@@ -103,14 +103,26 @@ impl Mesh {
                 }
             }
             TopologyMsg::Full(records) => {
-                let improved: Vec<_> = records
-                    .into_iter()
-                    .filter(|r| self.topo.apply_full(r))
-                    .collect();
-                if !improved.is_empty() {
+                // Relay what improved: as a delta when we held an older version of the same
+                // incarnation (cheap), whole only for peers new to us.
+                let mut deltas = Vec::new();
+                let mut fulls = Vec::new();
+                for r in records {
+                    match self.topo.apply_full(&r) {
+                        FullOutcome::NotBetter => {}
+                        FullOutcome::Replaced(Some(d)) => deltas.push(d),
+                        FullOutcome::Replaced(None) => fulls.push(r),
+                    }
+                }
+                if !deltas.is_empty() || !fulls.is_empty() {
                     changed = true;
                     self.topology_changed();
-                    self.gossip_topology(&TopologyMsg::Full(improved), Some(from));
+                }
+                if !deltas.is_empty() {
+                    self.gossip_topology(&TopologyMsg::Delta(deltas), Some(from));
+                }
+                if !fulls.is_empty() {
+                    self.gossip_topology(&TopologyMsg::Full(fulls), Some(from));
                 }
             }
             TopologyMsg::Request(names) => {

@@ -371,12 +371,27 @@ fn bytes_per_change(n: usize, seed: u64) -> (u64, u64, u64, usize) {
     sim.run_for(secs(10));
     assert!(sim.connected(a, b));
     assert!(sim.converged(), "{:?}", sim.divergence());
+    for k in [
+        "topo-delta",
+        "topo-request",
+        "topo-full",
+        "topo-digest",
+        "heartbeat",
+    ] {
+        let v = sim.bytes_of(&[k]);
+        eprintln!(
+            "  {k}: total {} max {}",
+            v.iter().sum::<u64>(),
+            v.iter().max().unwrap()
+        );
+    }
     // Count topology traffic except the new link's own initial full exchange.
     let mut per_peer = sim.bytes_of(&["topo-delta", "topo-request", "topo-full"]);
     for i in [a, b] {
         per_peer[i] -= sim.bytes_of(&["topo-full"])[i].min(full_state as u64 + 64);
     }
     let total: u64 = per_peer.iter().sum();
+    assert!(total > 0, "the change produced no counted topology traffic");
     let max = per_peer.iter().copied().max().unwrap_or(0);
     (total, total / n as u64, max, full_state)
 }

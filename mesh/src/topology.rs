@@ -60,6 +60,49 @@ pub(crate) enum DeltaOutcome {
     NeedFull,
 }
 
+/// What happened to a received full record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FullOutcome {
+    /// Ours is as new or newer.
+    NotBetter,
+    /// Replaced ours; with the equivalent delta when ours was the same incarnation.
+    Replaced(Option<PeerDelta>),
+}
+
+impl FullOutcome {
+    #[cfg(test)]
+    fn replaced(&self) -> bool {
+        matches!(self, FullOutcome::Replaced(_))
+    }
+}
+
+/// The delta that turns `old` into `new` (same peer, same uid).
+fn diff(name: PeerName, old: &Peer, new: &Peer) -> PeerDelta {
+    let upserts = new
+        .conns
+        .iter()
+        .filter(|(n, c)| old.conns.get(n) != Some(c))
+        .map(|(n, c)| (*n, c.clone()))
+        .collect();
+    let removed = old
+        .conns
+        .keys()
+        .filter(|n| !new.conns.contains_key(n))
+        .copied()
+        .collect();
+    PeerDelta {
+        name,
+        uid: new.uid,
+        from_version: old.version,
+        to_version: new.version,
+        nickname: new.nickname.clone(),
+        short_id: new.short_id,
+        listen_port: new.listen_port,
+        upserts,
+        removed,
+    }
+}
+
 /// What we learned from a handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HelloOutcome {
@@ -288,32 +331,34 @@ impl Topology {
         DeltaOutcome::Applied
     }
 
-    /// Merges a full record; true when it replaced ours (then it is worth relaying).
-    pub fn apply_full(&mut self, r: &PeerRecord) -> bool {
+    /// Merges a full record. When it replaces a record of the same incarnation, also returns
+    /// the delta from our old version to the new one, so relaying costs only what changed.
+    pub fn apply_full(&mut self, r: &PeerRecord) -> FullOutcome {
         if r.name == self.ours {
             if r.uid != self.me().uid {
                 self.bump_past(r.version);
             }
-            return false;
+            return FullOutcome::NotBetter;
         }
         if r.uid == PLACEHOLDER_UID {
-            return false;
+            return FullOutcome::NotBetter;
         }
-        let better = match self.peers.get(&r.name) {
-            None => true,
-            Some(p) => (r.version, r.uid) > (p.version, p.uid),
-        };
-        if !better {
-            return false;
+        let old = self.peers.get(&r.name);
+        if old.is_some_and(|p| (r.version, r.uid) <= (p.version, p.uid)) {
+            return FullOutcome::NotBetter;
         }
-        if !self.peers.contains_key(&r.name) {
+        let new = Peer::from_record(r);
+        let delta = old
+            .filter(|p| !p.is_placeholder() && p.uid == r.uid)
+            .map(|p| diff(r.name, p, &new));
+        if old.is_none() {
             self.added.push(r.name);
         }
-        self.peers.insert(r.name, Peer::from_record(r));
+        self.peers.insert(r.name, new);
         for (name, _) in &r.conns {
             self.ensure(*name);
         }
-        true
+        FullOutcome::Replaced(delta)
     }
 
     /// Reacts to a digest entry: true when the sender knows something newer than we do.
@@ -457,15 +502,15 @@ mod tests {
             listen_port: 1,
             conns: vec![],
         };
-        assert!(a.apply_full(&rec(7, 3)));
-        assert!(!a.apply_full(&rec(7, 3)));
-        assert!(!a.apply_full(&rec(6, 3)));
-        assert!(a.apply_full(&rec(8, 3)));
-        assert!(a.apply_full(&rec(1, 4)));
+        assert!(a.apply_full(&rec(7, 3)).replaced());
+        assert!(!a.apply_full(&rec(7, 3)).replaced());
+        assert!(!a.apply_full(&rec(6, 3)).replaced());
+        assert!(a.apply_full(&rec(8, 3)).replaced());
+        assert!(a.apply_full(&rec(1, 4)).replaced());
         let mut old_me = a.record(name(1)).unwrap();
         old_me.uid = PeerUid(99);
         old_me.version = 40;
-        assert!(!a.apply_full(&old_me));
+        assert!(!a.apply_full(&old_me).replaced());
         assert_eq!(a.our_version(), 41);
         assert!(a.has_pending());
     }
