@@ -49,6 +49,14 @@ impl Namespaces {
         Netns::named(&name).expect("open the namespace we just created")
     }
 
+    /// The `ip netns` name of a namespace this guard created.
+    fn name_of(&self, ns: &Netns) -> String {
+        ns.label()
+            .strip_prefix("netns:")
+            .expect("a named namespace")
+            .to_owned()
+    }
+
     /// A name in our prefix that does not exist.
     fn missing_name(&self) -> String {
         format!("mnt-dp-{}-missing", std::process::id())
@@ -140,6 +148,22 @@ async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
     .expect("ping socket")
 }
 
+/// Polls `ip neigh` in `ns` for up to a second until `addr` maps to `mac`.
+async fn neighbour_becomes(names: &Namespaces, ns: &Netns, addr: &str, mac: Mac) -> bool {
+    let name = names.name_of(ns);
+    for _ in 0..20 {
+        let out = Command::new("ip")
+            .args(["-n", &name, "neigh", "show", addr, "dev", "ethwe"])
+            .output()
+            .expect("run ip neigh");
+        if String::from_utf8_lossy(&out.stdout).contains(&mac.to_string()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 async fn host_veths(nl: &Netlink) -> BTreeSet<String> {
     nl.links_with_prefix(HOST_VETH_PREFIX)
         .await
@@ -185,6 +209,24 @@ async fn attach_detach_on_one_host() {
         ping(&c1, ip("10.32.0.2")).await,
         "c1 -> c2 across the bridge"
     );
+
+    // c1 now has c2's MAC cached. Re-attach c2 (a new veth, a new MAC): the
+    // gratuitous ARP must update c1's entry without waiting for it to expire.
+    assert!(
+        datapath::detach(&h, &c2, BRIDGE, &[])
+            .await
+            .unwrap()
+            .deleted
+    );
+    let a2 = datapath::attach(&h, &c2, BRIDGE, &[net("10.32.0.2/12")], MTU, true)
+        .await
+        .unwrap();
+    assert!(a2.created);
+    assert!(
+        neighbour_becomes(&ns, &c1, "10.32.0.2", a2.mac).await,
+        "gratuitous ARP from the re-attached c2 must update c1's neighbour entry"
+    );
+    assert!(ping(&c1, ip("10.32.0.2")).await, "c1 -> re-attached c2");
 
     // The container side is as weave sets it up.
     let c1nl = Netlink::connect(&c1).await.unwrap();
@@ -474,8 +516,9 @@ async fn fastdp_vxlan_between_two_hosts() {
 }
 
 /// Scenario 3: `reset` finds every host-side veth by prefix and deleting
-/// them detaches the containers.
-#[tokio::test]
+/// them detaches the containers. Runs on a multi-threaded runtime, as the
+/// router does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_with_prefix_sweeps_host_veths() {
     let mut ns = Namespaces::new();
     let h = ns.add("h");

@@ -6,6 +6,7 @@
 //! Anything else called `ethwe` is refused rather than reused.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
@@ -273,12 +274,42 @@ async fn setup_new(
     let added = add_addresses(cnl, ethwe.index, &plan.add).await?;
     hnl.set_up(hveth.index).await?;
     cnl.set_up(ethwe.index).await?;
+    wait_running(hnl, hveth.index, cnl, ethwe.index).await?;
     announce(container, ethwe.index, mac, &added).await;
     if multicast_route {
         // Last, as in weave: tools that wait for the interface key on it.
         cnl.add_route(multicast_net(), ethwe.index).await?;
     }
     Ok((mac, added))
+}
+
+/// How long to wait for a new veth pair to become operational before
+/// sending gratuitous ARP anyway.
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Waits until both ends of a new veth pair are operationally up.
+///
+/// The kernel activates a device's queue and enables its bridge port from
+/// the link-watch work queue, shortly *after* `set_up` returns; a frame sent
+/// before that is silently dropped, and so would our gratuitous ARP be.
+async fn wait_running(hnl: &Netlink, host: IfIndex, cnl: &Netlink, ethwe: IfIndex) -> Result<()> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let h = hnl.link_by_index(host).await?.is_some_and(|l| l.running);
+        let c = cnl.link_by_index(ethwe).await?.is_some_and(|l| l.running);
+        if h && c {
+            return Ok(());
+        }
+        if start.elapsed() > RUNNING_TIMEOUT {
+            tracing::warn!(
+                host_running = h,
+                ethwe_running = c,
+                "veth not operational yet; sending ARP anyway"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Adds `addrs`; if one fails, removes the ones this call added first.

@@ -14,7 +14,7 @@ pub enum DatapathError {
         /// How the user named it (`netns:foo`, `pid:42`, a path).
         what: String,
         /// What to do about it.
-        hint: &'static str,
+        hint: String,
     },
     /// The file exists but is not a network namespace handle.
     #[error(

@@ -18,6 +18,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    State,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -99,6 +100,9 @@ pub struct LinkInfo {
     pub kind: LinkKind,
     /// Administratively up.
     pub up: bool,
+    /// Operationally up (RFC 2863 `UP`): the kernel has processed the
+    /// carrier change, so the device and its bridge port pass traffic.
+    pub running: bool,
     /// VXLAN settings, for VXLAN devices.
     pub vxlan: Option<VxlanConfig>,
 }
@@ -723,6 +727,7 @@ fn link_info(msg: LinkMessage) -> LinkInfo {
         peer_index: None,
         kind: LinkKind::Other(String::new()),
         up: msg.header.flags.contains(LinkFlags::Up),
+        running: false,
         vxlan: None,
     };
     for attr in msg.attributes {
@@ -730,6 +735,7 @@ fn link_info(msg: LinkMessage) -> LinkInfo {
             LinkAttribute::IfName(n) => info.name = n,
             LinkAttribute::Address(b) => info.mac = Mac::from_slice(&b),
             LinkAttribute::Mtu(m) => info.mtu = m,
+            LinkAttribute::OperState(st) => info.running = st == State::Up,
             LinkAttribute::Controller(c) if c != 0 => info.master = Some(IfIndex(c)),
             LinkAttribute::Link(l) if l != 0 => info.peer_index = Some(IfIndex(l)),
             LinkAttribute::LinkInfo(infos) => {

@@ -43,14 +43,14 @@ impl Netns {
         Self::open(
             Path::new("/proc/self/ns/net"),
             "the current network namespace".into(),
-            "this should always exist",
+            || "is /proc mounted?".into(),
         )
     }
 
     /// A namespace given by path (a bind-mounted nsfs file or `/proc/PID/ns/net`).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        Self::open(path, path.display().to_string(), "check the path")
+        Self::open(path, path.display().to_string(), || "check the path".into())
     }
 
     /// A namespace created with `ip netns add NAME` (`/run/netns/NAME`).
@@ -59,11 +59,9 @@ impl Netns {
             return Err(DatapathError::BadNetnsName { name: name.into() });
         }
         let path = PathBuf::from(NETNS_RUN_DIR).join(name);
-        Self::open(
-            &path,
-            format!("netns:{name}"),
-            "create it with `ip netns add NAME` or check the name",
-        )
+        Self::open(&path, format!("netns:{name}"), || {
+            format!("create it with `ip netns add {name}` or check the name")
+        })
     }
 
     /// The namespace of a running process (`/proc/PID/ns/net`).
@@ -71,22 +69,23 @@ impl Netns {
         if pid == 0 {
             return Err(DatapathError::NoSuchNetns {
                 what: "pid:0".into(),
-                hint: "pid 0 is not a process",
+                hint: "pid 0 is not a process".into(),
             });
         }
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        Self::open(
-            &path,
-            format!("pid:{pid}"),
-            "no such process; is the container running?",
-        )
+        Self::open(&path, format!("pid:{pid}"), || {
+            format!("no process {pid}; is the container running?")
+        })
     }
 
-    fn open(path: &Path, label: String, hint: &'static str) -> Result<Self> {
+    fn open(path: &Path, label: String, hint: impl FnOnce() -> String) -> Result<Self> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DatapathError::NoSuchNetns { what: label, hint });
+                return Err(DatapathError::NoSuchNetns {
+                    what: label,
+                    hint: hint(),
+                });
             }
             Err(e) => return Err(DatapathError::io(format!("opening {}", path.display()), e)),
         };
@@ -211,7 +210,10 @@ mod tests {
         let err = Netns::named("meshnet-surely-missing-ns").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("netns:meshnet-surely-missing-ns"), "{msg}");
-        assert!(msg.contains("ip netns add"), "{msg}");
+        assert!(
+            msg.contains("ip netns add meshnet-surely-missing-ns"),
+            "{msg}"
+        );
     }
 
     #[test]
