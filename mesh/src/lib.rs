@@ -18,6 +18,7 @@ mod routes;
 pub mod sim;
 #[cfg(test)]
 mod sim_tests;
+pub mod sleeve;
 pub mod status;
 mod targets;
 mod topology;

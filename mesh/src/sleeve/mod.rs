@@ -1,0 +1,23 @@
+//! The sans-IO half of the sleeve datapath (DESIGN §4): the userspace overlay that carries
+//! Ethernet frames between hosts over UDP 6783, encrypted, relayed over multi-hop routes.
+//!
+//! Layout:
+//! - [`wire`]: the UDP packet format and [`SleeveHello`] (documented byte by byte there).
+//! - [`crypto`]: AES-256-GCM seal/open in place with the counter as nonce, replay window.
+//! - [`forward`]: the [`Forwarding`] snapshot, MAC learning, per-frame decisions.
+//! - [`health`]: heartbeats and path-MTU discovery per direct neighbour.
+//!
+//! The router (`meshnet_router::sleeve`) owns the TAP, the UDP socket and the threads; it
+//! reads no protocol decision from anywhere but here.
+
+pub mod crypto;
+pub mod forward;
+pub mod health;
+pub mod wire;
+
+pub use crypto::{CryptoError, Opener, ReplayWindow, Sealer};
+pub use forward::{
+    DropReason, Forwarding, INITIAL_TTL, LocalOut, MacTable, PeerPath, Relay, RemoteOut,
+};
+pub use health::{Health, LinkStatus};
+pub use wire::{Control, Destination, Inner, KeyId, Kind, Outer, SleeveHello, WireError};
