@@ -8,8 +8,7 @@
 //! echo from a raw socket opened inside the source namespace.
 
 use std::collections::BTreeSet;
-use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -98,16 +97,18 @@ async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
     let seq = (SEQ.fetch_add(1, Ordering::SeqCst) & 0xffff) as u16;
     let id = (std::process::id() & 0xffff) as u16;
     from.run("ping", move || -> std::io::Result<bool> {
-        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+        // A raw ICMP socket; std's UdpSocket only wraps the fd for its
+        // plain send_to/recv/timeouts, which work on any datagram-like fd.
+        let sock: UdpSocket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?.into();
         let mut req = vec![8u8, 0, 0, 0];
         req.extend_from_slice(&id.to_be_bytes());
         req.extend_from_slice(&seq.to_be_bytes());
         req.extend_from_slice(b"meshnet-datapath-test");
         let ck = icmp_checksum(&req);
         req[2..4].copy_from_slice(&ck.to_be_bytes());
-        sock.send_to(&req, &SocketAddrV4::new(to, 0).into())?;
+        sock.send_to(&req, SocketAddrV4::new(to, 0))?;
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+        let mut buf = [0u8; 1500];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
             let n = match sock.recv(&mut buf) {
@@ -122,11 +123,7 @@ async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
                 }
                 Err(e) => return Err(e),
             };
-            // SAFETY: recv initialised the first n bytes.
-            let pkt: Vec<u8> = buf[..n]
-                .iter()
-                .map(|b| unsafe { b.assume_init() })
-                .collect();
+            let pkt = &buf[..n];
             let ihl = usize::from(pkt[0] & 0x0f) * 4;
             if pkt.len() < ihl + 8 {
                 continue;
