@@ -12,6 +12,7 @@ use crate::consensus::Paxos;
 use crate::persist::{Owned, PERSIST_FORMAT, PersistError, Persisted};
 use crate::ring::Ring;
 use crate::space::Space;
+use crate::wire::MAX_EXACT_RANGE;
 
 /// Default universe, as weave.
 pub const DEFAULT_RANGE: &str = "10.32.0.0/12";
@@ -860,7 +861,9 @@ impl Ipam {
                 continue;
             }
             match out.last_mut() {
-                Some((p, r)) if *p == owner && r.end == a => r.end = a + 1,
+                Some((p, r)) if *p == owner && r.end == a && r.size() < MAX_EXACT_RANGE => {
+                    r.end = a + 1
+                }
                 _ => out.push((owner, AddrRange::new(a, a + 1))),
             }
         }

@@ -28,6 +28,10 @@ pub const MAX_RING_TOKENS: usize = 1 << 19;
 pub const MAX_ELECTORS: usize = 1 << 14;
 /// Largest conflict / release list in one message.
 pub const MAX_ADDR_LIST: usize = 1 << 16;
+/// Largest range of an exact (claim / re-claim) request: these name
+/// addresses that are live, so a bigger one is a bug or an attack that
+/// would strip the owner of its free space.
+pub const MAX_EXACT_RANGE: u32 = 1024;
 
 /// Whether the sender takes part in consensus.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -177,6 +181,11 @@ impl Message {
             {
                 return Err(WireError::Invalid("empty range".into()));
             }
+            Message::SpaceRequest { range, kind, .. }
+                if *kind != SpaceKind::Donate && range.size() > MAX_EXACT_RANGE =>
+            {
+                return Err(WireError::Invalid("exact request range too large".into()));
+            }
             Message::SpaceDenied { conflicts, .. } if conflicts.len() > MAX_ADDR_LIST => {
                 return Err(WireError::Invalid("conflict list too long".into()));
             }
@@ -265,6 +274,19 @@ mod tests {
             kind: SpaceKind::Donate,
         };
         assert!(Message::decode(&bad.encode()).is_err());
+    }
+
+    #[test]
+    fn exact_requests_are_bounded() {
+        let m = |kind, size| Message::SpaceRequest {
+            id: 1,
+            range: AddrRange::new(0, size),
+            kind,
+        };
+        assert!(Message::decode(&m(SpaceKind::Reclaim, MAX_EXACT_RANGE).encode()).is_ok());
+        assert!(Message::decode(&m(SpaceKind::Reclaim, MAX_EXACT_RANGE + 1).encode()).is_err());
+        assert!(Message::decode(&m(SpaceKind::Claim, MAX_EXACT_RANGE + 1).encode()).is_err());
+        assert!(Message::decode(&m(SpaceKind::Donate, 1 << 20).encode()).is_ok());
     }
 
     #[test]
