@@ -108,6 +108,12 @@ pub struct LaunchArgs {
     /// Read-only status and metrics address ("" disables it).
     #[arg(long, env = "MESHNET_STATUS_ADDR", default_value = "127.0.0.1:6782")]
     pub status_addr: String,
+    /// MTU of the overlay: the bridge and every container interface.
+    #[arg(long, env = "MESHNET_MTU", default_value_t = meshnet_router::datapath::DEFAULT_MTU)]
+    pub mtu: u32,
+    /// Do not use the kernel fast datapath (VXLAN); carry everything over the sleeve.
+    #[arg(long, env = "MESHNET_NO_FASTDP")]
+    pub no_fastdp: bool,
     /// IP allocation range for containers ("" disables IPAM).
     #[arg(long, alias = "iprange", default_value = meshnet_router::config::DEFAULT_IPALLOC_RANGE)]
     pub ipalloc_range: String,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use http::Method;
-use meshnet_router::RouterConfig;
 use meshnet_ipam::{Cidr, Init};
+use meshnet_router::RouterConfig;
 use meshnet_router::config::Password;
 use meshnet_router::ipam::IpamConfig;
 use nix::fcntl::{Flock, FlockArg};
@@ -64,6 +64,7 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
         .env("MESHNET_DATA_DIR", &env.data_dir)
         .env("MESHNET_HTTP_ADDR", env.http_addr.to_string())
         .env_remove("MESHNET_PASSWORD")
+        .env_remove("MESHNET_NO_FASTDP")
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)
         .stderr(log);
@@ -126,6 +127,10 @@ fn child_args(a: &LaunchArgs) -> Vec<String> {
     }
     if a.no_discovery {
         v.push("--no-discovery".into());
+    }
+    v.push(format!("--mtu={}", a.mtu));
+    if a.no_fastdp {
+        v.push("--no-fastdp".into());
     }
     v.push(format!("--ipalloc-range={}", a.ipalloc_range));
     if let Some(x) = &a.ipalloc_default_subnet {
@@ -197,6 +202,16 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
         })
         .collect::<Result<_>>()?;
     c.ipam = ipam_config(a)?;
+    if !(576..=65535).contains(&a.mtu) {
+        bail!(
+            "invalid --mtu {}: use a value from 576 to 65535 (default 1376)",
+            a.mtu
+        );
+    }
+    c.dataplane = Some(meshnet_router::dataplane::DataplaneConfig {
+        mtu: a.mtu,
+        fastdp: !a.no_fastdp,
+    });
     Ok(c)
 }
 
@@ -213,7 +228,10 @@ fn ipam_config(a: &LaunchArgs) -> Result<Option<IpamConfig>> {
             .parse()
             .map_err(|e| anyhow!("invalid {flag} {s:?}: {e}; use a CIDR such as 10.32.0.0/12"))?;
         if !c.is_network() {
-            bail!("invalid {flag} {s}: host bits are set; did you mean {}?", c.network());
+            bail!(
+                "invalid {flag} {s}: host bits are set; did you mean {}?",
+                c.network()
+            );
         }
         Ok(c)
     };
@@ -235,9 +253,15 @@ fn ipam_config(a: &LaunchArgs) -> Result<Option<IpamConfig>> {
         },
         Some("observer") => Init::Observer,
         Some(s) if s.starts_with("consensus=") => {
-            let n: u32 = s["consensus=".len()..].parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                anyhow!("invalid --ipalloc-init {s:?}: consensus=N needs a positive number of peers")
-            })?;
+            let n: u32 = s["consensus=".len()..]
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "invalid --ipalloc-init {s:?}: consensus=N needs a positive number of peers"
+                    )
+                })?;
             Init::Consensus { peers: n }
         }
         Some(s) if s.starts_with("seed=") => {
@@ -250,9 +274,9 @@ fn ipam_config(a: &LaunchArgs) -> Result<Option<IpamConfig>> {
                 .collect::<Result<_>>()?;
             Init::Seed(names)
         }
-        Some(s) => bail!(
-            "invalid --ipalloc-init {s:?}: use consensus[=N], seed=NAME,NAME,... or observer"
-        ),
+        Some(s) => {
+            bail!("invalid --ipalloc-init {s:?}: use consensus[=N], seed=NAME,NAME,... or observer")
+        }
     };
     let reclaim_after = a
         .ipalloc_reclaim_after

@@ -53,6 +53,8 @@ pub struct RouterConfig {
     pub http_addr: SocketAddr,
     /// Read-only status + metrics; `None` disables it.
     pub status_addr: Option<SocketAddr>,
+    /// Bridge and datapaths; `None` runs the control plane only.
+    pub dataplane: Option<crate::dataplane::DataplaneConfig>,
     /// IP address management; `None` disables it (`--ipalloc-range ""`).
     pub ipam: Option<crate::ipam::IpamConfig>,
 }
@@ -75,6 +77,10 @@ impl RouterConfig {
             http_addr: DEFAULT_HTTP_ADDR,
             status_addr: Some(DEFAULT_STATUS_ADDR),
             ipam: None,
+            dataplane: Some(crate::dataplane::DataplaneConfig {
+                mtu: crate::datapath::DEFAULT_MTU,
+                fastdp: true,
+            }),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, NoChannels};
 
+use crate::dataplane::{ConnMeta, Dataplane, Heartbeats};
 use crate::ipam::{IpamRequest, IpamService, IpamSnapshot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +27,16 @@ pub struct Snapshot {
     pub trusted_subnets: Vec<String>,
     /// IPAM, when enabled.
     pub ipam: Option<IpamSnapshot>,
+    /// The datapath serving each connected peer (empty without a data plane).
+    pub paths: std::collections::BTreeMap<
+        meshnet_mesh::PeerName,
+        (
+            meshnet_mesh::overlay::Path,
+            Option<meshnet_mesh::overlay::NoFastdp>,
+        ),
+    >,
+    /// Overlay MTU, when there is a data plane.
+    pub mtu: Option<u32>,
     /// Wall-clock time the snapshot was taken (to render retry times).
     pub taken_at: SystemTime,
 }
@@ -56,6 +67,7 @@ pub struct DriverParts {
     pub trusted_subnets: Vec<ipnet::IpNet>,
     pub targets_file: PathBuf,
     pub ipam: Option<IpamService>,
+    pub dataplane: Option<(Dataplane, Heartbeats)>,
 }
 
 /// The driver state.
@@ -63,13 +75,15 @@ struct Driver {
     parts: DriverParts,
     no_channels: NoChannels,
     writers: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    conn_meta: HashMap<ConnId, ConnMeta>,
+    dataplane: Option<Dataplane>,
     reports_tx: conn::Reports,
     next_conn: u64,
 }
 
 /// Runs the driver until `shutdown` fires.
 pub async fn run(
-    parts: DriverParts,
+    mut parts: DriverParts,
     listener: TcpListener,
     mut api: mpsc::Receiver<ApiRequest>,
     shutdown: CancellationToken,
@@ -92,8 +106,14 @@ pub async fn run(
         }
     });
 
+    let (dataplane, mut heartbeats) = match parts.dataplane.take() {
+        Some((dp, hb)) => (Some(dp), Some(hb)),
+        None => (None, None),
+    };
     let mut d = Driver {
         parts,
+        conn_meta: HashMap::new(),
+        dataplane,
         no_channels: NoChannels,
         writers: HashMap::new(),
         reports_tx,
@@ -102,9 +122,16 @@ pub async fn run(
     loop {
         d.drain();
         let ipam_deadline = d.parts.ipam.as_ref().and_then(IpamService::poll_timeout);
-        let deadline = match (d.parts.mesh.poll_timeout(), ipam_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let dp_deadline = d.dataplane.as_ref().and_then(Dataplane::poll_timeout);
+        let deadline = [d.parts.mesh.poll_timeout(), ipam_deadline, dp_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        let heartbeat = async {
+            match &mut heartbeats {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
         };
         let sleep = async {
             match deadline {
@@ -116,6 +143,11 @@ pub async fn run(
             Some(report) = reports.recv() => d.on_report(report),
             Some((stream, addr)) = accepted.recv() => d.on_accept(stream, addr),
             Some(req) = api.recv() => d.on_api(req),
+            Some((hb, src)) = heartbeat => {
+                if let Some(dp) = &mut d.dataplane {
+                    dp.on_heartbeat(hb, src, Instant::now());
+                }
+            }
             _ = sleep => d.on_timer(),
             _ = shutdown.cancelled() => break,
         }
@@ -149,6 +181,11 @@ impl Driver {
             && ipam.poll_timeout().is_some_and(|t| t <= now)
         {
             ipam.handle_timeout(now);
+        }
+        if let Some(dp) = &mut self.dataplane
+            && dp.poll_timeout().is_some_and(|t| t <= now)
+        {
+            dp.on_timer(now);
         }
     }
 
@@ -191,8 +228,14 @@ impl Driver {
                 reply,
             } => {
                 let peer = hello.name;
+                let meta = ConnMeta {
+                    remote_ip: info.remote_addr.ip(),
+                    remote_trusts_us: hello.trusted,
+                    we_trust_remote: self.parts.local.trusts(info.remote_addr.ip()),
+                };
                 match self.parts.mesh.handle_connection(conn, info, *hello, now) {
                     Ok(()) => {
+                        self.conn_meta.insert(conn, meta);
                         let (tx, rx) = mpsc::channel(SEND_QUEUE);
                         self.writers.insert(conn, tx);
                         if reply.send(Ok(rx)).is_err() {
@@ -217,6 +260,7 @@ impl Driver {
                 self.parts.mesh.handle_message(conn, &bytes, now, ch);
             }
             ConnReport::Closed { conn, reason } => {
+                self.conn_meta.remove(&conn);
                 if self.writers.remove(&conn).is_some() {
                     self.parts.mesh.handle_closed(conn, &reason, now);
                 }
@@ -238,6 +282,12 @@ impl Driver {
                         .map(ToString::to_string)
                         .collect(),
                     ipam: self.parts.ipam.as_ref().map(IpamService::snapshot),
+                    paths: self
+                        .dataplane
+                        .as_ref()
+                        .map(Dataplane::paths)
+                        .unwrap_or_default(),
+                    mtu: self.dataplane.as_ref().map(Dataplane::mtu),
                     taken_at: SystemTime::now(),
                 });
             }
@@ -339,14 +389,21 @@ impl Driver {
                 self.peers_changed();
             }
             Event::ConnectionUp { conn, peer } => {
-                info!(peer = %peer, conn = conn.0, "connection established")
+                info!(peer = %peer, conn = conn.0, "connection established");
+                if let (Some(dp), Some(meta)) = (&mut self.dataplane, self.conn_meta.get(&conn)) {
+                    dp.on_connection_up(&mut self.parts.mesh, conn, peer, *meta);
+                }
             }
             Event::ConnectionDown { conn, peer, reason } => {
-                info!(peer = %peer, conn = conn.0, %reason, "connection down")
+                info!(peer = %peer, conn = conn.0, %reason, "connection down");
+                if let Some(dp) = &mut self.dataplane {
+                    dp.on_connection_down(conn, peer);
+                }
             }
             Event::OverlayControl { peer, bytes, .. } => {
-                // No datapath consumes these yet; say so rather than drop silently.
-                tracing::debug!(peer = %peer, len = bytes.len(), "overlay control message ignored: no datapath yet");
+                if let Some(dp) = &mut self.dataplane {
+                    dp.on_overlay_control(peer, &bytes, Instant::now());
+                }
             }
             Event::TargetsChanged => {
                 let targets = self.parts.mesh.targets();

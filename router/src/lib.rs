@@ -12,12 +12,16 @@
 //! - [`ipam`]: the address ring wired to gossip, persistence and the API.
 //! - [`persist`]: crash-safe state files.
 //! - [`datapath`]: kernel state over netlink (bridge, veth, vxlan, FDB).
+//! - [`dataplane`], [`fastdp`]: the bridge, the fast datapath and per-peer
+//!   overlay selection, driven by connection events.
 
 pub mod api;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod dataplane;
 pub mod driver;
+pub mod fastdp;
 pub mod identity;
 pub mod ipam;
 pub mod metrics;
@@ -48,6 +52,8 @@ pub enum RouterError {
     },
     #[error(transparent)]
     Persist(#[from] persist::PersistError),
+    #[error("cannot set up the data plane: {0}")]
+    Dataplane(#[from] datapath::DatapathError),
     #[error(
         "cannot listen on {addr}: {source} (is another router running here? `meshnet stop` stops it; or choose another address)"
     )]
@@ -135,6 +141,11 @@ pub async fn run(
         None => None,
     };
 
+    let dataplane = match config.dataplane.clone() {
+        Some(c) => Some(dataplane::Dataplane::setup(c, name, encryption).await?),
+        None => None,
+    };
+
     let (api_tx, api_rx) = mpsc::channel(64);
     let api = api::Api { driver: api_tx };
     serve(http, api::control(api.clone()), shutdown.clone());
@@ -164,6 +175,7 @@ pub async fn run(
             trusted_subnets: config.trusted_subnets,
             targets_file,
             ipam,
+            dataplane,
         },
         listener,
         api_rx,

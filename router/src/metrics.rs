@@ -23,19 +23,13 @@ pub fn render(snap: &Snapshot) -> String {
     );
     let encryption = if snap.encryption { "yes" } else { "" };
     for c in &snap.mesh.connections {
-        let overlay = match c.state {
-            ConnState::Established | ConnState::Pending => {
-                if snap.encryption {
-                    "sleeve"
-                } else {
-                    "fastdp"
-                }
-            }
-            _ => "unknown",
+        let overlay = match (c.state, c.peer.as_ref().and_then(|p| snap.paths.get(&p.0))) {
+            (ConnState::Established | ConnState::Pending, Some((path, _))) => path.to_string(),
+            _ => "unknown".to_string(),
         };
         let labels = vec![
             ("state".to_string(), c.state.to_string()),
-            ("type".to_string(), overlay.to_string()),
+            ("type".to_string(), overlay),
             ("encryption".to_string(), encryption.to_string()),
         ];
         connections.get_or_create(&labels).inc();
@@ -65,7 +59,12 @@ pub fn render(snap: &Snapshot) -> String {
             g.set(clamp(v));
             registry.register(name, help, g);
         };
-        gauge(&mut registry, "weave_max_ips", "Size of the IP allocation range.", m.max_ips);
+        gauge(
+            &mut registry,
+            "weave_max_ips",
+            "Size of the IP allocation range.",
+            m.max_ips,
+        );
         gauge(
             &mut registry,
             "weave_ipam_unreachable_count",

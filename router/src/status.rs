@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 
 use crate::driver::Snapshot;
 
-/// Default overlay MTU (weave's: GCE 1460 minus VXLAN and ESP overheads).
-pub const DEFAULT_MTU: u32 = 1376;
-
-/// The overlay a link will use once the datapath carries frames.
-fn planned_overlay(snap: &Snapshot) -> &'static str {
-    if snap.encryption { "sleeve" } else { "fastdp" }
+/// The overlay serving `peer`, and why it is not fastdp when it is not.
+fn overlay_of(snap: &Snapshot, peer: Option<PeerName>) -> (String, Option<String>) {
+    match peer.and_then(|p| snap.paths.get(&p)) {
+        Some((path, reason)) => (path.to_string(), reason.map(|r| r.to_string())),
+        None => ("none".to_string(), None),
+    }
 }
 
 fn name_nick(name: PeerName, nick: &str) -> String {
@@ -144,12 +144,14 @@ fn connection_line(snap: &Snapshot, c: &LocalConnStatus) -> String {
             if snap.encryption {
                 let _ = write!(info, "{:<11} ", "encrypted");
             }
-            let _ = write!(
-                info,
-                "{:<6} {} mtu={DEFAULT_MTU} datapath=pending",
-                planned_overlay(snap),
-                name_nick(*name, nick)
-            );
+            let (overlay, reason) = overlay_of(snap, Some(*name));
+            let _ = write!(info, "{overlay:<6} {}", name_nick(*name, nick));
+            if let Some(mtu) = snap.mtu {
+                let _ = write!(info, " mtu={mtu}");
+            }
+            if let Some(reason) = reason {
+                let _ = write!(info, " ({reason})");
+            }
             info
         }
         (ConnState::Failed, _) => {
@@ -228,9 +230,14 @@ pub fn report(snap: &Snapshot) -> Value {
         .map(|c| {
             let mut attrs = serde_json::Map::new();
             if matches!(c.state, ConnState::Established | ConnState::Pending) {
-                attrs.insert("name".into(), json!(planned_overlay(snap)));
-                attrs.insert("mtu".into(), json!(DEFAULT_MTU));
-                attrs.insert("datapath".into(), json!("pending"));
+                let (overlay, reason) = overlay_of(snap, c.peer.as_ref().map(|p| p.0));
+                attrs.insert("name".into(), json!(overlay));
+                if let Some(mtu) = snap.mtu {
+                    attrs.insert("mtu".into(), json!(mtu));
+                }
+                if let Some(reason) = reason {
+                    attrs.insert("reason".into(), json!(reason));
+                }
                 if snap.encryption {
                     attrs.insert("encrypted".into(), json!(true));
                 }

@@ -1,0 +1,299 @@
+//! The router's data plane: the `meshnet` bridge, the fast datapath and the
+//! per-peer overlay selection, glued to the driver's connection events.
+//!
+//! Everything decided here is decided by [`Overlay`] (sans-IO); this module
+//! feeds it connection events, fastdp hellos and heartbeats, sends the
+//! heartbeats it asks for, and hands its path changes to the kernel task.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use meshnet_mesh::overlay::{
+    FASTDP_HEARTBEAT, FastdpHello, Heartbeat, HeartbeatKind, NoFastdp, Overlay, Path,
+    SUBTAG_FASTDP, SUBTAG_SLEEVE,
+};
+use meshnet_mesh::{ConnId, Mesh, PeerName};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::datapath::{self, LinkInfo, Mac, Netlink, Netns};
+use crate::fastdp::{self, Fastdp, KernelCmd};
+
+/// Name of the bridge containers attach to (weave's is `weave`).
+pub const BRIDGE_NAME: &str = "meshnet";
+
+/// Data-plane settings from `launch`.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// Overlay MTU of the bridge and container interfaces.
+    pub mtu: u32,
+    /// `--no-fastdp` turns the kernel fast datapath off.
+    pub fastdp: bool,
+}
+
+/// What the driver knows about a connection when it comes up.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnMeta {
+    pub remote_ip: std::net::IpAddr,
+    /// The remote trusts our address (its Hello said so).
+    pub remote_trusts_us: bool,
+    /// We trust the remote's address (`--trusted-subnets`).
+    pub we_trust_remote: bool,
+}
+
+#[derive(Debug)]
+struct DpPeer {
+    conn: ConnId,
+    ip: Option<Ipv4Addr>,
+    hello: Option<FastdpHello>,
+}
+
+/// The data plane of one router.
+#[derive(Debug)]
+pub struct Dataplane {
+    cfg: DataplaneConfig,
+    encryption: bool,
+    pub bridge: LinkInfo,
+    fastdp: Option<Fastdp>,
+    kernel: mpsc::UnboundedSender<KernelCmd>,
+    overlay: Overlay,
+    peers: BTreeMap<PeerName, DpPeer>,
+    local: PeerName,
+    seq: u64,
+    next_heartbeat: Option<Instant>,
+}
+
+/// Heartbeats received on the bridge, with the sending bridge's MAC.
+pub type Heartbeats = mpsc::UnboundedReceiver<(Heartbeat, [u8; 6])>;
+
+impl Dataplane {
+    /// Creates the bridge and (unless disabled) the VXLAN device, and starts
+    /// the kernel and heartbeat tasks.
+    pub async fn setup(
+        cfg: DataplaneConfig,
+        local: PeerName,
+        encryption: bool,
+    ) -> datapath::Result<(Dataplane, Heartbeats)> {
+        let nl = Netlink::connect(&Netns::current()?).await?;
+        let bridge = nl.ensure_bridge(BRIDGE_NAME, cfg.mtu).await?;
+        // A bridge takes the lowest MAC of its ports unless one is set; fix it
+        // to the peer name so the fastdp hello stays true as ports come and go.
+        nl.set_mac(bridge.index, Mac(local.to_bytes())).await?;
+        let bridge = nl.link(BRIDGE_NAME).await?;
+        let (kernel, cmds) = mpsc::unbounded_channel();
+        let (hb_tx, hb_rx) = mpsc::unbounded_channel();
+        let fastdp = if cfg.fastdp {
+            let f = Fastdp::setup(&nl, &bridge, cfg.mtu).await?;
+            tokio::spawn(f.heartbeats.clone().receive(hb_tx));
+            tokio::spawn(fastdp::run_kernel(nl.clone(), f.vxlan.index, cmds));
+            Some(f)
+        } else {
+            None
+        };
+        info!(
+            bridge = BRIDGE_NAME,
+            mtu = cfg.mtu,
+            fastdp = fastdp.is_some(),
+            "data plane ready"
+        );
+        Ok((
+            Dataplane {
+                cfg,
+                encryption,
+                bridge,
+                fastdp,
+                kernel,
+                overlay: Overlay::new(),
+                peers: BTreeMap::new(),
+                local,
+                seq: 0,
+                next_heartbeat: None,
+            },
+            hb_rx,
+        ))
+    }
+
+    /// The MTU of the overlay.
+    pub fn mtu(&self) -> u32 {
+        self.cfg.mtu
+    }
+
+    /// A connection to `peer` is up: offer fastdp if we may use it.
+    pub fn on_connection_up(
+        &mut self,
+        mesh: &mut Mesh,
+        conn: ConnId,
+        peer: PeerName,
+        meta: ConnMeta,
+    ) {
+        let ip = match meta.remote_ip {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        };
+        let allowed = if self.fastdp.is_none() {
+            Err(NoFastdp::Disabled)
+        } else if ip.is_none() {
+            Err(NoFastdp::NotOffered)
+        } else if self.encryption && !(meta.remote_trusts_us && meta.we_trust_remote) {
+            Err(NoFastdp::Encrypted)
+        } else {
+            Ok(())
+        };
+        if let Some(old) = self.peers.insert(
+            peer,
+            DpPeer {
+                conn,
+                ip,
+                hello: None,
+            },
+        ) {
+            self.forget_kernel(&old);
+        }
+        self.overlay.handle_peer_up(peer, allowed);
+        if allowed.is_ok()
+            && let Some(f) = &self.fastdp
+        {
+            mesh.send_overlay_control(conn, f.hello.encode());
+        }
+        self.apply_changes();
+    }
+
+    /// The connection `conn` to `peer` went down.
+    pub fn on_connection_down(&mut self, conn: ConnId, peer: PeerName) {
+        if self.peers.get(&peer).is_some_and(|p| p.conn == conn)
+            && let Some(old) = self.peers.remove(&peer)
+        {
+            self.forget_kernel(&old);
+            self.overlay.handle_peer_down(peer);
+        }
+    }
+
+    fn forget_kernel(&self, old: &DpPeer) {
+        if let (Some(ip), Some(hello)) = (old.ip, old.hello) {
+            let _ = self.kernel.send(KernelCmd::RemovePeer {
+                ip,
+                mac: Mac(hello.bridge_mac),
+            });
+        }
+    }
+
+    /// An overlay control message (mesh tag 7) arrived from `peer`.
+    pub fn on_overlay_control(&mut self, peer: PeerName, bytes: &[u8], now: Instant) {
+        match bytes.first() {
+            Some(&SUBTAG_FASTDP) => match FastdpHello::decode(bytes) {
+                Ok(hello) => {
+                    let Some(p) = self.peers.get_mut(&peer) else {
+                        return;
+                    };
+                    p.hello = Some(hello);
+                    if let Some(ip) = p.ip {
+                        let _ = self.kernel.send(KernelCmd::AddPeer {
+                            ip,
+                            mac: Mac(hello.bridge_mac),
+                        });
+                    }
+                    self.overlay.handle_fastdp_hello(peer, hello, now);
+                    self.arm_heartbeat(now);
+                    self.apply_changes();
+                }
+                Err(e) => warn!(%peer, error = %e, "bad fastdp hello"),
+            },
+            Some(&SUBTAG_SLEEVE) => {
+                // The sleeve is not wired in yet; its hellos are ignored.
+            }
+            other => warn!(%peer, subtag = ?other, "unknown overlay control message"),
+        }
+    }
+
+    /// A heartbeat frame arrived on the bridge.
+    pub fn on_heartbeat(&mut self, hb: Heartbeat, src_mac: [u8; 6], now: Instant) {
+        let announced = self
+            .peers
+            .get(&hb.from)
+            .and_then(|p| p.hello)
+            .is_some_and(|h| h.bridge_mac == src_mac);
+        if !announced {
+            return;
+        }
+        match hb.kind {
+            HeartbeatKind::Ping => {
+                let pong = Heartbeat {
+                    kind: HeartbeatKind::Pong,
+                    from: self.local,
+                    seq: hb.seq,
+                };
+                if let Some(f) = &self.fastdp
+                    && let Err(e) = f.heartbeats.send(&pong, src_mac)
+                {
+                    warn!(error = %e, "cannot send fastdp heartbeat");
+                }
+            }
+            HeartbeatKind::Pong => {
+                self.overlay.handle_pong(hb.from, now);
+                self.apply_changes();
+            }
+        }
+    }
+
+    fn arm_heartbeat(&mut self, now: Instant) {
+        if self.next_heartbeat.is_none() {
+            self.next_heartbeat = Some(now);
+        }
+    }
+
+    /// When [`Dataplane::on_timer`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.overlay.poll_timeout(), self.next_heartbeat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sends due heartbeats and lets the overlay time out silent paths.
+    pub fn on_timer(&mut self, now: Instant) {
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            let targets = self.overlay.probe_targets();
+            if let Some(f) = &self.fastdp {
+                for (_, hello) in &targets {
+                    self.seq += 1;
+                    let ping = Heartbeat {
+                        kind: HeartbeatKind::Ping,
+                        from: self.local,
+                        seq: self.seq,
+                    };
+                    if let Err(e) = f.heartbeats.send(&ping, hello.bridge_mac) {
+                        warn!(error = %e, "cannot send fastdp heartbeat");
+                    }
+                }
+            }
+            self.next_heartbeat = (!targets.is_empty()).then(|| now + FASTDP_HEARTBEAT);
+        }
+        self.overlay.handle_timeout(now);
+        self.apply_changes();
+    }
+
+    fn apply_changes(&mut self) {
+        while let Some(c) = self.overlay.poll_change() {
+            let Some(ip) = self.peers.get(&c.peer).and_then(|p| p.ip) else {
+                continue;
+            };
+            match (c.path, c.reason) {
+                (Path::Fastdp, _) => info!(peer = %c.peer, "using fast datapath"),
+                (Path::Sleeve, Some(why)) => info!(peer = %c.peer, reason = %why, "using sleeve"),
+                (Path::Sleeve, None) => info!(peer = %c.peer, "using sleeve"),
+            }
+            if self.fastdp.is_some() {
+                let _ = self.kernel.send(KernelCmd::SetPath { ip, path: c.path });
+            }
+        }
+    }
+
+    /// The path serving each connected peer, and why when not fastdp.
+    pub fn paths(&self) -> BTreeMap<PeerName, (Path, Option<NoFastdp>)> {
+        self.peers
+            .keys()
+            .filter_map(|p| Some((*p, self.overlay.path(*p)?)))
+            .collect()
+    }
+}
