@@ -81,13 +81,21 @@ impl Mesh {
             .collect()
     }
 
-    /// A dial (or its handshake) for `target` failed.
+    /// A dial (or its handshake) for `target` failed. When the remote refused the handshake,
+    /// pass its reason verbatim: a refusal for connect-to-self or a name collision is never
+    /// retried.
     pub fn handle_dial_failed(&mut self, target: &str, error: String, now: Instant) {
         self.touch_now(now);
         if let Some(t) = self.targets.get_mut(target)
             && t.state == TargetState::Attempting
         {
-            t.backoff(Some(error), now, &mut self.rng);
+            // The responder refused us in the handshake for a reason that will not go
+            // away (we dialled ourselves, or our name is taken): never retry.
+            if ConnError::is_permanent(&error) {
+                t.fail_forever(error);
+            } else {
+                t.backoff(Some(error), now, &mut self.rng);
+            }
         }
         self.refresh_targets();
     }

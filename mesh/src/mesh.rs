@@ -202,6 +202,18 @@ pub enum ConnError {
     },
 }
 
+impl ConnError {
+    /// Text that marks a permanent refusal (see [`ConnError::is_permanent`]).
+    const COLLISION_PREFIX: &str = "Peer name collision";
+
+    /// Whether an error message (ours, or a remote's refusal carried in the handshake)
+    /// means the target must never be retried.
+    pub fn is_permanent(message: &str) -> bool {
+        message.contains(&ConnError::ConnectToSelf.to_string())
+            || message.contains(Self::COLLISION_PREFIX)
+    }
+}
+
 /// `gossip_unicast` found no route to the destination.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no route to peer {0}")]

@@ -105,8 +105,22 @@ pub struct SimPeer {
     timer: Option<Instant>,
 }
 
-// Hello carries two Hellos; boxing it would only add noise to a test harness.
-#[allow(clippy::large_enum_variant)]
+/// Both ends of a connection being handshaken.
+#[derive(Debug, Clone)]
+struct Pending {
+    initiator: usize,
+    ci: ConnId,
+    info_i: ConnInfo,
+    hello_i: Hello,
+    responder: usize,
+    cj: ConnId,
+    info_j: ConnInfo,
+    hello_j: Hello,
+    target: String,
+}
+
+/// Handshake stages as the router runs them: the responder asks its mesh when message 3
+/// arrives and answers with a verdict; the initiator asks its mesh after an accepting verdict.
 #[derive(Debug, Clone)]
 enum Ev {
     Syn {
@@ -119,12 +133,17 @@ enum Ev {
         target: String,
         error: String,
     },
-    Hello {
+    Msg2 {
         at: usize,
-        conn: ConnId,
-        info: ConnInfo,
-        hello: Hello,
-        reply: Option<(usize, ConnId, ConnInfo, Hello)>,
+        p: Box<Pending>,
+    },
+    Msg3 {
+        at: usize,
+        p: Box<Pending>,
+    },
+    Verdict {
+        at: usize,
+        p: Box<Pending>,
     },
     Data {
         at: usize,
@@ -143,7 +162,9 @@ impl Ev {
         match self {
             Ev::Syn { to, .. } => *to,
             Ev::DialFailed { at, .. }
-            | Ev::Hello { at, .. }
+            | Ev::Msg2 { at, .. }
+            | Ev::Msg3 { at, .. }
+            | Ev::Verdict { at, .. }
             | Ev::Data { at, .. }
             | Ev::Closed { at, .. } => *at,
         }
@@ -551,7 +572,7 @@ impl Sim {
                 let info_i = ConnInfo {
                     outbound: true,
                     remote_addr: self.peers[to].addr,
-                    target: Some(target),
+                    target: Some(target.clone()),
                     local_conn_half: hi,
                 };
                 let info_j = ConnInfo {
@@ -562,66 +583,74 @@ impl Sim {
                 };
                 let hello_i = self.peers[from].mesh.hello(hi, false);
                 let hello_j = self.peers[to].mesh.hello(hj, false);
-                let ev = Ev::Hello {
-                    at: from,
-                    conn: ci,
-                    info: info_i,
-                    hello: hello_j,
-                    reply: Some((to, cj, info_j, hello_i)),
-                };
-                self.send_over(to, Some(cj), from, ev);
+                let p = Box::new(Pending {
+                    initiator: from,
+                    ci,
+                    info_i,
+                    hello_i,
+                    responder: to,
+                    cj,
+                    info_j,
+                    hello_j,
+                    target,
+                });
+                self.send_over(to, Some(cj), from, Ev::Msg2 { at: from, p });
             }
             Ev::DialFailed { at, target, error } => {
                 self.peers[at].mesh.handle_dial_failed(&target, error, now);
             }
-            Ev::Hello {
-                at,
-                conn,
-                info,
-                hello,
-                reply,
-            } => {
-                if !self.socks.get(&(at, conn)).is_some_and(|s| s.open) {
+            Ev::Msg2 { at, p } => {
+                if self.socks.get(&(at, p.ci)).is_some_and(|s| s.open) {
+                    let (to, ci) = (p.responder, p.ci);
+                    self.send_over(at, Some(ci), to, Ev::Msg3 { at: to, p });
+                }
+            }
+            Ev::Msg3 { at, p } => {
+                if !self.socks.get(&(at, p.cj)).is_some_and(|s| s.open) {
                     return;
                 }
-                match self.peers[at]
-                    .mesh
-                    .handle_connection(conn, info, hello, now)
-                {
-                    Ok(()) => {
-                        if let Some((j, cj, info_j, hello_i)) = reply {
-                            let ev = Ev::Hello {
-                                at: j,
-                                conn: cj,
-                                info: info_j,
-                                hello: hello_i,
-                                reply: None,
-                            };
-                            self.send_over(at, Some(conn), j, ev);
-                        }
-                    }
+                let (from, cj) = (p.initiator, p.cj);
+                let verdict = self.peers[at].mesh.handle_connection(
+                    cj,
+                    p.info_j.clone(),
+                    p.hello_i.clone(),
+                    now,
+                );
+                match verdict {
+                    Ok(()) => self.send_over(at, Some(cj), from, Ev::Verdict { at: from, p }),
                     Err(e) => {
-                        // The router closes the socket; the far end sees the close (or, if
-                        // its handshake had not finished, a failed dial).
-                        if let Some(s) = self.socks.get_mut(&(at, conn)) {
-                            s.open = false;
-                            let (j, cj) = s.other;
-                            if reply.is_some() {
-                                self.socks.remove(&(j, cj));
-                            } else {
-                                self.send_over(
-                                    at,
-                                    Some(conn),
-                                    j,
-                                    Ev::Closed {
-                                        at: j,
-                                        conn: cj,
-                                        reason: e.to_string(),
-                                    },
-                                );
-                            }
-                        }
+                        // Refused in the handshake: the initiator sees a failed dial.
+                        self.socks.remove(&(at, cj));
+                        self.socks.remove(&(from, p.ci));
+                        let ev = Ev::DialFailed {
+                            at: from,
+                            target: p.target.clone(),
+                            error: format!("refused by peer: {e}"),
+                        };
+                        self.send_over(at, None, from, ev);
                     }
+                }
+            }
+            Ev::Verdict { at, p } => {
+                if !self.socks.get(&(at, p.ci)).is_some_and(|s| s.open) {
+                    return;
+                }
+                let verdict = self.peers[at].mesh.handle_connection(
+                    p.ci,
+                    p.info_i.clone(),
+                    p.hello_j.clone(),
+                    now,
+                );
+                if let Err(e) = verdict
+                    && let Some(s) = self.socks.get_mut(&(at, p.ci))
+                {
+                    s.open = false;
+                    let ev = Ev::Closed {
+                        at: p.responder,
+                        conn: p.cj,
+                        reason: e.to_string(),
+                    };
+                    self.send_over(at, Some(p.ci), p.responder, ev);
                 }
             }
             Ev::Data { at, conn, bytes } => {
