@@ -283,7 +283,9 @@ impl Ipam {
     /// A fresh peer with no persisted state. `seed` drives donor choice and
     /// re-proposal jitter.
     pub fn new(cfg: Config, seed: u64) -> Ipam {
-        let elector = !matches!(cfg.init, Init::Observer);
+        // Only consensus peers vote: a seed or observer peer must never
+        // count as (or form) a quorum.
+        let elector = matches!(cfg.init, Init::Consensus { .. });
         let n = match &cfg.init {
             Init::Consensus { peers } => *peers,
             _ => 1,
@@ -392,6 +394,11 @@ impl Ipam {
                 }
             },
         }
+    }
+
+    /// True for `--ipalloc-init observer`.
+    pub fn is_observer(&self) -> bool {
+        matches!(self.cfg.init, Init::Observer)
     }
 
     /// This peer.

@@ -69,8 +69,8 @@ pub struct Paxos {
 }
 
 impl Paxos {
-    /// A node; `quorum_of` is the configured `N`. Observers (`elector =
-    /// false`) learn decisions but never promise, accept or count.
+    /// A node; `quorum_of` is the configured `N`. Non-electors (observers,
+    /// seed peers) never promise, accept, count or decide.
     pub fn new(me: PeerName, quorum_of: u32, elector: bool) -> Self {
         let mut knows = BTreeMap::new();
         if elector {
@@ -210,6 +210,11 @@ impl Paxos {
 
     /// The chosen value, once a quorum accepted one proposal.
     pub fn decided(&self) -> Option<(ProposalId, BTreeSet<PeerName>)> {
+        // A non-voter does not know the configured N, so it cannot tell a
+        // quorum: it waits for the ring itself.
+        if !self.elector {
+            return None;
+        }
         let mut counts: BTreeMap<ProposalId, (u32, &BTreeSet<PeerName>)> = BTreeMap::new();
         for c in self.knows.values() {
             if c.accepted.is_none() || c.value.is_empty() {
@@ -266,6 +271,25 @@ mod tests {
         let mut lone = Paxos::new(PeerName(9), 1, true);
         lone.propose();
         assert_eq!(lone.decided().unwrap().1.len(), 1);
+    }
+
+    #[test]
+    fn non_electors_never_decide_from_a_minority() {
+        // Seed 7694 of the simulator: one elector accepted its own proposal
+        // and crashed; an observer (which cannot know N) must not treat
+        // that lone acceptance as a decision.
+        let mut lone = Paxos::new(PeerName(3), 3, true);
+        let mut other = Paxos::new(PeerName(1), 3, true);
+        lone.propose();
+        other.merge(lone.state());
+        other.think();
+        lone.merge(other.state());
+        lone.think();
+        assert!(lone.state()[&PeerName(3)].accepted.round > 0);
+        assert!(lone.decided().is_none());
+        let mut observer = Paxos::new(PeerName(4), 1, false);
+        observer.merge(lone.state());
+        assert!(observer.decided().is_none());
     }
 
     #[test]

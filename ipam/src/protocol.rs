@@ -36,10 +36,10 @@ impl Ipam {
     }
 
     fn role(&self) -> Role {
-        if self.paxos.is_elector() {
-            Role::Elector
-        } else {
+        if self.is_observer() {
             Role::Observer
+        } else {
+            Role::Elector
         }
     }
 
@@ -47,7 +47,7 @@ impl Ipam {
     pub fn full_state(&self) -> Vec<u8> {
         Message::Gossip(GossipState {
             role: self.role(),
-            wants_ring: self.ring.is_none() && self.initialising && !self.paxos.is_elector(),
+            wants_ring: self.ring.is_none() && self.initialising && self.is_observer(),
             paxos: if self.ring.is_none() {
                 Some(self.paxos.state().clone())
             } else {
@@ -224,7 +224,7 @@ impl Ipam {
             if self.ring.is_some() {
                 let m = Message::Gossip(self.gossip_for_unicast());
                 self.unicast(src, &m);
-            } else if self.paxos.is_elector() {
+            } else if !self.is_observer() {
                 self.ensure_ring(now);
             }
         }
@@ -658,7 +658,7 @@ impl Ipam {
         self.denied_donors.clear();
         self.expire_dead(now);
         self.reclaim_unreachable(now);
-        if self.ring.is_none() && self.initialising && !self.paxos.is_elector() {
+        if self.ring.is_none() && self.initialising && self.is_observer() {
             self.broadcast_state();
         }
         let me = self.cfg.name;

@@ -37,6 +37,7 @@ fn run_schedule(seed: u64, verbose: bool) -> [u64; 5] {
     };
     let mut sim = Sim::new(seed, range, vec![init; n0]);
     sim.verbose = verbose;
+    sim.gossip_every = [5, 10, 30][r.below(3) as usize];
     let universe: Cidr = range.parse().expect("range");
     sim.crash_pct = 1;
     for _ in 0..STEPS {

@@ -66,6 +66,8 @@ pub struct Sim {
     pub acks: u64,
     pub crashes: u64,
     pub messages: u64,
+    /// Period of the mesh's full-state gossip, in seconds.
+    pub gossip_every: u64,
 }
 
 pub fn name(i: usize) -> PeerName {
@@ -89,6 +91,7 @@ impl Sim {
             acks: 0,
             crashes: 0,
             messages: 0,
+            gossip_every: 5,
         };
         let range: Cidr = range.parse().expect("test range");
         for init in inits {
@@ -189,6 +192,19 @@ impl Sim {
         while let Some(e) = ipam.poll_event() {
             evs.push(e);
         }
+        if self.verbose {
+            for t in &out {
+                let (to, b) = match t {
+                    Transmit::Broadcast(b) => ("all".to_string(), b),
+                    Transmit::Unicast(p, b) => (p.to_string(), b),
+                };
+                let m = meshnet_ipam::wire::Message::decode(b);
+                eprintln!("    node {i} -> {to}: {m:?}");
+            }
+            for e in &evs {
+                eprintln!("    node {i} event {e:?}");
+            }
+        }
         for t in out {
             match t {
                 Transmit::Broadcast(b) => {
@@ -277,7 +293,10 @@ impl Sim {
                 }
             }
             self.deliver_all();
-            if (self.now - self.base).as_secs().is_multiple_of(5) {
+            if (self.now - self.base)
+                .as_secs()
+                .is_multiple_of(self.gossip_every)
+            {
                 self.gossip_round();
             }
         }
