@@ -95,6 +95,9 @@ impl Space {
 
     /// Removes a whole range from free space (when donating it).
     pub fn take_range(&mut self, r: AddrRange) {
+        if r.is_empty() {
+            return;
+        }
         let overlapping: Vec<(u32, u32)> = self
             .free
             .range(..r.end)
@@ -133,6 +136,9 @@ impl Space {
 
     /// Free addresses inside `r`.
     pub fn free_in(&self, r: AddrRange) -> u32 {
+        if r.is_empty() {
+            return 0;
+        }
         let mut n = 0u32;
         if let Some((s, e)) = self.containing(r.start) {
             n += AddrRange::new(s, e).intersect(&r).size();
@@ -146,6 +152,11 @@ impl Space {
     /// Free intervals clipped to `r`, in order.
     pub fn free_ranges_in(&self, r: AddrRange) -> Vec<AddrRange> {
         let mut out = Vec::new();
+        // Ranges derived from peer input may be empty or inverted after
+        // clipping; BTreeMap::range panics on inverted bounds.
+        if r.is_empty() {
+            return out;
+        }
         if let Some((s, e)) = self.containing(r.start) {
             out.push(AddrRange::new(s, e).intersect(&r));
         }
@@ -188,6 +199,11 @@ mod tests {
                 AddrRange::new(32, 34)
             ]
         );
+        // Empty and inverted ranges (clipped peer input) are harmless.
+        assert!(s.free_ranges_in(AddrRange::new(50, 40)).is_empty());
+        assert_eq!(s.free_in(AddrRange::new(50, 40)), 0);
+        assert_eq!(s.lowest_in(AddrRange::new(50, 40)), None);
+        s.take_range(AddrRange::new(50, 40));
         s.give(12);
         s.give(13);
         assert_eq!(

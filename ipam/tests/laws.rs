@@ -156,6 +156,28 @@ proptest! {
     }
 }
 
+/// Fuzzer find: a donation request for a range outside the universe
+/// clipped to an inverted range and panicked inside `BTreeMap::range`.
+#[test]
+fn fuzz_regression_request_outside_universe() {
+    let range: Cidr = "10.0.0.0/24".parse().unwrap();
+    let seeds: BTreeSet<PeerName> = [peer(0), peer(1)].into();
+    let mut ipam = Ipam::new(Config::new(peer(0), range, Init::Seed(seeds)), 0);
+    let now = Instant::now();
+    let _ = ipam.allocate(&Ident::new("a"), None, true, now);
+    for kind in [SpaceKind::Donate, SpaceKind::Claim, SpaceKind::Reclaim] {
+        let m = Message::SpaceRequest {
+            id: 0,
+            range: AddrRange::new(4, 6),
+            kind,
+        };
+        ipam.handle_unicast(peer(1), &m.encode(), now).unwrap();
+    }
+    ipam.handle_unicast(peer(1), &[1, 1, 0, 4, 6, 0], now)
+        .unwrap();
+    ipam.check_invariants().unwrap();
+}
+
 /// Random local requests and requests from a peer against one allocator:
 /// every address it holds is inside its owned space (or reported as being
 /// re-claimed), and its internal bookkeeping stays consistent.
