@@ -12,6 +12,8 @@ mod gossip;
 pub mod ids;
 mod maker;
 pub mod mesh;
+#[cfg(test)]
+mod mesh_tests;
 pub mod overlay;
 mod routes;
 #[cfg(any(test, feature = "sim"))]

@@ -186,7 +186,8 @@ impl Mesh {
     /// Re-evaluates every target and emits dials that are due.
     pub(crate) fn refresh_targets(&mut self) {
         let now = self.now;
-        if self.config.discovery {
+        // Discovery walks every peer's connections: only redo it when something changed.
+        if self.config.discovery && self.targets_dirty {
             let wanted = self.discovered();
             let direct_addrs: BTreeSet<String> = self
                 .targets
@@ -204,9 +205,10 @@ impl Mesh {
                     );
                 }
             }
-        } else {
+        } else if !self.config.discovery {
             self.targets.retain(|_, t| t.direct);
         }
+        self.targets_dirty = false;
         let live_addrs: BTreeSet<String> = self
             .conns
             .values()

@@ -16,10 +16,6 @@ use rand::rngs::Xoshiro256PlusPlus;
 
 use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
 use crate::routes::{self, Unicast};
-use crate::status::{
-    BroadcastRouteStatus, ConnState, LocalConnStatus, PeerConnStatus, PeerStatus, RouteStatus,
-    Status,
-};
 use crate::targets::{TargetState, Targets};
 use crate::topology::{HelloOutcome, Topology};
 use crate::wire::{ConnSummary, GossipMsg, Hello, Message, TopologyMsg};
@@ -294,6 +290,8 @@ pub struct Mesh {
     pub(crate) gc_at: Option<Instant>,
     pub(crate) next_gossip: Instant,
     pub(crate) routes_dirty: bool,
+    /// The topology or our connections changed since discovered targets were computed.
+    pub(crate) targets_dirty: bool,
     pub(crate) routes_at: Option<Instant>,
     pub(crate) unicast: Unicast,
     pub(crate) unicast_all: Unicast,
@@ -330,6 +328,7 @@ impl Mesh {
             gc_at: None,
             next_gossip: now + GOSSIP_INTERVAL,
             routes_dirty: false,
+            targets_dirty: true,
             routes_at: None,
             unicast: Unicast::new(),
             unicast_all: Unicast::new(),
@@ -413,6 +412,9 @@ impl Mesh {
         match self.topo.note_hello(&hello) {
             HelloOutcome::Restarted => self.events.push_back(Event::PeerRestarted(hello.name)),
             HelloOutcome::New | HelloOutcome::Known => {}
+        }
+        for name in self.topo.drain_added() {
+            self.events.push_back(Event::PeerAdded(name));
         }
         self.topo.set_local_conn(
             hello.name,
@@ -573,6 +575,7 @@ impl Mesh {
     /// Something in the topology changed: schedule routes, GC, target refresh, the delta.
     pub(crate) fn topology_changed(&mut self) {
         self.routes_dirty = true;
+        self.targets_dirty = true;
         self.gc_at.get_or_insert(self.now + GC_DELAY);
         if self.topo.has_pending() && self.delta_at.is_none() {
             self.delta_at = Some(self.now + UPDATE_COALESCE);
@@ -666,6 +669,7 @@ impl Mesh {
             let removed = self.topo.garbage_collect(&keep);
             if !removed.is_empty() {
                 self.routes_dirty = true;
+                self.targets_dirty = true;
                 for n in removed {
                     self.events.push_back(Event::PeerRemoved(n));
                 }
@@ -748,107 +752,5 @@ impl Mesh {
     /// The live connection to `peer`, if any.
     pub fn conn_to(&self, peer: PeerName) -> Option<ConnId> {
         self.by_peer.get(&peer).copied()
-    }
-
-    /// A snapshot for `status` and `/report`.
-    pub fn status(&self, now: Instant) -> Status {
-        let nick = |n: &PeerName| {
-            self.topo
-                .peer(*n)
-                .map(|p| p.nickname.clone())
-                .unwrap_or_default()
-        };
-        let peers = self
-            .topo
-            .peers()
-            .iter()
-            .map(|(name, p)| PeerStatus {
-                name: *name,
-                nickname: p.nickname.clone(),
-                uid: p.uid,
-                short_id: p.short_id,
-                version: p.version,
-                connections: p
-                    .conns
-                    .iter()
-                    .map(|(r, c)| PeerConnStatus {
-                        name: *r,
-                        nickname: nick(r),
-                        address: c.remote_addr.clone(),
-                        outbound: c.outbound,
-                        established: c.established,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let mut connections: Vec<LocalConnStatus> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.closing)
-            .map(|(id, c)| LocalConnStatus {
-                address: c.info.remote_addr.to_string(),
-                outbound: c.info.outbound,
-                state: ConnState::Established,
-                peer: Some((c.peer, c.nickname.clone())),
-                error: None,
-                retry_in: None,
-                conn: Some(*id),
-            })
-            .collect();
-        for t in self.targets.values() {
-            let (state, retry_in) = match t.state {
-                TargetState::Connected => continue,
-                TargetState::Attempting if t.failed_before => (ConnState::Retrying, None),
-                TargetState::Attempting => (ConnState::Connecting, None),
-                TargetState::Failed => (ConnState::Failed, None),
-                TargetState::Waiting(at) => (
-                    if t.last_error.is_some() {
-                        ConnState::Failed
-                    } else {
-                        ConnState::Waiting
-                    },
-                    Some(at.saturating_duration_since(now)),
-                ),
-            };
-            connections.push(LocalConnStatus {
-                address: t.addr.clone(),
-                outbound: true,
-                state,
-                peer: None,
-                error: t.last_error.clone(),
-                retry_in,
-                conn: None,
-            });
-        }
-        let ours = self.config.name;
-        let unicast_routes = routes::unicast(&self.topo, ours, true)
-            .into_iter()
-            .map(|(dest, via)| RouteStatus { dest, via })
-            .collect();
-        let broadcast_routes = self
-            .topo
-            .peers()
-            .keys()
-            .map(|s| BroadcastRouteStatus {
-                source: *s,
-                via: routes::broadcast(&self.topo, ours, *s, true),
-            })
-            .collect();
-        Status {
-            name: ours,
-            nickname: self.config.nickname.clone(),
-            uid: self.config.uid,
-            short_id: self.topo.our_short_id(),
-            version: self.topo.our_version(),
-            port: self.config.port,
-            discovery: self.config.discovery,
-            conn_limit: self.config.conn_limit,
-            peers,
-            connections,
-            unicast_routes,
-            broadcast_routes,
-            targets: self.targets(),
-            termination_count: self.termination_count,
-        }
     }
 }

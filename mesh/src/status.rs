@@ -8,6 +8,10 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
+use crate::mesh::Mesh;
+use crate::routes;
+use crate::targets::TargetState;
+use std::time::Instant;
 
 fn name_str<S: Serializer>(n: &PeerName, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(n)
@@ -198,4 +202,108 @@ pub struct BroadcastRouteStatus {
     /// Neighbours we relay to.
     #[serde(rename = "Via", serialize_with = "names_str")]
     pub via: Vec<PeerName>,
+}
+
+impl Mesh {
+    /// A snapshot for `status` and `/report`.
+    pub fn status(&self, now: Instant) -> Status {
+        let nick = |n: &PeerName| {
+            self.topo
+                .peer(*n)
+                .map(|p| p.nickname.clone())
+                .unwrap_or_default()
+        };
+        let peers = self
+            .topo
+            .peers()
+            .iter()
+            .map(|(name, p)| PeerStatus {
+                name: *name,
+                nickname: p.nickname.clone(),
+                uid: p.uid,
+                short_id: p.short_id,
+                version: p.version,
+                connections: p
+                    .conns
+                    .iter()
+                    .map(|(r, c)| PeerConnStatus {
+                        name: *r,
+                        nickname: nick(r),
+                        address: c.remote_addr.clone(),
+                        outbound: c.outbound,
+                        established: c.established,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut connections: Vec<LocalConnStatus> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .map(|(id, c)| LocalConnStatus {
+                address: c.info.remote_addr.to_string(),
+                outbound: c.info.outbound,
+                state: ConnState::Established,
+                peer: Some((c.peer, c.nickname.clone())),
+                error: None,
+                retry_in: None,
+                conn: Some(*id),
+            })
+            .collect();
+        for t in self.targets.values() {
+            let (state, retry_in) = match t.state {
+                TargetState::Connected => continue,
+                TargetState::Attempting if t.failed_before => (ConnState::Retrying, None),
+                TargetState::Attempting => (ConnState::Connecting, None),
+                TargetState::Failed => (ConnState::Failed, None),
+                TargetState::Waiting(at) => (
+                    if t.last_error.is_some() {
+                        ConnState::Failed
+                    } else {
+                        ConnState::Waiting
+                    },
+                    Some(at.saturating_duration_since(now)),
+                ),
+            };
+            connections.push(LocalConnStatus {
+                address: t.addr.clone(),
+                outbound: true,
+                state,
+                peer: None,
+                error: t.last_error.clone(),
+                retry_in,
+                conn: None,
+            });
+        }
+        let ours = self.config.name;
+        let unicast_routes = routes::unicast(&self.topo, ours, true)
+            .into_iter()
+            .map(|(dest, via)| RouteStatus { dest, via })
+            .collect();
+        let broadcast_routes = self
+            .topo
+            .peers()
+            .keys()
+            .map(|s| BroadcastRouteStatus {
+                source: *s,
+                via: routes::broadcast(&self.topo, ours, *s, true),
+            })
+            .collect();
+        Status {
+            name: ours,
+            nickname: self.config.nickname.clone(),
+            uid: self.config.uid,
+            short_id: self.topo.our_short_id(),
+            version: self.topo.our_version(),
+            port: self.config.port,
+            discovery: self.config.discovery,
+            conn_limit: self.config.conn_limit,
+            peers,
+            connections,
+            unicast_routes,
+            broadcast_routes,
+            targets: self.targets(),
+            termination_count: self.termination_count,
+        }
+    }
 }

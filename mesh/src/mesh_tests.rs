@@ -1,0 +1,283 @@
+//! Unit tests that drive one [`Mesh`] by hand: the inputs a router gives and the outputs it
+//! must act on.
+
+use std::time::{Duration, Instant};
+
+use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
+use crate::mesh::{
+    ACCEPT_BURST, Action, CloseReason, Config, ConnError, ConnInfo, Event, HEARTBEAT_INTERVAL,
+    HEARTBEAT_TIMEOUT, Mesh, NoChannels, UPDATE_COALESCE,
+};
+use crate::wire::{GossipMsg, Hello, Message, TopologyMsg};
+
+fn name(v: u64) -> PeerName {
+    PeerName::new(v).unwrap()
+}
+
+fn mesh(now: Instant) -> Mesh {
+    Mesh::new(
+        Config {
+            name: name(1),
+            nickname: "one".into(),
+            uid: PeerUid(11),
+            short_id: ShortId::new(1).unwrap(),
+            port: 6783,
+            conn_limit: 2,
+            discovery: true,
+            seed: 1,
+        },
+        now,
+    )
+}
+
+fn hello(n: u64, uid: u64, half: u64) -> Hello {
+    Hello {
+        name: name(n),
+        name_derived: false,
+        nickname: format!("p{n}"),
+        uid: PeerUid(uid),
+        conn_half: half,
+        short_id: ShortId::new(n as u16).unwrap(),
+        listen_port: 6783,
+        overlays: vec![],
+        trusted: false,
+    }
+}
+
+fn inbound(port: u16, half: u64) -> ConnInfo {
+    ConnInfo {
+        outbound: false,
+        remote_addr: format!("192.0.2.9:{port}").parse().unwrap(),
+        target: None,
+        local_conn_half: half,
+    }
+}
+
+fn drain_actions(m: &mut Mesh) -> Vec<Action> {
+    std::iter::from_fn(|| m.poll_action()).collect()
+}
+
+#[test]
+fn accept_throttle_is_a_token_bucket() {
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    for _ in 0..ACCEPT_BURST {
+        assert!(m.accept_allowed(t0));
+    }
+    assert!(!m.accept_allowed(t0));
+    assert!(!m.accept_allowed(t0 + Duration::from_millis(49)));
+    assert!(m.accept_allowed(t0 + Duration::from_millis(50)));
+    assert!(!m.accept_allowed(t0 + Duration::from_millis(60)));
+}
+
+#[test]
+fn connection_up_full_state_heartbeat_and_timeout() {
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    m.handle_connection(ConnId(1), inbound(1000, 5), hello(2, 22, 7), t0)
+        .unwrap();
+    assert_eq!(m.poll_event(), Some(Event::PeerAdded(name(2))));
+    assert_eq!(
+        m.poll_event(),
+        Some(Event::ConnectionUp {
+            conn: ConnId(1),
+            peer: name(2)
+        })
+    );
+    // The first transmit is our full topology.
+    let t = m.poll_transmit().unwrap();
+    let Ok(Message::Gossip(GossipMsg {
+        channel, payload, ..
+    })) = Message::decode(&t.bytes)
+    else {
+        panic!("not gossip")
+    };
+    assert_eq!(channel, "topology");
+    assert!(matches!(TopologyMsg::decode(&payload), Ok(TopologyMsg::Full(r)) if r.len() == 2));
+    // One coalesced delta after 1 s.
+    m.handle_timeout(t0 + UPDATE_COALESCE, &mut NoChannels);
+    let delta = m.poll_transmit().unwrap();
+    assert_eq!(delta.conn, ConnId(1));
+    // A heartbeat at 30 s, then close at 60 s of silence.
+    while m.poll_transmit().is_some() {}
+    m.handle_timeout(t0 + HEARTBEAT_INTERVAL, &mut NoChannels);
+    assert_eq!(m.poll_transmit().map(|t| t.bytes), Some(vec![0]));
+    m.handle_message(
+        ConnId(1),
+        &[0],
+        t0 + Duration::from_secs(40),
+        &mut NoChannels,
+    );
+    m.handle_timeout(t0 + Duration::from_secs(99), &mut NoChannels);
+    assert!(
+        drain_actions(&mut m)
+            .iter()
+            .all(|a| !matches!(a, Action::Close { .. }))
+    );
+    m.handle_timeout(
+        t0 + Duration::from_secs(40) + HEARTBEAT_TIMEOUT,
+        &mut NoChannels,
+    );
+    let closes: Vec<_> = drain_actions(&mut m);
+    assert_eq!(
+        closes,
+        vec![Action::Close {
+            conn: ConnId(1),
+            reason: CloseReason::HeartbeatTimeout(60)
+        }]
+    );
+    assert!(m.poll_timeout().is_some());
+}
+
+#[test]
+fn duplicate_smaller_uid_wins_and_loser_closes_at_once() {
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    // Shared uids: 5^7 = 2, then 8^1 = 9 (loses), then 3^2 = 1 (wins over 2).
+    m.handle_connection(ConnId(1), inbound(1000, 5), hello(2, 22, 7), t0)
+        .unwrap();
+    let lost = m.handle_connection(ConnId(2), inbound(1001, 8), hello(2, 22, 1), t0);
+    assert!(matches!(lost, Err(ConnError::Duplicate { .. })));
+    assert!(drain_actions(&mut m).is_empty());
+    m.handle_connection(ConnId(3), inbound(1002, 3), hello(2, 22, 2), t0)
+        .unwrap();
+    let actions = drain_actions(&mut m);
+    assert!(matches!(
+        actions.as_slice(),
+        [Action::Close {
+            conn: ConnId(1),
+            reason: CloseReason::Duplicate { .. }
+        }]
+    ));
+    assert_eq!(m.conn_to(name(2)), Some(ConnId(3)));
+    // The router reports the close of the loser; the winner stays.
+    m.handle_closed(ConnId(1), "closed", t0);
+    assert_eq!(m.conn_to(name(2)), Some(ConnId(3)));
+    // Equal uids: both go.
+    let equal = m.handle_connection(ConnId(4), inbound(1003, 1), hello(2, 22, 0), t0);
+    assert!(equal.is_err());
+    assert!(matches!(
+        drain_actions(&mut m).as_slice(),
+        [Action::Close {
+            conn: ConnId(3),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn self_collision_limit_and_protocol_violations() {
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    assert_eq!(
+        m.handle_connection(ConnId(1), inbound(1, 0), hello(1, 11, 0), t0),
+        Err(ConnError::ConnectToSelf)
+    );
+    let collision = m
+        .handle_connection(ConnId(1), inbound(1, 0), hello(1, 99, 0), t0)
+        .unwrap_err();
+    assert!(ConnError::is_permanent(&collision.to_string()));
+    assert!(ConnError::is_permanent(&format!(
+        "refused by peer: {}",
+        ConnError::ConnectToSelf
+    )));
+    assert!(!ConnError::is_permanent("connection refused"));
+    m.handle_connection(ConnId(2), inbound(2, 0), hello(2, 22, 0), t0)
+        .unwrap();
+    m.handle_connection(ConnId(3), inbound(3, 0), hello(3, 33, 0), t0)
+        .unwrap();
+    assert_eq!(
+        m.handle_connection(ConnId(4), inbound(4, 0), hello(4, 44, 0), t0),
+        Err(ConnError::ConnLimit(2))
+    );
+    drain_actions(&mut m);
+    // Garbage closes with a typed decode reason; a forged gossip source with a violation.
+    m.handle_message(ConnId(2), &[4, 9], t0, &mut NoChannels);
+    assert!(matches!(
+        drain_actions(&mut m).as_slice(),
+        [Action::Close {
+            conn: ConnId(2),
+            reason: CloseReason::Decode(_)
+        }]
+    ));
+    let forged = Message::Gossip(GossipMsg {
+        channel: "x".into(),
+        src: name(9),
+        payload: vec![],
+    });
+    m.handle_message(ConnId(3), &forged.encode(), t0, &mut NoChannels);
+    assert!(matches!(
+        drain_actions(&mut m).as_slice(),
+        [Action::Close {
+            conn: ConnId(3),
+            reason: CloseReason::Protocol(_)
+        }]
+    ));
+    // Empty and unknown-tag messages are ignored.
+    let mut m = mesh(t0);
+    m.handle_connection(ConnId(2), inbound(2, 0), hello(2, 22, 0), t0)
+        .unwrap();
+    m.handle_message(ConnId(2), &[], t0, &mut NoChannels);
+    m.handle_message(ConnId(2), &[2, 1, 2, 3], t0, &mut NoChannels);
+    assert!(drain_actions(&mut m).is_empty());
+}
+
+#[test]
+fn connect_validates_and_dials_with_backoff() {
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    let err = m
+        .connect(&["192.0.2.1".into(), "bad host".into()], false, t0)
+        .unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!(m.targets(), vec!["192.0.2.1".to_string()]);
+    assert_eq!(m.poll_event(), Some(Event::TargetsChanged));
+    assert_eq!(
+        drain_actions(&mut m),
+        vec![Action::Dial {
+            target: "192.0.2.1".into(),
+            addr: "192.0.2.1:6783".into()
+        }]
+    );
+    m.handle_dial_failed("192.0.2.1", "connect: connection refused".into(), t0);
+    let retry = m.poll_timeout().unwrap();
+    let wait = retry - t0;
+    assert!(
+        wait >= Duration::from_secs(1) && wait < Duration::from_secs(3),
+        "{wait:?}"
+    );
+    m.handle_timeout(retry, &mut NoChannels);
+    assert_eq!(drain_actions(&mut m).len(), 1);
+    m.forget(&["192.0.2.1".into()], retry);
+    assert!(m.targets().is_empty());
+    m.connect(&["192.0.2.1".into(), "192.0.2.2:7000".into()], false, retry)
+        .unwrap();
+    m.connect(&["192.0.2.2:7000".into()], true, retry).unwrap();
+    assert_eq!(m.targets(), vec!["192.0.2.2:7000".to_string()]);
+}
+
+#[test]
+fn status_serialises_with_weave_field_names() {
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    m.handle_connection(ConnId(1), inbound(1000, 5), hello(2, 22, 7), t0)
+        .unwrap();
+    let st = m.status(t0);
+    let json = serde_json_like(&st);
+    for key in [
+        "\"Name\":\"00:00:00:00:00:01\"",
+        "\"NickName\"",
+        "\"UID\":11",
+        "\"UnicastRoutes\"",
+        "\"TerminationCount\"",
+        "\"State\":\"established\"",
+    ] {
+        assert!(json.contains(key), "{key} missing in {json}");
+    }
+    assert_eq!(st.peers.len(), 2);
+    assert_eq!(st.connections.len(), 1);
+}
+
+fn serde_json_like(st: &crate::Status) -> String {
+    serde_json::to_string(st).unwrap()
+}
