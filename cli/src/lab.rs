@@ -251,6 +251,11 @@ impl Host {
         text.trim().parse().ok().filter(|p| *p > 0)
     }
 
+    /// Whether the process named by `router.pid` is alive (not gone, not a zombie).
+    pub fn router_running(&self) -> bool {
+        self.router_pid().is_some_and(process_alive)
+    }
+
     /// Sends `signal` to the router. For SIGKILL it also waits (bounded) until
     /// the process is gone, so a relaunch right after cannot race the old one.
     pub fn kill_router(&self, signal: i32) {
