@@ -82,7 +82,16 @@ struct Ours {
 
 /// Finds `ethwe` in the container if its peer is on `bridge`.
 /// Errors if an `ethwe` exists that is not ours.
-async fn find_ours(host: &Netlink, ct: &Netlink, bridge: &LinkInfo) -> Result<Option<Ours>> {
+async fn find_ours(
+    host: &Netlink,
+    ct: &Netlink,
+    bridge: &LinkInfo,
+    container: &Netns,
+) -> Result<Option<Ours>> {
+    // Interface indexes are per namespace: two hosts built alike have the
+    // same numbers, so the peer index alone could point at another host's
+    // veth. Our host-side name encodes the container's netns inode.
+    let (expected, _) = veth_names(HOST_VETH_PREFIX, PEER_VETH_PREFIX, container.inode());
     let Some(ethwe) = ct.link_by_name(CONTAINER_IFNAME).await? else {
         return Ok(None);
     };
@@ -98,7 +107,8 @@ async fn find_ours(host: &Netlink, ct: &Netlink, bridge: &LinkInfo) -> Result<Op
         Some(h)
             if h.kind == LinkKind::Veth
                 && h.master == Some(bridge.index)
-                && h.peer_index == Some(ethwe.index) =>
+                && h.peer_index == Some(ethwe.index)
+                && h.name == expected =>
         {
             Ok(Some(Ours { ethwe, host: h }))
         }
@@ -178,7 +188,7 @@ pub async fn attach(
             netns: host.label().into(),
         })?;
 
-    if let Some(ours) = find_ours(&hnl, &cnl, &br).await? {
+    if let Some(ours) = find_ours(&hnl, &cnl, &br, container).await? {
         let existing = cnl.addresses(ours.ethwe.index).await?;
         let plan = plan_addresses(&existing, addrs);
         let added = add_addresses(&cnl, ours.ethwe.index, &plan.add).await?;
@@ -367,7 +377,9 @@ pub async fn detach(
         bridge: bridge.into(),
     };
     let br = bridge_of(&hnl, bridge).await?.ok_or_else(not_attached)?;
-    let ours = find_ours(&hnl, &cnl, &br).await?.ok_or_else(not_attached)?;
+    let ours = find_ours(&hnl, &cnl, &br, container)
+        .await?
+        .ok_or_else(not_attached)?;
     let existing = cnl.addresses(ours.ethwe.index).await?;
     let plan = if addrs.is_empty() {
         plan_detach(&existing, &existing)
@@ -400,7 +412,7 @@ pub async fn container_addrs(
     let Some(br) = bridge_of(&hnl, bridge).await? else {
         return Ok(None);
     };
-    let ours = match find_ours(&hnl, &cnl, &br).await {
+    let ours = match find_ours(&hnl, &cnl, &br, container).await {
         Ok(Some(o)) => o,
         Ok(None) | Err(DatapathError::ForeignInterface { .. }) => return Ok(None),
         Err(e) => return Err(e),
