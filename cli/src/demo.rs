@@ -67,11 +67,47 @@ fn demo(lab: &mut Lab) -> Result<()> {
         vec!["status", "peers"],
         vec!["status", "connections"],
     ] {
-        println!("\nhost3$ meshnet {}", args.join(" "));
-        let out = lab.host("host3").meshnet(&args)?;
-        print!("{}", String::from_utf8_lossy(&out.stdout));
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        show(lab, "host3", &args)?;
     }
+
+    println!("\nOne container (a network namespace) per host, attached with an address from IPAM:");
+    let mut addrs = Vec::new();
+    for (name, _, _) in HOSTS {
+        let ct = lab.add_container(name, &format!("{name}c"))?;
+        let arg = format!("netns:{ct}");
+        println!("\n{name}$ meshnet attach {arg}");
+        let out = lab.host(name).meshnet(&["attach", &arg])?;
+        let ip = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("{ip}");
+        if !out.status.success() {
+            bail!(
+                "attach on {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        addrs.push((ct, ip));
+    }
+    show(lab, "host1", &["ps"])?;
+    let (from, _) = &addrs[0];
+    for (_, ip) in &addrs[1..] {
+        println!("\nhost1's container$ ping -c 2 {ip}");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", from, "ping", "-c", "2", "-W", "2", ip])
+            .output()
+            .context("running ping (is iputils-ping installed?)")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            bail!("ping {ip} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}
+
+fn show(lab: &Lab, host: &str, args: &[&str]) -> Result<()> {
+    println!("\n{host}$ meshnet {}", args.join(" "));
+    let out = lab.host(host).meshnet(args)?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 

@@ -126,7 +126,7 @@ fn ipam_total(host: &Host) -> (u64, usize) {
 fn containers(lab: &mut TestLab, host: &str, prefix: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
-            lab.add_container(host, &format!("{prefix}{i}"))
+            lab.add_container(host, &format!("{host}{prefix}{i}"))
                 .unwrap_or_else(|e| panic!("adding container on {host}: {e:#}"))
         })
         .collect()
