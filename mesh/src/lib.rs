@@ -4,7 +4,10 @@
 //! and drains outputs with `poll_*`. Layout:
 //! - [`ids`]: peer names, uids, short ids, connection handles.
 //! - [`wire`]: one file per wire format (header, hello, message, topology payloads).
-//! - [`mesh`]: the [`Mesh`] state machine and its inputs/outputs.
+//! - [`mesh`]: the [`Mesh`] state machine and its inputs/outputs; its behaviour is split
+//!   over `gossip.rs` (message dispatch, channels), `maker.rs` (connection targets),
+//!   `topology.rs` (records, deltas, merge, GC), `routes.rs` (BFS routes, broadcast trees,
+//!   neighbour choice) and `targets.rs` (target parsing and backoff).
 //! - [`status`]: the status snapshot (weave's JSON field names).
 //! - `sim` (feature `sim`, and in tests): a deterministic N-peer simulator.
 

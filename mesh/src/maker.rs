@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::ids::PeerName;
-use crate::mesh::{Action, ConnError, ConnInfo, Event, Mesh};
+use crate::mesh::{Action, ConnError, ConnInfo, Event, Mesh, ROUTE_COALESCE};
 use crate::targets::{RESET_AFTER, Target, TargetState, addr_ip, parse_target};
 use crate::wire::Hello;
 
@@ -186,8 +186,14 @@ impl Mesh {
     /// Re-evaluates every target and emits dials that are due.
     pub(crate) fn refresh_targets(&mut self) {
         let now = self.now;
-        // Discovery walks every peer's connections: only redo it when something changed.
-        if self.config.discovery && self.targets_dirty {
+        // Discovery walks every peer's connections: only redo it when something changed,
+        // and at most every ROUTE_COALESCE (poll_timeout wakes us for the deferred run).
+        let due = self
+            .discovered_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= ROUTE_COALESCE);
+        if self.config.discovery && self.targets_dirty && due {
+            self.discovered_at = Some(now);
+            self.targets_dirty = false;
             let wanted = self.discovered();
             let direct_addrs: BTreeSet<String> = self
                 .targets
@@ -207,8 +213,8 @@ impl Mesh {
             }
         } else if !self.config.discovery {
             self.targets.retain(|_, t| t.direct);
+            self.targets_dirty = false;
         }
-        self.targets_dirty = false;
         let live_addrs: BTreeSet<String> = self
             .conns
             .values()

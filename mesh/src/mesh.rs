@@ -292,6 +292,8 @@ pub struct Mesh {
     pub(crate) routes_dirty: bool,
     /// The topology or our connections changed since discovered targets were computed.
     pub(crate) targets_dirty: bool,
+    /// When discovered targets were last computed.
+    pub(crate) discovered_at: Option<Instant>,
     pub(crate) routes_at: Option<Instant>,
     pub(crate) unicast: Unicast,
     pub(crate) unicast_all: Unicast,
@@ -329,6 +331,7 @@ impl Mesh {
             next_gossip: now + GOSSIP_INTERVAL,
             routes_dirty: false,
             targets_dirty: true,
+            discovered_at: None,
             routes_at: None,
             unicast: Unicast::new(),
             unicast_all: Unicast::new(),
@@ -699,6 +702,12 @@ impl Mesh {
         }
         consider(self.next_gossip);
         self.delta_at.into_iter().for_each(&mut consider);
+        if self.config.discovery && self.targets_dirty {
+            consider(
+                self.discovered_at
+                    .map_or(self.now, |at| at + ROUTE_COALESCE),
+            );
+        }
         self.gc_at.into_iter().for_each(&mut consider);
         for c in self.conns.values().filter(|c| !c.closing) {
             consider(c.next_heartbeat.min(c.last_recv + HEARTBEAT_TIMEOUT));

@@ -416,3 +416,33 @@ fn two_hundred_peers_converge_with_bounded_bytes_per_change() {
         );
     }
 }
+
+#[test]
+fn unknown_channels_are_relayed_once_by_surrogates() {
+    let mut sim = Sim::with_config(6, 4, |_, c| c.discovery = false);
+    for i in 0..6 {
+        sim.connect(i, (i + 1) % 6);
+    }
+    sim.run_for(secs(10));
+    sim.reset_stats();
+    sim.peers[0].mesh.gossip("zz", b"opaque".to_vec());
+    sim.flush(0);
+    sim.run_for(secs(5));
+    let sent = sim.bytes_of(&["gossip"]);
+    let one = crate::wire::Message::Gossip(crate::wire::GossipMsg {
+        channel: "zz".into(),
+        src: peer_name(0),
+        payload: b"opaque".to_vec(),
+    })
+    .encode()
+    .len() as u64;
+    // On a ring every peer relays the unknown payload to its other neighbour once at most
+    // (dedup by hash), so nobody sends more than two copies and the flood stops.
+    for (i, b) in sent.iter().enumerate() {
+        assert!(*b <= 2 * one, "peer {i} sent {b} bytes of surrogate gossip");
+    }
+    assert!(sent.iter().filter(|b| **b > 0).count() >= 4, "{sent:?}");
+    for p in &sim.peers {
+        assert!(p.channels.items.is_empty(), "unknown channel delivered");
+    }
+}
