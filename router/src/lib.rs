@@ -21,10 +21,12 @@ pub mod control;
 pub mod datapath;
 pub mod dataplane;
 pub mod driver;
+pub mod expose;
 pub mod fastdp;
 pub mod identity;
 pub mod ipam;
 pub mod metrics;
+pub mod nft;
 pub mod persist;
 pub mod status;
 

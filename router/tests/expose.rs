@@ -1,0 +1,491 @@
+//! Real-kernel tests of `meshnet_router::expose` and `meshnet_router::nft`
+//! (needs root and the `nft` binary).
+//!
+//! Each test builds a "host" network namespace (standing in for the root
+//! namespace), "containers" and an "outside" network as namespaces named
+//! `mnt-ex-<pid>-<n>-<tag>`, which [`Namespaces`] deletes on drop, also when
+//! an assertion panics; deleting a namespace takes its interfaces and its
+//! nftables tables with it. Addresses: overlay 10.32.0.0/12, outside
+//! TEST-NET-1 192.0.2.0/24. There is no `ping` binary here, so [`ping`]
+//! sends one ICMP echo from a raw socket inside the source namespace.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use meshnet_router::datapath::{self, Netlink, Netns};
+use meshnet_router::expose::{self, LINK_PREFIX};
+use meshnet_router::nft::{self, ChainRef};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const BRIDGE: &str = "meshnet";
+const MTU: u32 = 1376;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Owns the namespaces a test creates; deletes them on drop.
+struct Namespaces {
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    fn new() -> Self {
+        Self { names: Vec::new() }
+    }
+
+    /// Creates a uniquely named namespace; returns it and its name.
+    fn add(&mut self, tag: &str) -> (Netns, String) {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("mnt-ex-{}-{n}-{tag}", std::process::id());
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
+        assert!(st.success(), "ip netns add {name} failed (are we root?)");
+        self.names.push(name.clone());
+        let ns = Netns::named(&name).expect("open the namespace we just created");
+        (ns, name)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().expect("test CIDR")
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("test IP")
+}
+
+/// Runs `ip ARGS` (test setup only) and insists it succeeds.
+fn ip_cmd(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `nft ARGS` inside namespace `name` (test setup only).
+fn nft_in(name: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", name, "nft"])
+        .args(args)
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn icmp_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends one ICMP echo request from inside `from` to `to` and waits up to
+/// two seconds for the matching reply (`ping -c 1 -W 2`).
+async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
+    static SEQ: AtomicUsize = AtomicUsize::new(1);
+    let seq = (SEQ.fetch_add(1, Ordering::SeqCst) & 0xffff) as u16;
+    // A fresh ICMP id per ping: conntrack keys ICMP by id, and a reused id
+    // would ride on an earlier ping's NAT binding.
+    let id = ((std::process::id() & 0xffff) as u16 ^ 0x5a5a).wrapping_add(seq);
+    from.run("ping", move || -> std::io::Result<bool> {
+        let sock: UdpSocket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?.into();
+        let mut req = vec![8u8, 0, 0, 0];
+        req.extend_from_slice(&id.to_be_bytes());
+        req.extend_from_slice(&seq.to_be_bytes());
+        req.extend_from_slice(b"meshnet-expose-test");
+        let ck = icmp_checksum(&req);
+        req[2..4].copy_from_slice(&ck.to_be_bytes());
+        // No route at all (before expose, after hide) is a failed ping too.
+        if let Err(e) = sock.send_to(&req, SocketAddrV4::new(to, 0)) {
+            return match e.kind() {
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
+                    Ok(false)
+                }
+                _ => Err(e),
+            };
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut buf = [0u8; 1500];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            let pkt = &buf[..n];
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            if pkt.len() < ihl + 8 {
+                continue;
+            }
+            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+            let icmp = &pkt[ihl..];
+            if icmp[0] == 0
+                && src == to
+                && icmp[4..6] == id.to_be_bytes()
+                && icmp[6..8] == seq.to_be_bytes()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .expect("ping thread")
+    .expect("ping socket")
+}
+
+/// Listens in `ns` for the first ICMP echo request and returns its source
+/// address (what the outside world sees), or `None` after three seconds.
+/// The socket is open when this returns, so start it before pinging.
+async fn first_echo_source(ns: &Netns) -> tokio::task::JoinHandle<Option<Ipv4Addr>> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let ns = ns.try_clone().expect("clone netns");
+    let handle = tokio::spawn(async move {
+        ns.run("capture", move || -> std::io::Result<Option<Ipv4Addr>> {
+            let sock: UdpSocket =
+                Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?.into();
+            let _ = ready_tx.send(());
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut buf = [0u8; 1500];
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                let Ok(n) = sock.recv(&mut buf) else {
+                    return Ok(None);
+                };
+                let pkt = &buf[..n];
+                let ihl = usize::from(pkt[0] & 0x0f) * 4;
+                if pkt.len() > ihl && pkt[ihl] == 8 {
+                    return Ok(Some(Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15])));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .expect("capture thread")
+        .expect("capture socket")
+    });
+    ready_rx.await.expect("capture socket opened");
+    handle
+}
+
+/// Rules with our comments in `chain`.
+fn ours_in(rules: &nft::Ruleset, chain: &ChainRef) -> Vec<String> {
+    rules
+        .rules
+        .iter()
+        .filter(|r| &r.chain == chain)
+        .filter_map(|r| r.comment.clone())
+        .filter(|c| c.starts_with("meshnet"))
+        .collect()
+}
+
+fn our_table_rules(rules: &nft::Ruleset) -> usize {
+    rules
+        .rules
+        .iter()
+        .filter(|r| r.chain.family == "ip" && r.chain.table == nft::TABLE)
+        .count()
+}
+
+/// A host with the bridge and one attached container at 10.32.0.2/12.
+async fn host_with_container(names: &mut Namespaces) -> (Netns, String, Netns, String, Netlink) {
+    let (host, host_name) = names.add("host");
+    let (c, c_name) = names.add("c");
+    let nl = Netlink::connect(&host).await.expect("netlink in host");
+    nl.ensure_bridge(BRIDGE, MTU).await.expect("bridge");
+    datapath::attach(&host, &c, BRIDGE, &[net("10.32.0.2/12")], MTU, true)
+        .await
+        .expect("attach c");
+    (host, host_name, c, c_name, nl)
+}
+
+/// Scenario: expose gives the host a path into the overlay and the overlay
+/// a masqueraded path out; hide undoes it; reset's cleanup sweeps it all.
+#[tokio::test]
+async fn expose_masquerade_hide_and_cleanup() {
+    let mut names = Namespaces::new();
+    let (host, host_name, c, c_name, nl) = host_with_container(&mut names).await;
+    let (outside, out_name) = names.add("out");
+
+    // Outside network: host 192.0.2.1/24 <-> outside 192.0.2.2/24. The
+    // outside has no route to 10.32.0.0/12, so only masqueraded traffic
+    // can be answered.
+    ip_cmd(&[
+        "-n", &host_name, "link", "add", "mntout0", "type", "veth", "peer", "name", "mntout1",
+        "netns", &out_name,
+    ]);
+    ip_cmd(&[
+        "-n",
+        &host_name,
+        "addr",
+        "add",
+        "192.0.2.1/24",
+        "dev",
+        "mntout0",
+    ]);
+    ip_cmd(&["-n", &host_name, "link", "set", "mntout0", "up"]);
+    ip_cmd(&[
+        "-n",
+        &out_name,
+        "addr",
+        "add",
+        "192.0.2.2/24",
+        "dev",
+        "mntout1",
+    ]);
+    ip_cmd(&["-n", &out_name, "link", "set", "mntout1", "up"]);
+
+    assert!(!ping(&host, ip("10.32.0.2")).await, "not exposed yet");
+
+    let cidr = net("10.32.0.1/12");
+    assert!(
+        expose::expose(&host, BRIDGE, cidr, true)
+            .await
+            .expect("expose")
+    );
+    assert!(
+        !expose::expose(&host, BRIDGE, cidr, true)
+            .await
+            .expect("expose again"),
+        "second expose finds the address already there"
+    );
+    assert_eq!(
+        datapath::net_sysctl(&host, "ipv4/ip_forward")
+            .await
+            .unwrap(),
+        "1"
+    );
+    let rules = nft::list(&host).await.expect("nft list");
+    assert_eq!(
+        rules.exposed(),
+        [(net("10.32.0.0/12"), true)].into_iter().collect()
+    );
+    // docker0 drop + expose marker + 3 NAT rules: one copy after two calls.
+    assert_eq!(our_table_rules(&rules), 5, "{rules:?}");
+    let post = ChainRef {
+        family: "ip".into(),
+        table: nft::TABLE.into(),
+        name: nft::POSTROUTING.into(),
+    };
+    assert_eq!(ours_in(&rules, &post).len(), 3);
+
+    assert!(
+        ping(&host, ip("10.32.0.2")).await,
+        "host -> exposed container"
+    );
+
+    ip_cmd(&["-n", &c_name, "route", "add", "default", "via", "10.32.0.1"]);
+    let seen = first_echo_source(&outside).await;
+    assert!(
+        ping(&c, ip("192.0.2.2")).await,
+        "container -> outside through the host (masquerade)"
+    );
+    assert_eq!(
+        seen.await.expect("capture task"),
+        Some(ip("192.0.2.1")),
+        "the outside sees the host's address, not the container's"
+    );
+
+    // --without-masquerade on the same subnet replaces the NAT rules.
+    expose::expose(&host, BRIDGE, cidr, false)
+        .await
+        .expect("expose without masquerade");
+    let rules = nft::list(&host).await.unwrap();
+    assert_eq!(
+        rules.exposed(),
+        [(net("10.32.0.0/12"), false)].into_iter().collect()
+    );
+    assert_eq!(ours_in(&rules, &post).len(), 0);
+    assert!(!ping(&c, ip("192.0.2.2")).await, "no masquerade: no answer");
+    expose::expose(&host, BRIDGE, cidr, true)
+        .await
+        .expect("masquerade again");
+
+    assert_eq!(
+        expose::exposed_addrs(&host, BRIDGE).await.unwrap(),
+        vec![cidr]
+    );
+    assert!(expose::hide(&host, BRIDGE, cidr).await.expect("hide"));
+    assert!(!expose::hide(&host, BRIDGE, cidr).await.expect("hide again"));
+    assert!(
+        expose::exposed_addrs(&host, BRIDGE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let rules = nft::list(&host).await.unwrap();
+    assert!(rules.exposed().is_empty());
+    assert_eq!(our_table_rules(&rules), 1, "only the docker0 drop is left");
+    assert!(!ping(&host, ip("10.32.0.2")).await, "hidden again");
+
+    // Reset: the VXLAN device and the sleeve TAP are swept by prefix too;
+    // a veth pair stands in for them (no driver differences matter here).
+    ip_cmd(&[
+        "-n",
+        &host_name,
+        "link",
+        "add",
+        "vethwe-sleeve",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vethwe-x",
+    ]);
+    let swept = expose::cleanup(&host, BRIDGE).await.expect("cleanup");
+    assert_eq!(swept.links.first().map(String::as_str), Some(BRIDGE));
+    assert!(
+        swept.links.iter().any(|l| l.starts_with("vethwepl")),
+        "{swept:?}"
+    );
+    assert!(
+        swept
+            .links
+            .iter()
+            .any(|l| l == "vethwe-sleeve" || l == "vethwe-x"),
+        "{swept:?}"
+    );
+    assert!(swept.firewall);
+    assert!(nl.link_by_name(BRIDGE).await.unwrap().is_none());
+    assert!(nl.links_with_prefix(LINK_PREFIX).await.unwrap().is_empty());
+    assert!(
+        nl.link_by_name("mntout0").await.unwrap().is_some(),
+        "not ours: kept"
+    );
+    assert!(!nft::list(&host).await.unwrap().has_table());
+    let again = expose::cleanup(&host, BRIDGE).await.expect("cleanup again");
+    assert_eq!(again, expose::Cleanup::default());
+}
+
+/// Scenario: a namespace whose firewall looks like a running Docker engine
+/// (iptables-nft `ip filter FORWARD`, policy drop; br_netfilter on) drops
+/// frames bridged between two containers until `ensure_bridge_forwarding`.
+#[tokio::test]
+async fn bridge_forwarding_survives_a_docker_like_drop_policy() {
+    let mut names = Namespaces::new();
+    let (host, host_name, c1, _, _nl) = host_with_container(&mut names).await;
+    let (c2, _) = names.add("c2");
+    datapath::attach(&host, &c2, BRIDGE, &[net("10.32.0.3/12")], MTU, true)
+        .await
+        .expect("attach c2");
+    assert!(
+        ping(&c1, ip("10.32.0.3")).await,
+        "bridged before any firewall"
+    );
+
+    // br_netfilter's switch is per namespace and on by default: the state
+    // Docker leaves the root namespace in.
+    assert_eq!(
+        datapath::net_sysctl(&host, "bridge/bridge-nf-call-iptables")
+            .await
+            .expect("br_netfilter sysctl present"),
+        "1"
+    );
+    nft_in(&host_name, &["add table ip filter"]);
+    nft_in(
+        &host_name,
+        &["add chain ip filter FORWARD { type filter hook forward priority filter; policy drop; }"],
+    );
+    assert!(
+        !ping(&c1, ip("10.32.0.3")).await,
+        "the drop policy eats bridged frames"
+    );
+
+    // The per-bridge switch is ORed with the sysctl: turning it off does
+    // not help, which is why we insert accept rules instead.
+    ip_cmd(&[
+        "-n",
+        &host_name,
+        "link",
+        "set",
+        BRIDGE,
+        "type",
+        "bridge",
+        "nf_call_iptables",
+        "0",
+    ]);
+    assert!(
+        !ping(&c1, ip("10.32.0.3")).await,
+        "nf_call_iptables 0 is not enough"
+    );
+
+    assert!(
+        expose::ensure_bridge_forwarding(&host, BRIDGE)
+            .await
+            .expect("ensure")
+    );
+    assert!(
+        ping(&c1, ip("10.32.0.3")).await,
+        "accepted after ensure_bridge_forwarding"
+    );
+    assert!(
+        !expose::ensure_bridge_forwarding(&host, BRIDGE)
+            .await
+            .expect("ensure again"),
+        "idempotent"
+    );
+    let docker = ChainRef {
+        family: "ip".into(),
+        table: "filter".into(),
+        name: "FORWARD".into(),
+    };
+    let rules = nft::list(&host).await.unwrap();
+    assert_eq!(ours_in(&rules, &docker), vec!["meshnet"; 3]);
+    assert_eq!(
+        rules.dropping_forward_chains(),
+        vec![docker.clone()],
+        "policy untouched"
+    );
+
+    // Exposing adds weave's WEAVE-EXPOSE accept there too; hiding removes it.
+    let cidr = net("10.32.0.1/12");
+    expose::expose(&host, BRIDGE, cidr, true)
+        .await
+        .expect("expose");
+    let rules = nft::list(&host).await.unwrap();
+    assert_eq!(ours_in(&rules, &docker).len(), 4);
+    assert!(
+        ping(&host, ip("10.32.0.2")).await,
+        "host -> exposed container"
+    );
+    expose::hide(&host, BRIDGE, cidr).await.expect("hide");
+    let rules = nft::list(&host).await.unwrap();
+    assert_eq!(ours_in(&rules, &docker), vec!["meshnet"; 3]);
+
+    // Reset removes our rules from Docker's chain and leaves the chain.
+    expose::cleanup(&host, BRIDGE).await.expect("cleanup");
+    let rules = nft::list(&host).await.unwrap();
+    assert!(ours_in(&rules, &docker).is_empty());
+    assert_eq!(rules.dropping_forward_chains(), vec![docker]);
+}
