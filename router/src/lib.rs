@@ -28,6 +28,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod nft;
 pub mod persist;
+pub mod sleeve;
 pub mod status;
 
 use std::sync::Arc;

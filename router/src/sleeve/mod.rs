@@ -1,0 +1,479 @@
+//! The I/O half of the sleeve datapath (DESIGN §4): a TAP port on the `meshnet` bridge and a
+//! UDP socket on 6783, moved by two dedicated threads; every decision comes from
+//! `meshnet_mesh::sleeve`.
+//!
+//! Layout:
+//! - this file: [`Sleeve`], its config and status, the key handle API.
+//! - [`port`]: opening the TAP and the UDP socket, bridge port setup (isolated).
+//! - `pump`: the two datapath loops, TAP → UDP (`sleeve-tx`, which also runs the heartbeat
+//!   and PMTU timers) and UDP → TAP (`sleeve-rx`, which also relays).
+//!
+//! Call protocol for the integrator: [`Sleeve::start`] once the bridge exists; publish a
+//! [`Forwarding`] whenever routes change ([`Sleeve::set_forwarding`]); for every peer connection
+//! send it [`Sleeve::new_recv_key`]'s hello over TCP and feed the hello it sends back to
+//! [`Sleeve::handle_hello`]; [`Sleeve::forget_peer`] when the connection goes;
+//! [`Sleeve::stop`] at shutdown (the TAP disappears with its fd).
+
+pub mod port;
+mod pump;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use meshnet_mesh::PeerName;
+use meshnet_mesh::sleeve::wire::{ETH_LEN, OVERHEAD};
+use meshnet_mesh::sleeve::{Forwarding, Health, KeyId, MacTable, Opener, Sealer, SleeveHello};
+use ring::rand::{SecureRandom, SystemRandom};
+use tracing::info;
+use tun_rs::SyncDevice;
+
+use crate::datapath::{DatapathError, Netns};
+
+/// Default TAP name: `vethwe-` prefixed so `meshnet reset` sweeps it with weave's leftovers.
+pub const TAP_NAME: &str = "vethwe-sleeve";
+/// Default sleeve UDP port (weave's).
+pub const UDP_PORT: u16 = 6783;
+
+/// What the sleeve needs to start.
+#[derive(Debug)]
+pub struct SleeveConfig {
+    /// The bridge the TAP joins (`meshnet`).
+    pub bridge: String,
+    /// The TAP's name (≤ 15 bytes).
+    pub tap_name: String,
+    /// UDP port to listen on.
+    pub udp_port: u16,
+    /// Overlay MTU (the TAP's and the bridge's).
+    pub mtu: u32,
+    /// Seal frames (a password is set); otherwise the inner part travels in clear.
+    pub encrypt: bool,
+    /// This host's peer name.
+    pub local: PeerName,
+    /// The namespace of the bridge; `None`: the current one.
+    pub netns: Option<Netns>,
+}
+
+/// Why the sleeve could not start or take a hello.
+#[derive(Debug, thiserror::Error)]
+pub enum SleeveError {
+    /// Kernel objects (namespace, bridge, netlink).
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// Opening the TAP or socket failed.
+    #[error("sleeve: {op}: {source}")]
+    Io {
+        /// What we were doing.
+        op: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The MTU does not fit an Ethernet underlay with our overhead.
+    #[error(
+        "sleeve MTU {mtu} is out of range: use 576..={max} so frames fit a 1500-byte underlay, or pass a smaller --mtu"
+    )]
+    BadMtu {
+        /// The MTU asked for.
+        mtu: u32,
+        /// The largest that fits.
+        max: u32,
+    },
+    /// The OS random number generator failed (no key can be made).
+    #[error("sleeve: the OS random number generator failed; check /dev/urandom and getrandom(2)")]
+    Rng,
+    /// The peer wants a different encryption setting.
+    #[error(
+        "peer {peer} {} sleeve encryption and we {}: set the same password on both hosts",
+        if *.theirs { "requires" } else { "does not use" },
+        if *.ours { "require it" } else { "do not" }
+    )]
+    EncryptionMismatch {
+        /// Which peer.
+        peer: PeerName,
+        /// Its setting.
+        theirs: bool,
+        /// Ours.
+        ours: bool,
+    },
+}
+
+/// Per-peer sleeve state for `status connections`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SleevePeerStatus {
+    /// Heartbeats are acknowledged (both directions work).
+    pub healthy: bool,
+    /// Verified path MTU (overlay MTU), once probing finished.
+    pub mtu: Option<u16>,
+    /// When we last got an authenticated packet from this peer.
+    pub last_heard: Option<Instant>,
+    /// UDP packets sent to it.
+    pub tx_packets: u64,
+    /// UDP packets accepted from it.
+    pub rx_packets: u64,
+    /// Packets from or to it that were dropped (bad tag, replay, send error).
+    pub drops: u64,
+    /// Where we send its packets.
+    pub udp: Option<SocketAddr>,
+}
+
+/// Sleeve-wide drop counters, by reason.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Packets with a key id we do not know (stale key, or not for us).
+    pub unknown_key: AtomicU64,
+    /// Packets whose tag did not verify.
+    pub auth: AtomicU64,
+    /// Replayed or too old.
+    pub replay: AtomicU64,
+    /// Undecodable headers.
+    pub malformed: AtomicU64,
+    /// Frames for a neighbour we have no key or address for.
+    pub no_path: AtomicU64,
+    /// Frames the forwarding decision dropped (ttl, no route, fastdp-served, ...).
+    pub forward: AtomicU64,
+    /// UDP send errors.
+    pub send: AtomicU64,
+    /// TAP write errors.
+    pub tap_write: AtomicU64,
+    /// Frames read from the TAP.
+    pub tap_rx: AtomicU64,
+    /// Frames written to the TAP.
+    pub tap_tx: AtomicU64,
+}
+
+/// A snapshot of [`Counters`] plus the kernel's socket drops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// See [`Counters`].
+    pub unknown_key: u64,
+    /// See [`Counters`].
+    pub auth: u64,
+    /// See [`Counters`].
+    pub replay: u64,
+    /// See [`Counters`].
+    pub malformed: u64,
+    /// See [`Counters`].
+    pub no_path: u64,
+    /// See [`Counters`].
+    pub forward: u64,
+    /// See [`Counters`].
+    pub send: u64,
+    /// See [`Counters`].
+    pub tap_write: u64,
+    /// See [`Counters`].
+    pub tap_rx: u64,
+    /// See [`Counters`].
+    pub tap_tx: u64,
+    /// Datagrams the kernel dropped because our receive buffer was full.
+    pub socket_drops: u64,
+}
+
+/// How we send to one neighbour.
+#[derive(Debug)]
+pub(crate) struct SendPath {
+    pub(crate) sealer: Sealer,
+    pub(crate) addr: SocketAddr,
+    pub(crate) tx_packets: AtomicU64,
+    pub(crate) drops: AtomicU64,
+}
+
+/// One of our receive keys.
+#[derive(Debug)]
+pub(crate) struct RecvKey {
+    pub(crate) peer: PeerName,
+    pub(crate) opener: Opener,
+    /// Newer keys have larger generations; a peer keeps at most two (old one in flight).
+    generation: u64,
+    pub(crate) rx_packets: u64,
+    pub(crate) drops: u64,
+}
+
+/// State shared by the handle and the two datapath threads.
+pub(crate) struct Shared {
+    pub(crate) local: PeerName,
+    pub(crate) mtu: u32,
+    pub(crate) stop: AtomicBool,
+    pub(crate) forwarding: ArcSwap<Forwarding>,
+    pub(crate) senders: ArcSwap<BTreeMap<PeerName, Arc<SendPath>>>,
+    pub(crate) receivers: Mutex<BTreeMap<KeyId, RecvKey>>,
+    pub(crate) macs: Mutex<MacTable>,
+    pub(crate) health: Mutex<Health>,
+    pub(crate) counters: Counters,
+    pub(crate) tap: SyncDevice,
+    pub(crate) udp: UdpSocket,
+    pub(crate) udp_state: quinn_udp::UdpSocketState,
+}
+
+/// Locks, ignoring poisoning: the data is counters and tables that stay consistent per call.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running sleeve.
+pub struct Sleeve {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    encrypt: bool,
+    udp_port: u16,
+    rng: SystemRandom,
+    next_generation: u64,
+}
+
+impl std::fmt::Debug for Sleeve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleeve")
+            .field("local", &self.shared.local)
+            .field("encrypt", &self.encrypt)
+            .field("udp_port", &self.udp_port)
+            .finish()
+    }
+}
+
+/// The largest overlay MTU whose frames still fit a 1500-byte underlay.
+pub const MAX_MTU: u32 = (1500 - OVERHEAD - ETH_LEN) as u32;
+
+impl Sleeve {
+    /// Creates the TAP and UDP socket inside the bridge's namespace, joins the TAP to the
+    /// bridge (isolated port) and starts the datapath threads.
+    pub async fn start(config: SleeveConfig) -> Result<Sleeve, SleeveError> {
+        if !(576..=MAX_MTU).contains(&config.mtu) {
+            return Err(SleeveError::BadMtu {
+                mtu: config.mtu,
+                max: MAX_MTU,
+            });
+        }
+        let netns = match config.netns {
+            Some(n) => n,
+            None => Netns::current()?,
+        };
+        let (tap_name, mtu, port) = (config.tap_name.clone(), config.mtu, config.udp_port);
+        let (tap, udp, udp_state) = netns
+            .run("opening the sleeve TAP and UDP socket", move || {
+                let tap = port::open_tap(&tap_name, mtu).map_err(|source| SleeveError::Io {
+                    op: format!("creating TAP {tap_name}"),
+                    source,
+                })?;
+                let (udp, state) = port::open_udp(port).map_err(|source| SleeveError::Io {
+                    op: format!("binding UDP port {port}"),
+                    source,
+                })?;
+                Ok::<_, SleeveError>((tap, udp, state))
+            })
+            .await??;
+        port::attach_port(&netns, &config.bridge, &config.tap_name, config.mtu).await?;
+        let shared = Arc::new(Shared {
+            local: config.local,
+            mtu: config.mtu,
+            stop: AtomicBool::new(false),
+            forwarding: ArcSwap::from_pointee(Forwarding {
+                local: config.local,
+                ..Forwarding::default()
+            }),
+            senders: ArcSwap::from_pointee(BTreeMap::new()),
+            receivers: Mutex::new(BTreeMap::new()),
+            macs: Mutex::new(MacTable::new()),
+            health: Mutex::new(Health::new()),
+            counters: Counters::default(),
+            tap,
+            udp,
+            udp_state,
+        });
+        let mut threads = Vec::new();
+        for (name, run) in [
+            ("sleeve-tx", pump::tx_loop as fn(&Shared)),
+            ("sleeve-rx", pump::rx_loop as fn(&Shared)),
+        ] {
+            let s = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(&s))
+                .map_err(|source| SleeveError::Io {
+                    op: format!("spawning thread {name}"),
+                    source,
+                })?;
+            threads.push(t);
+        }
+        info!(
+            tap = %config.tap_name,
+            bridge = %config.bridge,
+            port = config.udp_port,
+            mtu = config.mtu,
+            encrypt = config.encrypt,
+            "sleeve started"
+        );
+        Ok(Sleeve {
+            shared,
+            threads,
+            encrypt: config.encrypt,
+            udp_port: config.udp_port,
+            rng: SystemRandom::new(),
+            next_generation: 0,
+        })
+    }
+
+    /// Publishes a new routing snapshot (cheap for the datapath: one atomic swap).
+    pub fn set_forwarding(&self, forwarding: Forwarding) {
+        self.shared.forwarding.store(Arc::new(forwarding));
+    }
+
+    /// Makes a fresh receive key for frames *from* `peer` and returns the hello to send it.
+    /// Older keys of that peer stay valid until a second newer one exists, so packets in
+    /// flight during a re-key are not lost.
+    pub fn new_recv_key(&mut self, peer: PeerName) -> Result<SleeveHello, SleeveError> {
+        let mut key = [0u8; 32];
+        if self.encrypt {
+            self.rng.fill(&mut key).map_err(|_| SleeveError::Rng)?;
+        }
+        let mut receivers = lock(&self.shared.receivers);
+        let key_id = loop {
+            let mut b = [0u8; 4];
+            self.rng.fill(&mut b).map_err(|_| SleeveError::Rng)?;
+            let id = KeyId(u32::from_be_bytes(b));
+            if !receivers.contains_key(&id) {
+                break id;
+            }
+        };
+        self.next_generation += 1;
+        receivers.insert(
+            key_id,
+            RecvKey {
+                peer,
+                opener: Opener::new(self.encrypt.then_some(&key)),
+                generation: self.next_generation,
+                rx_packets: 0,
+                drops: 0,
+            },
+        );
+        let mut gens: Vec<(u64, KeyId)> = receivers
+            .iter()
+            .filter(|(_, r)| r.peer == peer)
+            .map(|(id, r)| (r.generation, *id))
+            .collect();
+        gens.sort();
+        while gens.len() > 2 {
+            let (_, old) = gens.remove(0);
+            receivers.remove(&old);
+        }
+        Ok(SleeveHello {
+            key_id,
+            key,
+            udp_port: self.udp_port,
+            mtu: self.shared.mtu,
+            encrypted: self.encrypt,
+        })
+    }
+
+    /// Installs `peer`'s hello: from now on frames for it are sealed with its key and sent to
+    /// `remote_ip`:`hello.udp_port`; heartbeats and PMTU probing start.
+    pub fn handle_hello(
+        &self,
+        peer: PeerName,
+        remote_ip: IpAddr,
+        hello: &SleeveHello,
+    ) -> Result<(), SleeveError> {
+        if hello.encrypted != self.encrypt {
+            return Err(SleeveError::EncryptionMismatch {
+                peer,
+                theirs: hello.encrypted,
+                ours: self.encrypt,
+            });
+        }
+        let addr = SocketAddr::new(remote_ip, hello.udp_port);
+        let path = Arc::new(SendPath {
+            sealer: Sealer::new(hello.key_id, self.encrypt.then_some(&hello.key)),
+            addr,
+            tx_packets: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+        });
+        self.shared.senders.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            m.insert(peer, path.clone());
+            m
+        });
+        let mtu = u16::try_from(self.shared.mtu.min(hello.mtu)).unwrap_or(u16::MAX);
+        lock(&self.shared.health).add_peer(peer, mtu, Instant::now());
+        info!(%peer, %addr, key_id = %hello.key_id, "sleeve peer up");
+        Ok(())
+    }
+
+    /// Drops everything about `peer`: send path, receive keys, learned MACs, health.
+    pub fn forget_peer(&self, peer: PeerName) {
+        self.shared.senders.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            m.remove(&peer);
+            m
+        });
+        lock(&self.shared.receivers).retain(|_, r| r.peer != peer);
+        lock(&self.shared.macs).forget_peer(peer);
+        lock(&self.shared.health).remove_peer(peer);
+        info!(%peer, "sleeve peer down");
+    }
+
+    /// Per-peer status: every peer we can send to or receive from.
+    pub fn status(&self) -> BTreeMap<PeerName, SleevePeerStatus> {
+        let now = Instant::now();
+        let mut out: BTreeMap<PeerName, SleevePeerStatus> = BTreeMap::new();
+        for (peer, path) in self.shared.senders.load().iter() {
+            let s = out.entry(*peer).or_default();
+            s.tx_packets += path.tx_packets.load(Ordering::Relaxed);
+            s.drops += path.drops.load(Ordering::Relaxed);
+            s.udp = Some(path.addr);
+        }
+        for r in lock(&self.shared.receivers).values() {
+            let s = out.entry(r.peer).or_default();
+            s.rx_packets += r.rx_packets;
+            s.drops += r.drops;
+        }
+        let health = lock(&self.shared.health);
+        for (peer, s) in &mut out {
+            if let Some(h) = health.status(*peer, now) {
+                s.healthy = h.healthy;
+                s.mtu = h.mtu;
+                s.last_heard = h.last_heard;
+            }
+        }
+        out
+    }
+
+    /// Sleeve-wide counters, including the kernel's receive-buffer drops.
+    pub fn counters(&self) -> CounterSnapshot {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            unknown_key: l(&c.unknown_key),
+            auth: l(&c.auth),
+            replay: l(&c.replay),
+            malformed: l(&c.malformed),
+            no_path: l(&c.no_path),
+            forward: l(&c.forward),
+            send: l(&c.send),
+            tap_write: l(&c.tap_write),
+            tap_rx: l(&c.tap_rx),
+            tap_tx: l(&c.tap_tx),
+            socket_drops: port::socket_drops(&self.shared.udp),
+        }
+    }
+
+    /// Stops the threads (they notice within ~100 ms) and closes the TAP, which removes it.
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        info!(peer = %self.shared.local, "sleeve stopped");
+    }
+}
+
+impl Drop for Sleeve {
+    fn drop(&mut self) {
+        // A dropped handle must not leave threads (and the TAP) behind.
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

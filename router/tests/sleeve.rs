@@ -1,0 +1,549 @@
+//! Real-kernel tests of the sleeve datapath (needs root).
+//!
+//! Each test builds "hosts" and "containers" as network namespaces named
+//! `mnt-sl-<pid>-<n>-<tag>`, which the [`Namespaces`] guard deletes on drop, also when an
+//! assertion panics (the TAPs, veths and bridges inside go with them). Hosts are joined by veth
+//! underlays on TEST-NET-1 192.0.2.0/24 and TEST-NET-2 198.51.100.0/24; containers use
+//! 10.32.0.0/12. One `Sleeve` runs per host, its TAP and UDP socket created inside the host
+//! namespace. Hellos are exchanged directly, as the router would over TCP.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use meshnet_mesh::PeerName;
+use meshnet_mesh::sleeve::{Forwarding, PeerPath};
+use meshnet_router::datapath::{self, Netlink, Netns};
+use meshnet_router::sleeve::{Sleeve, SleeveConfig, TAP_NAME, UDP_PORT};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const BRIDGE: &str = "meshnet";
+const MTU: u32 = 1376;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Owns the namespaces a test creates; deletes them on drop.
+struct Namespaces {
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    fn new() -> Self {
+        Self { names: Vec::new() }
+    }
+
+    fn add(&mut self, tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("mnt-sl-{}-{n}-{tag}", std::process::id());
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
+        assert!(st.success(), "ip netns add {name} failed (are we root?)");
+        self.names.push(name.clone());
+        Netns::named(&name).expect("open the namespace we just created")
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().expect("test CIDR")
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("test IP")
+}
+
+fn peer(n: u64) -> PeerName {
+    PeerName::new(0x0200_0000_0000 | n).expect("48-bit name")
+}
+
+/// Joins hosts `a` and `b` with a veth underlay, addresses `a_cidr` / `b_cidr`.
+async fn underlay(a: &Netns, b: &Netns, names: (&str, &str), a_cidr: &str, b_cidr: &str) {
+    let anl = Netlink::connect(a).await.unwrap();
+    let bnl = Netlink::connect(b).await.unwrap();
+    let (ua, ub) = anl.create_veth(names.0, names.1).await.unwrap();
+    anl.set_netns(ub.index, b).await.unwrap();
+    let ub = bnl.link(names.1).await.unwrap();
+    anl.add_address(ua.index, net(a_cidr)).await.unwrap();
+    bnl.add_address(ub.index, net(b_cidr)).await.unwrap();
+    anl.set_up(ua.index).await.unwrap();
+    bnl.set_up(ub.index).await.unwrap();
+}
+
+/// A host with its bridge and one attached container at `addr`, and its sleeve.
+async fn host(h: &Netns, c: &Netns, addr: &str, name: PeerName, encrypt: bool) -> Sleeve {
+    let nl = Netlink::connect(h).await.unwrap();
+    nl.ensure_bridge(BRIDGE, MTU).await.unwrap();
+    datapath::attach(h, c, BRIDGE, &[net(addr)], MTU, false)
+        .await
+        .unwrap();
+    Sleeve::start(SleeveConfig {
+        bridge: BRIDGE.into(),
+        tap_name: TAP_NAME.into(),
+        udp_port: UDP_PORT,
+        mtu: MTU,
+        encrypt,
+        local: name,
+        netns: Some(h.try_clone().unwrap()),
+    })
+    .await
+    .expect("sleeve starts")
+}
+
+/// Each side makes a receive key for the other and the other installs it.
+fn introduce(
+    a: &mut Sleeve,
+    a_name: PeerName,
+    a_ip: &str,
+    b: &mut Sleeve,
+    b_name: PeerName,
+    b_ip: &str,
+) {
+    let for_a = b.new_recv_key(a_name).unwrap();
+    a.handle_hello(b_name, IpAddr::V4(ip(b_ip)), &for_a)
+        .unwrap();
+    let for_b = a.new_recv_key(b_name).unwrap();
+    b.handle_hello(a_name, IpAddr::V4(ip(a_ip)), &for_b)
+        .unwrap();
+}
+
+/// The snapshot for `local` given direct neighbours (with underlay IPs), unicast next hops and
+/// broadcast next hops per source.
+fn fwd(
+    local: PeerName,
+    direct: &[(PeerName, &str)],
+    unicast: &[(PeerName, PeerName)],
+    broadcast: &[(PeerName, Vec<PeerName>)],
+) -> Forwarding {
+    let mut peers = BTreeMap::new();
+    for (p, a) in direct {
+        peers.insert(
+            *p,
+            PeerPath {
+                udp: Some(SocketAddr::new(IpAddr::V4(ip(a)), UDP_PORT)),
+                fastdp: false,
+            },
+        );
+    }
+    for (d, _) in unicast {
+        peers.entry(*d).or_default();
+    }
+    Forwarding {
+        local,
+        peers,
+        unicast: unicast.iter().copied().collect(),
+        broadcast: broadcast.iter().cloned().collect(),
+    }
+}
+
+fn icmp_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// One ICMP echo from inside `from` to `to`, waiting up to two seconds (`ping -c1 -W2`).
+async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
+    static SEQ: AtomicUsize = AtomicUsize::new(1);
+    let seq = (SEQ.fetch_add(1, Ordering::SeqCst) & 0xffff) as u16;
+    let id = (std::process::id() & 0xffff) as u16;
+    from.run("ping", move || -> std::io::Result<bool> {
+        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+        let mut req = vec![8u8, 0, 0, 0];
+        req.extend_from_slice(&id.to_be_bytes());
+        req.extend_from_slice(&seq.to_be_bytes());
+        req.extend_from_slice(b"meshnet-sleeve-test");
+        let ck = icmp_checksum(&req);
+        req[2..4].copy_from_slice(&ck.to_be_bytes());
+        sock.send_to(&req, &SocketAddrV4::new(to, 0).into())?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            // SAFETY: recv initialised the first n bytes.
+            let pkt: Vec<u8> = buf[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            if pkt.len() < ihl + 8 {
+                continue;
+            }
+            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+            let icmp = &pkt[ihl..];
+            if icmp[0] == 0
+                && src == to
+                && icmp[4..6] == id.to_be_bytes()
+                && icmp[6..8] == seq.to_be_bytes()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .expect("ping thread")
+    .expect("ping socket")
+}
+
+/// Pings until one answer or `tries` attempts (the first ones also resolve ARP and let
+/// heartbeats settle).
+async fn ping_eventually(from: &Netns, to: Ipv4Addr, tries: usize) -> bool {
+    for _ in 0..tries {
+        if ping(from, to).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*) so both ends can check the stream.
+fn fill(seed: &mut u64, buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        let v = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Sends `total` bytes over TCP from `client` to a server in `server` at `addr`:5000 and
+/// returns (sha256 sent, sha256 received, seconds).
+async fn tcp_transfer(
+    client: &Netns,
+    server: &Netns,
+    addr: Ipv4Addr,
+    total: usize,
+) -> ([u8; 32], [u8; 32], f64) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = server.try_clone().unwrap();
+    let srv = async move {
+        server
+            .run("tcp server", move || -> std::io::Result<[u8; 32]> {
+                let l = TcpListener::bind((addr, 5000))?;
+                let _ = ready_tx.send(());
+                let (mut s, _) = l.accept()?;
+                s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    ctx.update(&buf[..n]);
+                }
+                let mut out = [0u8; 32];
+                out.copy_from_slice(ctx.finish().as_ref());
+                Ok(out)
+            })
+            .await
+    };
+    let srv = tokio::spawn(srv);
+    tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("server listening");
+    let sent = client
+        .run("tcp client", move || -> std::io::Result<([u8; 32], f64)> {
+            let start = Instant::now();
+            let mut s = TcpStream::connect_timeout(
+                &SocketAddr::from((addr, 5000)),
+                Duration::from_secs(5),
+            )?;
+            s.set_write_timeout(Some(Duration::from_secs(20)))?;
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut seed = 0x5eed_0f_5ee1u64;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut left = total;
+            while left > 0 {
+                let n = left.min(buf.len());
+                fill(&mut seed, &mut buf[..n]);
+                ctx.update(&buf[..n]);
+                s.write_all(&buf[..n])?;
+                left -= n;
+            }
+            s.shutdown(std::net::Shutdown::Write)?;
+            // Wait for the server to close so the timing covers delivery.
+            let mut one = [0u8; 1];
+            let _ = s.read(&mut one);
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            Ok((out, start.elapsed().as_secs_f64()))
+        })
+        .await
+        .unwrap()
+        .expect("client transfer");
+    let got = srv.await.unwrap().unwrap().expect("server transfer");
+    (sent.0, got, sent.1)
+}
+
+/// Captures frames on `ifname` in `ns` (AF_PACKET) until `stop` is set.
+fn capture(
+    ns: &Netns,
+    ifname: &str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Vec<u8>>> {
+    let ifname = ifname.to_owned();
+    let ns = ns.try_clone().unwrap();
+    tokio::spawn(async move {
+        ns.run("capture", move || -> std::io::Result<Vec<Vec<u8>>> {
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2) call.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fd is a fresh socket we own.
+            let sock = unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let cname = std::ffi::CString::new(ifname).unwrap();
+            // SAFETY: valid C string.
+            let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+            // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = index as i32;
+            // SAFETY: sll is a valid sockaddr_ll of the given size.
+            let r = unsafe {
+                libc::bind(
+                    fd,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+            let mut frames = Vec::new();
+            let mut buf = [MaybeUninit::<u8>::uninit(); 65536];
+            while !stop.load(Ordering::SeqCst) {
+                match sock.recv(&mut buf) {
+                    Ok(n) => frames.push(
+                        buf[..n]
+                            .iter()
+                            // SAFETY: recv initialised the first n bytes.
+                            .map(|b| unsafe { b.assume_init() })
+                            .collect(),
+                    ),
+                    Err(_) => continue,
+                }
+            }
+            Ok(frames)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    })
+}
+
+/// Sends UDP datagrams carrying `marker` from `from` to `to`:9999.
+async fn send_marker(from: &Netns, to: Ipv4Addr, marker: &'static [u8]) {
+    from.run("marker", move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..20 {
+            s.send_to(marker, (to, 9999)).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn is_sleeve_udp(f: &[u8]) -> bool {
+    // Ethernet + IPv4 (no options on our underlay) + UDP dst port 6783.
+    f.len() > 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 && f[36..38] == UDP_PORT.to_be_bytes()
+}
+
+/// Two hosts; ping, a marker that must (encrypted) or must not (plain) be readable on the
+/// underlay, and a 50 MB TCP transfer with matching checksums.
+async fn two_hosts(encrypt: bool) {
+    let mut ns = Namespaces::new();
+    let (h1, h2) = (ns.add("h1"), ns.add("h2"));
+    let (c1, c2) = (ns.add("c1"), ns.add("c2"));
+    underlay(
+        &h1,
+        &h2,
+        ("mnt-ul0", "mnt-ul1"),
+        "192.0.2.1/24",
+        "192.0.2.2/24",
+    )
+    .await;
+    let (p1, p2) = (peer(1), peer(2));
+    let mut s1 = host(&h1, &c1, "10.32.0.1/12", p1, encrypt).await;
+    let mut s2 = host(&h2, &c2, "10.32.0.2/12", p2, encrypt).await;
+    introduce(&mut s1, p1, "192.0.2.1", &mut s2, p2, "192.0.2.2");
+    s1.set_forwarding(fwd(
+        p1,
+        &[(p2, "192.0.2.2")],
+        &[(p2, p2)],
+        &[(p1, vec![p2]), (p2, vec![])],
+    ));
+    s2.set_forwarding(fwd(
+        p2,
+        &[(p1, "192.0.2.1")],
+        &[(p1, p1)],
+        &[(p2, vec![p1]), (p1, vec![])],
+    ));
+
+    assert!(
+        ping_eventually(&c1, ip("10.32.0.2"), 5).await,
+        "c1 -> c2 over the sleeve"
+    );
+    assert!(ping(&c2, ip("10.32.0.1")).await, "c2 -> c1 over the sleeve");
+
+    // The marker on the underlay.
+    let stop = Arc::new(AtomicBool::new(false));
+    let cap = capture(&h1, "mnt-ul0", stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    const MARKER: &[u8] = b"MESHNET-SECRET-MARKER-7f3a9c";
+    send_marker(&c1, ip("10.32.0.2"), MARKER).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let frames = cap.await.unwrap();
+    let sleeve_frames = frames.iter().filter(|f| is_sleeve_udp(f)).count();
+    assert!(
+        sleeve_frames >= 20,
+        "captured {sleeve_frames} sleeve datagrams"
+    );
+    let seen = frames.iter().any(|f| contains(f, MARKER));
+    assert_eq!(
+        seen, !encrypt,
+        "marker readable on the underlay: {seen} (encrypt={encrypt})"
+    );
+
+    // 50 MB of TCP.
+    let total = 50 << 20;
+    let (sent, got, secs) = tcp_transfer(&c1, &c2, ip("10.32.0.2"), total).await;
+    assert_eq!(sent, got, "stream checksums");
+    eprintln!(
+        "sleeve (encrypt={encrypt}): 50 MiB in {secs:.2} s = {:.2} Gb/s (debug builds are slow)",
+        (total as f64 * 8.0) / secs / 1e9
+    );
+
+    let st1 = s1.status();
+    let st = &st1[&p2];
+    assert!(st.tx_packets > 1000 && st.rx_packets > 100, "{st:?}");
+    assert!(st.healthy, "heartbeats acknowledged: {st:?}");
+    let c = s1.counters();
+    assert_eq!((c.auth, c.replay, c.malformed), (0, 0, 0), "{c:?}");
+
+    // Stopping removes the TAP.
+    s1.stop();
+    let nl = Netlink::connect(&h1).await.unwrap();
+    assert!(
+        nl.link_by_name(TAP_NAME).await.unwrap().is_none(),
+        "TAP removed"
+    );
+    s2.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_plain() {
+    two_hosts(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_encrypted() {
+    two_hosts(true).await;
+}
+
+/// h1 – h2 – h3 on two underlay segments: c1 reaches c3 only through h2's relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_relay_through_the_middle() {
+    let mut ns = Namespaces::new();
+    let (h1, h2, h3) = (ns.add("h1"), ns.add("h2"), ns.add("h3"));
+    let (c1, c2, c3) = (ns.add("c1"), ns.add("c2"), ns.add("c3"));
+    underlay(
+        &h1,
+        &h2,
+        ("mnt-ul0", "mnt-ul1"),
+        "192.0.2.1/24",
+        "192.0.2.2/24",
+    )
+    .await;
+    underlay(
+        &h2,
+        &h3,
+        ("mnt-ul2", "mnt-ul3"),
+        "198.51.100.2/24",
+        "198.51.100.3/24",
+    )
+    .await;
+    let (p1, p2, p3) = (peer(1), peer(2), peer(3));
+    let mut s1 = host(&h1, &c1, "10.32.0.1/12", p1, true).await;
+    let mut s2 = host(&h2, &c2, "10.32.0.2/12", p2, true).await;
+    let mut s3 = host(&h3, &c3, "10.32.0.3/12", p3, true).await;
+    introduce(&mut s1, p1, "192.0.2.1", &mut s2, p2, "192.0.2.2");
+    introduce(&mut s2, p2, "198.51.100.2", &mut s3, p3, "198.51.100.3");
+    s1.set_forwarding(fwd(
+        p1,
+        &[(p2, "192.0.2.2")],
+        &[(p2, p2), (p3, p2)],
+        &[(p1, vec![p2]), (p2, vec![]), (p3, vec![])],
+    ));
+    s2.set_forwarding(fwd(
+        p2,
+        &[(p1, "192.0.2.1"), (p3, "198.51.100.3")],
+        &[(p1, p1), (p3, p3)],
+        &[(p1, vec![p3]), (p2, vec![p1, p3]), (p3, vec![p1])],
+    ));
+    s3.set_forwarding(fwd(
+        p3,
+        &[(p2, "198.51.100.2")],
+        &[(p2, p2), (p1, p2)],
+        &[(p3, vec![p2]), (p2, vec![]), (p1, vec![])],
+    ));
+    assert!(
+        ping_eventually(&c1, ip("10.32.0.3"), 5).await,
+        "c1 -> c3 via h2"
+    );
+    assert!(ping(&c3, ip("10.32.0.1")).await, "c3 -> c1 via h2");
+    assert!(ping(&c1, ip("10.32.0.2")).await, "c1 -> c2 directly");
+    // h1 and h3 never exchanged keys: everything between them went through h2.
+    assert!(!s1.status().contains_key(&p3));
+    assert!(s2.status()[&p3].tx_packets > 0);
+    let (sent, got, _) = tcp_transfer(&c3, &c1, ip("10.32.0.1"), 5 << 20).await;
+    assert_eq!(sent, got, "5 MiB through the relay");
+    for s in [s1, s2, s3] {
+        s.stop();
+    }
+}
