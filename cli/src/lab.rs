@@ -622,7 +622,7 @@ fn wait_dead(pids: &[i32], timeout: Duration) -> bool {
 }
 
 /// Alive = exists and is not a zombie (an unreaped zombie holds no namespace or socket).
-fn process_alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state letter follows the `(comm)` field, which may itself contain spaces.
         Ok(stat) => stat

@@ -42,6 +42,9 @@ pub struct ConnectionLine {
     /// For established/pending: the `key=value` attributes; otherwise the
     /// info text (the error for failed/retrying).
     pub info: String,
+    /// Why this established/pending connection is not on fastdp, if the
+    /// line says (`(fastdp: encryption required)`).
+    pub fallback_reason: Option<String>,
 }
 
 /// Whether `s` is a MAC-style peer name (`8a:3e:3e:3e:3e:3e`).
@@ -113,6 +116,7 @@ pub fn parse_connection_line(line: &str) -> Result<ConnectionLine, String> {
         peer_name: None,
         nickname: None,
         info: String::new(),
+        fallback_reason: None,
     };
     if state != "established" && state != "pending" {
         parsed.info = rest.trim_end().to_owned();
@@ -137,7 +141,21 @@ pub fn parse_connection_line(line: &str) -> Result<ConnectionLine, String> {
     }
     let (name_nick, attrs) = rest.split_once(' ').unwrap_or((rest, ""));
     let (name, nick) = parse_name_nick(name_nick).map_err(&fail)?;
-    let attrs = attrs.trim_end();
+    // DESIGN §4: when fastdp is not (yet) used, the reason follows the attrs
+    // in parentheses, e.g. `mtu=1376 (fastdp: waiting for heartbeat)`.
+    let (attrs, reason) = match attrs.trim_end().split_once(" (") {
+        Some((attrs, reason)) => {
+            let reason = reason
+                .strip_suffix(')')
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| fail(format!("reason {reason:?} is not \"(...)\"")))?;
+            (attrs, Some(reason.to_owned()))
+        }
+        None if attrs.starts_with('(') => {
+            return Err(fail("a reason needs the attributes before it".into()));
+        }
+        None => (attrs.trim_end(), None),
+    };
     if let Some(bad) = attrs.split_whitespace().find(|a| !a.contains('=')) {
         return Err(fail(format!("attribute {bad:?} is not key=value")));
     }
@@ -145,6 +163,7 @@ pub fn parse_connection_line(line: &str) -> Result<ConnectionLine, String> {
     parsed.peer_name = Some(name);
     parsed.nickname = Some(nick);
     parsed.info = attrs.to_owned();
+    parsed.fallback_reason = reason;
     Ok(parsed)
 }
 
@@ -237,6 +256,17 @@ mod tests {
         assert_eq!(l.peer_name.as_deref(), Some("5a:1b:2c:3d:4e:5f"));
         assert_eq!(l.nickname.as_deref(), Some("h2"));
         assert_eq!(l.info, "mtu=1376");
+        assert_eq!(l.fallback_reason, None);
+
+        let l = parse_connection_line(
+            "<- 192.0.2.3:52892       established sleeve 0e:25:0f:4e:90:e0(h3) mtu=1376 (fastdp: waiting for heartbeat)",
+        )
+        .unwrap();
+        assert_eq!(l.info, "mtu=1376");
+        assert_eq!(
+            l.fallback_reason.as_deref(),
+            Some("fastdp: waiting for heartbeat")
+        );
 
         let l = parse_connection_line(
             "<- 192.168.10.13:49619   established encrypted   fastdp e2:7e:49:7e:0f:1b(server1) encrypted=truemtu=1414",
@@ -265,8 +295,8 @@ mod tests {
             parse_connection_line("-> 192.0.2.9:6783        retrying    handshake: bad password")
                 .is_ok()
         );
-        assert!(parse_connection_line("-> 192.168.48.16:6783      connecting").is_ok());
-        assert!(parse_connection_line("-> 192.168.48.16:6783      connecting ").is_ok());
+        assert!(parse_connection_line("-> 192.168.48.16:6783    connecting").is_ok());
+        assert!(parse_connection_line("-> 192.168.48.16:6783    connecting ").is_ok());
     }
 
     #[test]
@@ -284,6 +314,9 @@ mod tests {
             "-> 192.0.2.9:6783        failed      ",
             "-> 192.0.2.9:6783        failed      no route to host",
             "-> 192.0.2.9:6783        retrying",
+            "-> 192.0.2.2:6783        established sleeve 5a:1b:2c:3d:4e:5f(h2) mtu=1376 (fastdp: x",
+            "-> 192.0.2.2:6783        established sleeve 5a:1b:2c:3d:4e:5f(h2) mtu=1376 ()",
+            "-> 192.0.2.2:6783        established sleeve 5a:1b:2c:3d:4e:5f(h2) (fastdp: x)",
         ] {
             assert!(parse_connection_line(bad).is_err(), "accepted {bad:?}");
         }
