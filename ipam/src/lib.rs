@@ -14,7 +14,8 @@
 //! - [`ring`]: the ring CRDT and lineage.
 //! - [`space`]: local free intervals.
 //! - [`consensus`]: gossip Paxos for the initial ring.
-//! - `allocator.rs`: [`Ipam`], its config and request API.
+//! - `types.rs`: [`Config`], [`Init`], [`Allocation`], [`Event`], [`Transmit`], [`Error`].
+//! - `allocator.rs`: [`Ipam`] and its request API.
 //! - `protocol.rs`: messages, donation, adoption, conflicts, timers.
 //! - [`wire`]: message encoding (version byte + postcard, bounded).
 //! - [`persist`]: the durable state the router writes.
@@ -28,12 +29,14 @@ mod protocol;
 pub mod ring;
 pub mod space;
 pub mod status;
+mod types;
 pub mod wire;
 
 pub use addr::{AddrRange, Cidr, Ident, ParseError, PeerName};
-pub use allocator::{
-    Allocation, Config, Conflict, DEFAULT_GRACE, DEFAULT_RANGE, Error, Event, Init, Ipam,
-    MAX_CLAIM_ATTEMPTS, RETRY_INTERVAL, RequestId, TAKEOVER_BUMP, Transmit,
-};
+pub use allocator::Ipam;
 pub use persist::{Owned, PERSIST_FORMAT, PersistError, Persisted};
 pub use status::{Metrics, Status, rmpeer_message};
+pub use types::{
+    Allocation, Config, Conflict, DEFAULT_GRACE, DEFAULT_RANGE, Error, Event, Init,
+    MAX_CLAIM_ATTEMPTS, RETRY_INTERVAL, RequestId, TAKEOVER_BUMP, Transmit,
+};

@@ -20,11 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::addr::{AddrRange, Cidr, PeerName};
-use crate::allocator::{
-    Conflict, Error, Event, Init, Ipam, MAX_CLAIM_ATTEMPTS, RETRY_INTERVAL, RequestId,
-    TAKEOVER_BUMP, Transmit,
-};
+use crate::allocator::Ipam;
 use crate::ring::{Lineage, Ring};
+use crate::types::{
+    Conflict, Error, Event, Init, MAX_CLAIM_ATTEMPTS, RETRY_INTERVAL, RequestId, TAKEOVER_BUMP,
+    Transmit,
+};
 use crate::wire::{GossipState, MAX_ADDR_LIST, Message, Role, SpaceKind, WireError};
 
 impl Ipam {
