@@ -3,7 +3,7 @@
 //! [`Channels`], surrogate relaying of unknown channels, and hop-by-hop unicast and
 //! per-source broadcast trees.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::ids::{ConnId, PeerName};
@@ -135,30 +135,15 @@ impl Mesh {
                 }
             }
             TopologyMsg::Digest(entries) => {
-                let mut want = Vec::new();
-                let mut theirs = BTreeMap::new();
-                for (name, uid, version) in entries {
-                    theirs.insert(name, (uid, version));
-                    if self.topo.digest_wants(name, uid, version) {
-                        want.push(name);
-                    }
-                }
-                // Push what the sender lacks or has older: anything we hold that it did not
-                // mention, or that is newer than what it mentioned.
-                let push: Vec<_> = self
-                    .topo
-                    .all_records()
+                // Pull only: request what the sender holds newer. The sender learns what we
+                // hold newer from our own digests (on connect, and every 30 s).
+                let want: Vec<_> = entries
                     .into_iter()
-                    .filter(|r| match theirs.get(&r.name) {
-                        None => true,
-                        Some((uid, version)) => (r.version, r.uid) > (*version, *uid),
-                    })
+                    .filter(|(name, uid, version)| self.topo.digest_wants(*name, *uid, *version))
+                    .map(|(name, _, _)| name)
                     .collect();
                 if !want.is_empty() {
                     self.send_topology(conn, &TopologyMsg::Request(want));
-                }
-                if !push.is_empty() {
-                    self.send_topology(conn, &TopologyMsg::Full(push));
                 }
             }
         }

@@ -446,9 +446,11 @@ impl Mesh {
             conn,
             peer: hello.name,
         });
-        // A new neighbour gets everything we know at once; deltas only work on top of it.
-        let full = TopologyMsg::Full(self.topo.all_records());
-        self.send_topology(conn, &full);
+        // A new neighbour learns what we know by pulling: it gets our digest and requests
+        // the records it lacks or holds older. Sending every record instead would cost
+        // O(N·degree) per connection, O(N²) in a full mesh, mostly for records it has.
+        let digest = TopologyMsg::Digest(self.topo.digest());
+        self.send_topology(conn, &digest);
         self.pending_full.insert(conn);
         self.topology_changed();
         Ok(())

@@ -84,7 +84,7 @@ fn connection_up_full_state_heartbeat_and_timeout() {
             peer: name(2)
         })
     );
-    // The first transmit is our full topology.
+    // The first transmit is our topology digest (the neighbour pulls what it lacks).
     let t = m.poll_transmit().unwrap();
     let Ok(Message::Gossip(GossipMsg {
         channel, payload, ..
@@ -93,7 +93,36 @@ fn connection_up_full_state_heartbeat_and_timeout() {
         panic!("not gossip")
     };
     assert_eq!(channel, "topology");
-    assert!(matches!(TopologyMsg::decode(&payload), Ok(TopologyMsg::Full(r)) if r.len() == 2));
+    assert!(matches!(TopologyMsg::decode(&payload), Ok(TopologyMsg::Digest(d)) if d.len() == 2));
+    // Its digest names a peer we lack: we request it; its request for us gets our record.
+    let topo = |msg: TopologyMsg| {
+        Message::Gossip(GossipMsg {
+            channel: "topology".into(),
+            src: name(2),
+            payload: msg.encode(),
+        })
+        .encode()
+    };
+    let digest = TopologyMsg::Digest(vec![(name(2), PeerUid(22), 5), (name(3), PeerUid(33), 1)]);
+    m.handle_message(ConnId(1), &topo(digest), t0, &mut NoChannels);
+    let req = m.poll_transmit().unwrap();
+    assert_eq!(
+        req.bytes,
+        topo_from(name(1), TopologyMsg::Request(vec![name(2), name(3)]))
+    );
+    m.handle_message(
+        ConnId(1),
+        &topo(TopologyMsg::Request(vec![name(1), name(7)])),
+        t0,
+        &mut NoChannels,
+    );
+    let full = m.poll_transmit().unwrap();
+    let Ok(Message::Gossip(g)) = Message::decode(&full.bytes) else {
+        panic!("not gossip")
+    };
+    assert!(
+        matches!(TopologyMsg::decode(&g.payload), Ok(TopologyMsg::Full(r)) if r.len() == 1 && r[0].name == name(1))
+    );
     // One coalesced delta after 1 s.
     m.handle_timeout(t0 + UPDATE_COALESCE, &mut NoChannels);
     let delta = m.poll_transmit().unwrap();
@@ -280,4 +309,13 @@ fn status_serialises_with_weave_field_names() {
 
 fn serde_json_like(st: &crate::Status) -> String {
     serde_json::to_string(st).unwrap()
+}
+
+fn topo_from(src: PeerName, msg: TopologyMsg) -> Vec<u8> {
+    Message::Gossip(GossipMsg {
+        channel: "topology".into(),
+        src,
+        payload: msg.encode(),
+    })
+    .encode()
 }

@@ -191,6 +191,7 @@ pub struct Sim {
     /// The peers, by index.
     pub peers: Vec<SimPeer>,
     now: Instant,
+    start: Instant,
     rng: Xoshiro256PlusPlus,
     seed: u64,
     links: BTreeMap<(usize, usize), Link>,
@@ -296,6 +297,7 @@ impl Sim {
         let mut sim = Sim {
             peers,
             now,
+            start: now,
             rng,
             seed,
             links: BTreeMap::new(),
@@ -321,6 +323,11 @@ impl Sim {
     /// The seed this simulation was built from (print it when a scenario fails).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Virtual time since the simulation started.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
     }
 
     /// Current virtual time.

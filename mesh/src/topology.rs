@@ -393,6 +393,7 @@ impl Topology {
     }
 
     /// Every real record.
+    #[cfg(test)]
     pub fn all_records(&self) -> Vec<PeerRecord> {
         self.peers.keys().filter_map(|n| self.record(*n)).collect()
     }
