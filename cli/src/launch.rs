@@ -211,6 +211,7 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
     c.dataplane = Some(meshnet_router::dataplane::DataplaneConfig {
         mtu: a.mtu,
         fastdp: !a.no_fastdp,
+        sleeve_port: a.port,
     });
     Ok(c)
 }

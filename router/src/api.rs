@@ -48,7 +48,10 @@ pub fn control(api: Api) -> Router {
         Router::new()
             .route("/connect", post(connect))
             .route("/forget", post(forget))
-            .route("/ip/{id}", post(ip_allocate).get(ip_lookup).delete(ip_free_all))
+            .route(
+                "/ip/{id}",
+                post(ip_allocate).get(ip_lookup).delete(ip_free_all),
+            )
             .route(
                 "/ip/{id}/{ip}/{len}",
                 post(ip_allocate_in).put(ip_claim).get(ip_lookup_in),

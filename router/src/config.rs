@@ -80,6 +80,7 @@ impl RouterConfig {
             dataplane: Some(crate::dataplane::DataplaneConfig {
                 mtu: crate::datapath::DEFAULT_MTU,
                 fastdp: true,
+                sleeve_port: DEFAULT_PORT,
             }),
         }
     }

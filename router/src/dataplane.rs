@@ -17,8 +17,11 @@ use meshnet_mesh::{ConnId, Mesh, PeerName};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use meshnet_mesh::sleeve::{Forwarding, PeerPath, SleeveHello};
+
 use crate::datapath::{self, LinkInfo, Mac, Netlink, Netns};
 use crate::fastdp::{self, Fastdp, KernelCmd};
+use crate::sleeve::{Sleeve, SleeveConfig, SleevePeerStatus};
 
 /// Name of the bridge containers attach to (weave's is `weave`).
 pub const BRIDGE_NAME: &str = "meshnet";
@@ -30,6 +33,8 @@ pub struct DataplaneConfig {
     pub mtu: u32,
     /// `--no-fastdp` turns the kernel fast datapath off.
     pub fastdp: bool,
+    /// UDP port of the sleeve (the TCP control port's number, as weave).
+    pub sleeve_port: u16,
 }
 
 /// What the driver knows about a connection when it comes up.
@@ -46,7 +51,10 @@ pub struct ConnMeta {
 struct DpPeer {
     conn: ConnId,
     ip: Option<Ipv4Addr>,
+    remote_ip: std::net::IpAddr,
     hello: Option<FastdpHello>,
+    /// The sleeve UDP port the peer told us.
+    sleeve_port: Option<u16>,
 }
 
 /// The data plane of one router.
@@ -56,13 +64,22 @@ pub struct Dataplane {
     encryption: bool,
     pub bridge: LinkInfo,
     fastdp: Option<Fastdp>,
+    sleeve: Sleeve,
+    /// The last routing snapshot given to the sleeve.
+    forwarding: Forwarding,
     kernel: mpsc::UnboundedSender<KernelCmd>,
     overlay: Overlay,
     peers: BTreeMap<PeerName, DpPeer>,
     local: PeerName,
     seq: u64,
     next_heartbeat: Option<Instant>,
+    /// Routes can change without a local event (a link between two other
+    /// peers): the sleeve's snapshot is refreshed on this tick too.
+    next_forwarding: Instant,
 }
+
+/// How often the sleeve's routing snapshot is refreshed without an event.
+const FORWARDING_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Heartbeats received on the bridge, with the sending bridge's MAC.
 pub type Heartbeats = mpsc::UnboundedReceiver<(Heartbeat, [u8; 6])>;
@@ -91,6 +108,19 @@ impl Dataplane {
         } else {
             None
         };
+        let sleeve = Sleeve::start(SleeveConfig {
+            bridge: BRIDGE_NAME.into(),
+            tap_name: crate::sleeve::TAP_NAME.into(),
+            udp_port: cfg.sleeve_port,
+            mtu: cfg.mtu,
+            encrypt: encryption,
+            local,
+            netns: None,
+        })
+        .await
+        .map_err(|e| {
+            datapath::DatapathError::io("starting the sleeve", std::io::Error::other(e.to_string()))
+        })?;
         info!(
             bridge = BRIDGE_NAME,
             mtu = cfg.mtu,
@@ -103,12 +133,18 @@ impl Dataplane {
                 encryption,
                 bridge,
                 fastdp,
+                sleeve,
+                forwarding: Forwarding {
+                    local,
+                    ..Forwarding::default()
+                },
                 kernel,
                 overlay: Overlay::new(),
                 peers: BTreeMap::new(),
                 local,
                 seq: 0,
                 next_heartbeat: None,
+                next_forwarding: Instant::now(),
             },
             hb_rx,
         ))
@@ -145,10 +181,20 @@ impl Dataplane {
             DpPeer {
                 conn,
                 ip,
+                remote_ip: meta.remote_ip,
                 hello: None,
+                sleeve_port: None,
             },
         ) {
             self.forget_kernel(&old);
+        }
+        match self.sleeve.new_recv_key(peer) {
+            Ok(hello) => {
+                let mut bytes = vec![SUBTAG_SLEEVE];
+                bytes.extend_from_slice(&hello.encode());
+                mesh.send_overlay_control(conn, bytes);
+            }
+            Err(e) => warn!(%peer, error = %e, "cannot make a sleeve key"),
         }
         self.overlay.handle_peer_up(peer, allowed);
         if allowed.is_ok()
@@ -166,6 +212,7 @@ impl Dataplane {
         {
             self.forget_kernel(&old);
             self.overlay.handle_peer_down(peer);
+            self.sleeve.forget_peer(peer);
         }
     }
 
@@ -199,9 +246,18 @@ impl Dataplane {
                 }
                 Err(e) => warn!(%peer, error = %e, "bad fastdp hello"),
             },
-            Some(&SUBTAG_SLEEVE) => {
-                // The sleeve is not wired in yet; its hellos are ignored.
-            }
+            Some(&SUBTAG_SLEEVE) => match SleeveHello::decode(&bytes[1..]) {
+                Ok(hello) => {
+                    let Some(p) = self.peers.get_mut(&peer) else {
+                        return;
+                    };
+                    p.sleeve_port = Some(hello.udp_port);
+                    if let Err(e) = self.sleeve.handle_hello(peer, p.remote_ip, &hello) {
+                        warn!(%peer, error = %e, "sleeve hello refused");
+                    }
+                }
+                Err(e) => warn!(%peer, error = %e, "bad sleeve hello"),
+            },
             other => warn!(%peer, subtag = ?other, "unknown overlay control message"),
         }
     }
@@ -244,14 +300,22 @@ impl Dataplane {
 
     /// When [`Dataplane::on_timer`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.overlay.poll_timeout(), self.next_heartbeat) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.overlay.poll_timeout(),
+            self.next_heartbeat,
+            Some(self.next_forwarding),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Sends due heartbeats and lets the overlay time out silent paths.
-    pub fn on_timer(&mut self, now: Instant) {
+    pub fn on_timer(&mut self, mesh: &Mesh, now: Instant) {
+        if self.next_forwarding <= now {
+            self.next_forwarding = now + FORWARDING_REFRESH;
+            self.update_forwarding(mesh, now);
+        }
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             let targets = self.overlay.probe_targets();
             if let Some(f) = &self.fastdp {
@@ -283,10 +347,72 @@ impl Dataplane {
                 (Path::Sleeve, Some(why)) => info!(peer = %c.peer, reason = %why, "using sleeve"),
                 (Path::Sleeve, None) => info!(peer = %c.peer, "using sleeve"),
             }
+            // Tell the sleeve first (which frames it may deliver), then the
+            // kernel: the sleeve must never refuse a peer's frames while the
+            // bridge still sends them its way.
+            self.refresh_fastdp_flags();
             if self.fastdp.is_some() {
                 let _ = self.kernel.send(KernelCmd::SetPath { ip, path: c.path });
             }
         }
+    }
+
+    /// Brings the sleeve snapshot's per-peer fastdp flags in line with the
+    /// overlay at once, without waiting for the next routing refresh.
+    fn refresh_fastdp_flags(&mut self) {
+        let fastdp: std::collections::BTreeSet<PeerName> =
+            self.overlay.fastdp_peers().into_iter().collect();
+        let mut f = self.forwarding.clone();
+        for (name, path) in f.peers.iter_mut() {
+            path.fastdp = fastdp.contains(name);
+        }
+        if f != self.forwarding {
+            self.sleeve.set_forwarding(f.clone());
+            self.forwarding = f;
+        }
+    }
+
+    /// Recomputes the sleeve's routing snapshot from the mesh's routes and
+    /// the overlay's choices; publishes it when it changed.
+    pub fn update_forwarding(&mut self, mesh: &Mesh, now: Instant) {
+        let status = mesh.status(now);
+        let mut f = Forwarding {
+            local: self.local,
+            ..Forwarding::default()
+        };
+        let fastdp: std::collections::BTreeSet<PeerName> =
+            self.overlay.fastdp_peers().into_iter().collect();
+        for p in &status.peers {
+            if p.name == self.local {
+                continue;
+            }
+            let udp = self
+                .peers
+                .get(&p.name)
+                .and_then(|d| Some(std::net::SocketAddr::new(d.remote_ip, d.sleeve_port?)));
+            f.peers.insert(
+                p.name,
+                PeerPath {
+                    udp,
+                    fastdp: fastdp.contains(&p.name),
+                },
+            );
+        }
+        for r in &status.unicast_routes {
+            f.unicast.insert(r.dest, r.via);
+        }
+        for r in &status.broadcast_routes {
+            f.broadcast.insert(r.source, r.via.clone());
+        }
+        if f != self.forwarding {
+            self.sleeve.set_forwarding(f.clone());
+            self.forwarding = f;
+        }
+    }
+
+    /// The sleeve's view of each peer (health, path MTU).
+    pub fn sleeve_status(&self) -> BTreeMap<PeerName, SleevePeerStatus> {
+        self.sleeve.status()
     }
 
     /// The path serving each connected peer, and why when not fastdp.

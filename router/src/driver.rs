@@ -185,7 +185,7 @@ impl Driver {
         if let Some(dp) = &mut self.dataplane
             && dp.poll_timeout().is_some_and(|t| t <= now)
         {
-            dp.on_timer(now);
+            dp.on_timer(&self.parts.mesh, now);
         }
     }
 
@@ -369,8 +369,12 @@ impl Driver {
     }
 
     fn peers_changed(&mut self) {
+        let now = Instant::now();
         if let Some(ipam) = &mut self.parts.ipam {
-            ipam.handle_peers(&self.parts.mesh, Instant::now());
+            ipam.handle_peers(&self.parts.mesh, now);
+        }
+        if let Some(dp) = &mut self.dataplane {
+            dp.update_forwarding(&self.parts.mesh, now);
         }
     }
 
@@ -392,12 +396,14 @@ impl Driver {
                 info!(peer = %peer, conn = conn.0, "connection established");
                 if let (Some(dp), Some(meta)) = (&mut self.dataplane, self.conn_meta.get(&conn)) {
                     dp.on_connection_up(&mut self.parts.mesh, conn, peer, *meta);
+                    dp.update_forwarding(&self.parts.mesh, Instant::now());
                 }
             }
             Event::ConnectionDown { conn, peer, reason } => {
                 info!(peer = %peer, conn = conn.0, %reason, "connection down");
                 if let Some(dp) = &mut self.dataplane {
                     dp.on_connection_down(conn, peer);
+                    dp.update_forwarding(&self.parts.mesh, Instant::now());
                 }
             }
             Event::OverlayControl { peer, bytes, .. } => {

@@ -111,7 +111,16 @@ pub async fn run_kernel(nl: Netlink, vxlan: IfIndex, mut cmds: mpsc::UnboundedRe
             KernelCmd::SetPath {
                 ip,
                 path: Path::Fastdp,
-            } => nl.fdb_append(vxlan, ip).await.map(drop),
+            } => {
+                let r = nl.fdb_append(vxlan, ip).await.map(drop);
+                // The bridge learned that peer's MACs on the sleeve's TAP while
+                // it was on the sleeve; the sleeve now refuses them (the peer is
+                // fastdp-served), so they must be learned again from VXLAN.
+                if let Ok(Some(tap)) = nl.link_by_name(crate::sleeve::TAP_NAME).await {
+                    let _ = nl.flush_port_fdb(tap.index).await;
+                }
+                r
+            }
             KernelCmd::SetPath {
                 ip,
                 path: Path::Sleeve,

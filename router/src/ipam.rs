@@ -86,7 +86,8 @@ impl IpamRequest {
         };
         let _ = reply.send((
             404,
-            "IP address allocation is disabled: launch with --ipalloc-range CIDR to use it\n".into(),
+            "IP address allocation is disabled: launch with --ipalloc-range CIDR to use it\n"
+                .into(),
         ));
     }
 }

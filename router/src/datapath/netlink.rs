@@ -775,6 +775,24 @@ impl Netlink {
             })
     }
 
+    /// Forgets every MAC the bridge learned on `port` (`ip link set PORT type
+    /// bridge_slave fdb_flush`), so they are learned again wherever their
+    /// frames now arrive.
+    pub async fn flush_port_fdb(&self, port: IfIndex) -> Result<()> {
+        let msg = rtnetlink::LinkBridgePort::new(port.0).fdb_flush().build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                nl_err(
+                    format!("flushing the fdb of port {} in {}", port.0, self.netns),
+                    e,
+                )
+            })
+    }
+
     /// Sets a link's hardware address. The bridge gets the peer name as its
     /// MAC (as weave does), so it stays the same whichever ports join.
     pub async fn set_mac(&self, link: IfIndex, mac: Mac) -> Result<()> {
