@@ -604,10 +604,10 @@ impl Ipam {
         let ring = self.ring.as_mut().ok_or(Error::NoRing)?;
         let moved = ring.transfer_peer(p, me, TAKEOVER_BUMP);
         self.unknown_since.remove(&p);
-        if moved > 0 {
-            self.on_ring_changed(now);
-            self.broadcast_state();
-        }
+        // Even with nothing moved the ring changed: `p` is now recorded as
+        // gone, which releases reservations held for it everywhere.
+        self.on_ring_changed(now);
+        self.broadcast_state();
         Ok(moved)
     }
 

@@ -141,8 +141,13 @@ impl Ipam {
     pub(crate) fn on_ring_changed(&mut self, now: Instant) {
         let me = self.cfg.name;
         if let Some(ring) = &self.ring {
-            self.contested.retain(|a, _| ring.owner(*a) == Some(me));
-            self.conflicts.retain(|a, _| ring.owner(*a) != Some(me));
+            // Reservations for peers declared gone (rmpeer/reset) go too:
+            // their containers went with them.
+            let gone = ring.removed();
+            self.contested
+                .retain(|a, p| ring.owner(*a) == Some(me) && !gone.contains(p));
+            self.conflicts
+                .retain(|a, p| ring.owner(*a) != Some(me) && !gone.contains(p));
         }
         self.rebuild_space();
         self.dirty = true;
@@ -199,6 +204,7 @@ impl Ipam {
                 conflicts,
             } => self.handle_denied(src, range, &conflicts),
             Message::Release { addrs } => self.handle_release(src, &addrs),
+            Message::Verify { addrs } => self.handle_verify(src, &addrs),
         }
     }
 
@@ -615,6 +621,37 @@ impl Ipam {
         }
     }
 
+    fn handle_verify(&mut self, src: PeerName, addrs: &[u32]) {
+        let me = self.cfg.name;
+        let gone: Vec<u32> = addrs
+            .iter()
+            .copied()
+            .filter(|a| {
+                let held = self.by_addr.contains_key(a);
+                let owner = self.ring.as_ref().and_then(|r| r.owner(*a));
+                !held || owner == Some(me)
+            })
+            .collect();
+        if !gone.is_empty() {
+            self.send_release(src, gone);
+        }
+    }
+
+    /// Asks every reachable peer we reserve contested addresses for whether
+    /// it still holds them.
+    fn verify_contested(&mut self) {
+        let mut by_peer: BTreeMap<PeerName, Vec<u32>> = BTreeMap::new();
+        for (a, p) in &self.contested {
+            if self.known.contains_key(p) {
+                by_peer.entry(*p).or_default().push(*a);
+            }
+        }
+        for (p, mut addrs) in by_peer {
+            addrs.truncate(MAX_ADDR_LIST);
+            self.unicast(p, &Message::Verify { addrs });
+        }
+    }
+
     /// The mesh's view of reachable peers (with nicknames) changed.
     pub fn handle_peers_changed(&mut self, known: BTreeMap<PeerName, String>, now: Instant) {
         let me = self.cfg.name;
@@ -672,6 +709,7 @@ impl Ipam {
         }
         self.retry(now);
         self.ask_for_space(now);
+        self.verify_contested();
     }
 
     /// Opt-in: takes over peers unknown for longer than configured. Only

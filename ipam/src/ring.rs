@@ -110,6 +110,10 @@ pub struct Ring {
     range: AddrRange,
     lineage: Lineage,
     entries: BTreeMap<u32, Entry>,
+    /// Peers declared gone by `rmpeer`/`reset` (grow-only, merged by
+    /// union): everyone drops reservations held for them.
+    #[serde(default)]
+    removed: BTreeSet<PeerName>,
 }
 
 impl Ring {
@@ -123,6 +127,7 @@ impl Ring {
             range,
             lineage,
             entries: BTreeMap::new(),
+            removed: BTreeSet::new(),
         };
         subdivide(&mut ring.entries, range.start, range.end, &list);
         if ring.entries.is_empty() {
@@ -239,6 +244,9 @@ impl Ring {
             });
         }
         let mut changed = false;
+        for p in &other.removed {
+            changed |= self.removed.insert(*p);
+        }
         for (t, theirs) in &other.entries {
             match self.entries.get_mut(t) {
                 Some(ours) if ours.key() >= theirs.key() => {}
@@ -303,10 +311,16 @@ impl Ring {
         }
     }
 
+    /// Peers declared gone.
+    pub fn removed(&self) -> &BTreeSet<PeerName> {
+        &self.removed
+    }
+
     /// Gives every token of `from` to `to`, adding `bump` to versions so the
-    /// takeover dominates (weave's rmpeer/reset add 100). Returns the number
-    /// of addresses moved.
+    /// takeover dominates (weave's rmpeer/reset add 100), and records `from`
+    /// as gone. Returns the number of addresses moved.
     pub fn transfer_peer(&mut self, from: PeerName, to: PeerName, bump: u32) -> u64 {
+        self.removed.insert(from);
         let mut moved = 0u64;
         let sizes: Vec<(u32, u32)> = self.iter().map(|(r, _)| (r.start, r.size())).collect();
         for (t, size) in sizes {

@@ -10,6 +10,7 @@
 //! | `RingUpdate` | unicast reply | the donor's ring after a grant |
 //! | `SpaceDenied` | unicast reply | nothing free; `conflicts` lists addresses live on both peers |
 //! | `Release` | unicast to an owner | the sender no longer holds these contested addresses |
+//! | `Verify` | unicast from an owner | "do you still hold these?", answered by `Release` |
 
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,14 @@ pub enum Message {
         /// Addresses.
         addrs: Vec<u32>,
     },
+    /// The owner asks whether the receiver still holds these addresses it
+    /// once re-claimed; answered with `Release` for those it no longer
+    /// holds. Owner-driven and stateless on the holder, so a lost `Release`
+    /// cannot leave an address reserved forever.
+    Verify {
+        /// Addresses.
+        addrs: Vec<u32>,
+    },
 }
 
 /// Why a payload was refused.
@@ -189,8 +198,10 @@ impl Message {
             Message::SpaceDenied { conflicts, .. } if conflicts.len() > MAX_ADDR_LIST => {
                 return Err(WireError::Invalid("conflict list too long".into()));
             }
-            Message::Release { addrs } if addrs.len() > MAX_ADDR_LIST => {
-                return Err(WireError::Invalid("release list too long".into()));
+            Message::Release { addrs } | Message::Verify { addrs }
+                if addrs.len() > MAX_ADDR_LIST =>
+            {
+                return Err(WireError::Invalid("address list too long".into()));
             }
             _ => {}
         }
@@ -237,6 +248,7 @@ mod tests {
                 conflicts: vec![3, 4],
             },
             Message::Release { addrs: vec![5] },
+            Message::Verify { addrs: vec![6, 7] },
         ]
     }
 

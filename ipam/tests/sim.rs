@@ -4,7 +4,8 @@
 //! deaths and rmpeer. After every step no address may be live on two
 //! containers; once the network heals the ring must converge.
 //!
-//! `MESHNET_IPAM_SCHEDULES` sets the count (default 10,000);
+//! `MESHNET_IPAM_SCHEDULES` sets the count (default 10,000),
+//! `MESHNET_IPAM_STEPS` the steps per schedule (default 24);
 //! `MESHNET_IPAM_SEED` replays one schedule verbosely.
 
 mod common;
@@ -16,7 +17,14 @@ use common::{Rng, Sim, name};
 use meshnet_ipam::{Allocation, Cidr, Ident, Init, Ipam, PersistError};
 
 const DEFAULT_SCHEDULES: u64 = 10_000;
-const STEPS: usize = 24;
+const DEFAULT_STEPS: usize = 24;
+
+fn steps() -> usize {
+    std::env::var("MESHNET_IPAM_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_STEPS)
+}
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -40,7 +48,7 @@ fn run_schedule(seed: u64, verbose: bool) -> [u64; 5] {
     sim.gossip_every = [5, 10, 30][r.below(3) as usize];
     let universe: Cidr = range.parse().expect("range");
     sim.crash_pct = 1;
-    for _ in 0..STEPS {
+    for _ in 0..steps() {
         step(&mut sim, &mut r, universe);
         sim.check_unique();
     }
@@ -268,6 +276,160 @@ fn rmpeer(sim: &mut Sim, r: &mut Rng) {
     sim.crash_pct = crash;
 }
 
+/// Two groups initialised separately (different seeds, or consensus
+/// within each group) allocate, meet, and then run a random schedule.
+/// Only addresses both groups handed out before meeting may be live twice,
+/// and at the end exactly those still live twice are reported, by the
+/// peers holding them.
+fn run_split_schedule(seed: u64, verbose: bool) {
+    let mut r = Rng::new(seed ^ 0x5b17);
+    let na = 2 + r.below(2) as usize;
+    let nb = 2 + r.below(2) as usize;
+    let range = if r.chance(50) {
+        "10.0.0.0/26"
+    } else {
+        "10.0.0.0/25"
+    };
+    let universe: Cidr = range.parse().expect("range");
+    let init_a = if r.chance(50) {
+        Init::Seed((0..na).map(name).collect())
+    } else {
+        Init::Consensus { peers: na as u32 }
+    };
+    let init_b = if r.chance(50) {
+        Init::Seed((na..na + nb).map(name).collect())
+    } else {
+        Init::Consensus { peers: nb as u32 }
+    };
+    let mut inits = vec![init_a; na];
+    inits.extend(vec![init_b; nb]);
+    let mut sim = Sim::new(seed, range, inits);
+    sim.verbose = verbose;
+    sim.gossip_every = [5, 10, 30][r.below(3) as usize];
+    for i in na..na + nb {
+        sim.nodes[i].group = 1;
+    }
+    sim.peers_changed();
+    for _ in 0..(4 + r.below(10)) {
+        let i = r.below((na + nb) as u64) as usize;
+        let id = sim.new_ident();
+        sim.note(format!("allocate {id} on {i}"));
+        sim.allocate(i, &id);
+        sim.advance(secs(1 + r.below(3)));
+        if r.chance(20) {
+            let ids: Vec<Ident> = sim.nodes[i].containers.keys().cloned().collect();
+            if let Some(id) = ids.first() {
+                sim.nodes[i].containers.remove(id);
+                sim.with(i, |x| x.free_all(id));
+            }
+        }
+    }
+    sim.advance(secs(10));
+    // What both groups hold before they meet.
+    let held = |sim: &Sim, nodes: std::ops::Range<usize>| -> std::collections::BTreeSet<u32> {
+        nodes
+            .flat_map(|i| {
+                sim.nodes[i]
+                    .containers
+                    .values()
+                    .map(|c| c.addr)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let a = held(&sim, 0..na);
+    let b = held(&sim, na..na + nb);
+    sim.allowed_dups = a.intersection(&b).copied().collect();
+    sim.note(format!("groups meet; live in both: {:?}", sim.allowed_dups));
+    sim.heal();
+    sim.advance(secs(30));
+    assert!(
+        sim.converged(),
+        "rings did not merge; seed {seed}\n{}",
+        sim.log.join("\n")
+    );
+    sim.check_unique();
+    sim.crash_pct = 1;
+    for _ in 0..steps() / 2 {
+        step(&mut sim, &mut r, universe);
+        sim.check_unique();
+    }
+    sim.crash_pct = 0;
+    for i in 0..sim.nodes.len() {
+        if !sim.nodes[i].removed && !sim.up(i) {
+            sim.restart(i);
+        }
+    }
+    sim.heal();
+    for _ in 0..12 {
+        sim.advance(secs(10));
+        if sim.converged() {
+            break;
+        }
+    }
+    assert!(
+        sim.converged(),
+        "no convergence; seed {seed}\n{}",
+        sim.log.join("\n")
+    );
+    // Let grace periods of dead containers run out: until then their
+    // addresses are still (rightly) held.
+    sim.advance(secs(40));
+    sim.check_unique();
+    // Exactly the addresses still live twice are reported, on both holders.
+    let mut holders: std::collections::BTreeMap<u32, Vec<usize>> =
+        std::collections::BTreeMap::new();
+    for (i, n) in sim.nodes.iter().enumerate() {
+        if n.removed {
+            continue;
+        }
+        for c in n.containers.values() {
+            holders.entry(c.addr).or_default().push(i);
+        }
+    }
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let Some(ipam) = &n.ipam else { continue };
+        let reported: std::collections::BTreeSet<u32> =
+            ipam.conflicts().iter().map(|c| u32::from(c.addr)).collect();
+        let expected: std::collections::BTreeSet<u32> = holders
+            .iter()
+            .filter(|(_, hs)| hs.len() > 1 && hs.contains(&i))
+            .map(|(a, _)| *a)
+            .collect();
+        assert_eq!(
+            reported,
+            expected,
+            "node {i} conflict report; seed {seed}\n{}",
+            sim.log.join("\n")
+        );
+    }
+}
+
+#[test]
+fn split_brain_schedules_merge_and_report_exactly() {
+    let count: u64 = std::env::var("MESHNET_IPAM_SPLIT_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    if let Ok(s) = std::env::var("MESHNET_IPAM_SPLIT_SEED") {
+        run_split_schedule(
+            s.parse().expect("MESHNET_IPAM_SPLIT_SEED must be a number"),
+            true,
+        );
+        return;
+    }
+    for seed in 0..count {
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| run_split_schedule(seed, false))) {
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            panic!(
+                "split schedule {seed} failed; replay with MESHNET_IPAM_SPLIT_SEED={seed}\n{}",
+                msg.chars().take(4000).collect::<String>()
+            );
+        }
+    }
+    println!("ran {count} split-brain schedules");
+}
+
 #[test]
 fn random_schedules_never_duplicate_and_converge() {
     if let Ok(s) = std::env::var("MESHNET_IPAM_SEED") {
@@ -322,8 +484,13 @@ fn random_schedules_never_duplicate_and_converge() {
     });
     let t = totals.lock().map(|t| *t).unwrap_or_default();
     println!(
-        "ran {count} IPAM schedules ({STEPS} steps each): {} acknowledged allocations, {} crashes, {} messages, {} containers live at the end, {} rmpeers",
-        t[0], t[1], t[2], t[3], t[4]
+        "ran {count} IPAM schedules ({} steps each): {} acknowledged allocations, {} crashes, {} messages, {} containers live at the end, {} rmpeers",
+        steps(),
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4]
     );
     if let Some((seed, msg)) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|f| f.0).collect();
