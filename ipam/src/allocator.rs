@@ -224,6 +224,13 @@ impl Ipam {
         Some(self.persisted())
     }
 
+    /// Tells the state machine that writing the state last returned by
+    /// [`Ipam::poll_persist`] failed: it is offered again by the next call.
+    /// Until a write succeeds, hold back transmits and events.
+    pub fn persist_failed(&mut self) {
+        self.dirty = true;
+    }
+
     /// A snapshot of the durable state.
     pub fn persisted(&self) -> Persisted {
         Persisted {

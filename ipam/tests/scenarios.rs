@@ -462,3 +462,17 @@ fn persisted_state_and_report_as_json() {
         assert!(e.get(key).is_some(), "missing {key}: {e}");
     }
 }
+
+#[test]
+fn failed_persist_is_offered_again() {
+    let mut sim = Sim::new(13, "10.32.0.0/12", vec![seeds(1)]);
+    let now = sim.now;
+    let ipam = sim.nodes[0].ipam.as_mut().unwrap();
+    let _ = ipam.allocate(&Ident::new("a"), None, true, now).unwrap();
+    let first = ipam.poll_persist().expect("state to write");
+    assert!(ipam.poll_persist().is_none());
+    ipam.persist_failed();
+    let again = ipam.poll_persist().expect("offered again");
+    assert_eq!(again.owned, first.owned);
+    assert!(again.seq > first.seq);
+}
