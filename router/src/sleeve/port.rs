@@ -21,13 +21,15 @@ use crate::datapath::{DatapathError, Netlink, Netns};
 /// holds ~5 ms at 10 Gb/s. Set with the *FORCE variants (we are root) so `rmem_max` does not cap it.
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
-/// Opens the TAP `name` with `mtu` in the calling thread's namespace, non-blocking.
-pub fn open_tap(name: &str, mtu: u32) -> io::Result<SyncDevice> {
+/// Opens the TAP `name` with `mtu` in the calling thread's namespace, non-blocking; with
+/// `offload`, frames carry a virtio-net header and may be TSO/USO super-frames.
+pub fn open_tap(name: &str, mtu: u32, offload: bool) -> io::Result<SyncDevice> {
     let mtu = u16::try_from(mtu).map_err(|_| io::Error::other(format!("MTU {mtu} too large")))?;
     let dev = DeviceBuilder::new()
         .name(name)
         .layer(Layer::L2)
         .mtu(mtu)
+        .offload(offload)
         .build_sync()?;
     dev.set_nonblocking(true)?;
     Ok(dev)

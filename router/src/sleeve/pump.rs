@@ -21,11 +21,12 @@ use std::time::Instant;
 use meshnet_mesh::PeerName;
 use meshnet_mesh::sleeve::wire::{INNER_LEN, OUTER_LEN};
 use meshnet_mesh::sleeve::{
-    Control, CryptoError, Destination, INITIAL_TTL, Inner, Kind, LocalOut, Outer,
+    Control, CryptoError, Destination, Forwarding, INITIAL_TTL, Inner, Kind, LocalOut, Outer, Relay,
 };
 use quinn_udp::{RecvMeta, Transmit};
 use tracing::{debug, trace};
 
+use super::offload::{Splitter, VNET_LEN};
 use super::{RecvKey, SendPath, Shared, lock};
 
 /// Frames taken from the TAP per wake-up: enough to fill a GSO batch, few enough that timers
@@ -263,9 +264,57 @@ fn service_timers(s: &Shared, buf: &mut [u8]) -> i32 {
     }
 }
 
+/// Where a frame from the local bridge goes: its inner header and next hops.
+fn route<'a>(
+    s: &Shared,
+    fwd: &'a Forwarding,
+    frame: &[u8],
+    now: Instant,
+) -> Option<(Inner, Relay<'a>)> {
+    let out = {
+        let macs = lock(&s.macs);
+        fwd.on_local_frame(&macs, frame, now)
+    };
+    let (destination, hops) = match out {
+        LocalOut::Drop(why) => {
+            trace!(?why, "sleeve drops local frame");
+            bump(&s.counters.forward, 1);
+            return None;
+        }
+        LocalOut::Unicast {
+            destination,
+            next_hop,
+        } => (Destination::Peer(destination), Relay::One(next_hop)),
+        LocalOut::Broadcast(hops) => (Destination::Broadcast, Relay::Tree(hops)),
+    };
+    let inner = Inner {
+        originator: s.local,
+        destination,
+        ttl: INITIAL_TTL,
+    };
+    Some((inner, hops))
+}
+
+fn push_all(
+    s: &Shared,
+    senders: &Senders,
+    batch: &mut Batch,
+    inner: &Inner,
+    hops: &Relay<'_>,
+    frame: &[u8],
+) {
+    for hop in hops.hops(s.local, s.local) {
+        match senders.get(&hop) {
+            Some(path) => batch.push(s, path, inner, frame),
+            None => bump(&s.counters.no_path, 1),
+        }
+    }
+}
+
 /// TAP → UDP, plus timers.
 pub(super) fn tx_loop(s: &Shared) {
-    let mut scratch = vec![0u8; SLOT];
+    let mut scratch = vec![0u8; if s.offload { VNET_LEN + 65_536 } else { SLOT }];
+    let mut splitter = s.offload.then(Splitter::default);
     let mut ctrl = vec![0u8; SLOT];
     let mut batch = Batch::new(s.udp_state.max_gso_segments());
     let tap_fd = s.tap.as_raw_fd();
@@ -292,35 +341,29 @@ pub(super) fn tx_loop(s: &Shared) {
                 }
             };
             bump(&s.counters.tap_rx, 1);
-            let frame = &scratch[..n];
-            let out = {
-                let macs = lock(&s.macs);
-                fwd.on_local_frame(&macs, frame, now)
+            let Some(read) = scratch.get_mut(..n) else {
+                continue;
             };
-            let (dest, hops): (Destination, &[PeerName]) = match out {
-                LocalOut::Drop(why) => {
-                    trace!(?why, "sleeve drops local frame");
-                    bump(&s.counters.forward, 1);
-                    continue;
+            match &mut splitter {
+                None => {
+                    if let Some((inner, hops)) = route(s, &fwd, read, now) {
+                        push_all(s, &senders, &mut batch, &inner, &hops, read);
+                    }
                 }
-                LocalOut::Unicast {
-                    destination,
-                    ref next_hop,
-                } => (
-                    Destination::Peer(destination),
-                    std::slice::from_ref(next_hop),
-                ),
-                LocalOut::Broadcast(hops) => (Destination::Broadcast, hops),
-            };
-            let inner = Inner {
-                originator: s.local,
-                destination: dest,
-                ttl: INITIAL_TTL,
-            };
-            for hop in hops {
-                match senders.get(hop) {
-                    Some(path) => batch.push(s, path, &inner, frame),
-                    None => bump(&s.counters.no_path, 1),
+                Some(sp) => {
+                    // Every segment of a super-frame has the same Ethernet header: decide once.
+                    let Some((inner, hops)) =
+                        route(s, &fwd, read.get(VNET_LEN..).unwrap_or_default(), now)
+                    else {
+                        continue;
+                    };
+                    let r = sp.split(read, |frame| {
+                        push_all(s, &senders, &mut batch, &inner, &hops, frame)
+                    });
+                    if let Err(e) = r {
+                        debug!(error = %e, "sleeve drops a TAP frame");
+                        bump(&s.counters.malformed, 1);
+                    }
                 }
             }
         }
@@ -407,7 +450,7 @@ fn handle_datagram(
     };
     rk.rx_packets += 1;
     let peer = rk.peer;
-    let body = pkt.get(range).unwrap_or_default();
+    let body = pkt.get(range.clone()).unwrap_or_default();
     let Ok(inner) = Inner::parse(body) else {
         bump(&c.malformed, 1);
         return Some(peer);
@@ -424,11 +467,26 @@ fn handle_datagram(
                 bump(&c.forward, 1);
             }
             if out.inject {
-                match s.tap.send(payload) {
-                    Ok(_) => bump(&c.tap_tx, 1),
-                    Err(_) => bump(&c.tap_write, 1),
+                // With offloads the TAP wants a virtio header in front; the inner header
+                // (already parsed) has room for it, so no copy.
+                let frame_at = range.start + INNER_LEN;
+                let from = if s.offload {
+                    frame_at - VNET_LEN
+                } else {
+                    frame_at
+                };
+                let write = pkt.get_mut(from..range.end).map(|w| {
+                    w[..frame_at - from].fill(0);
+                    &*w
+                });
+                match write.map(|w| s.tap.send(w)) {
+                    Some(Ok(_)) => bump(&c.tap_tx, 1),
+                    _ => bump(&c.tap_write, 1),
                 }
             }
+            let payload = pkt
+                .get(range.start + INNER_LEN..range.end)
+                .unwrap_or_default();
             let next = Inner {
                 ttl: inner.ttl.saturating_sub(1),
                 ..inner
