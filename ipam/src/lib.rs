@@ -7,7 +7,24 @@
 //! by receiving it. Each peer allocates only from space it owns, asks
 //! owners for donations, and re-claims exactly the addresses it holds when
 //! ownership moved under it (separately initialised rings meeting, rmpeer).
-//! Nothing here does I/O: time and seeds are parameters, outputs are polled.
+//! Nothing here does I/O: time and seeds are parameters, outputs are polled
+//! (see the call protocol on [`Ipam`]: persist, then transmit, then events).
+//!
+//! Guarantees, and what they rest on:
+//! - An address is handed out only by the peer owning it in the ring, from
+//!   space it has not given away; giving space away is persisted before the
+//!   grant leaves, so a kill -9 at any point cannot make two peers own one
+//!   address, and an acknowledged address is always on disk.
+//! - The initial ring is chosen by Paxos with quorum `N/2 + 1` (only
+//!   `consensus` peers vote), or derived from a seed list.
+//! - Rings initialised separately meet deterministically: the greater
+//!   [`ring::Lineage`] is kept everywhere; peers of the other re-claim
+//!   exactly the addresses they hold from the new owners. Free ones are
+//!   handed over; ones live on both sides are reported by both peers
+//!   ([`Ipam::conflicts`]) and reserved until one side lets go.
+//! - `rmpeer` is safe when the removed peer is really gone and the remover
+//!   has the converged ring (as weave's); it records the peer as removed so
+//!   reservations for it are dropped everywhere.
 //!
 //! Layout:
 //! - [`addr`]: `PeerName`, `Ident`, `Cidr`, `AddrRange`.

@@ -75,7 +75,7 @@ pub struct RequestId(pub u64);
 /// Result of a request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Allocation {
-    /// Done now. Acknowledge only after draining [`Ipam::poll_persist`].
+    /// Done now. Acknowledge only after draining [`crate::Ipam::poll_persist`].
     Done(Cidr),
     /// Completes later with an [`Event`].
     Pending(RequestId),
