@@ -37,6 +37,8 @@ pub struct Snapshot {
     >,
     /// Overlay MTU, when there is a data plane.
     pub mtu: Option<u32>,
+    /// The sleeve's view of each peer (health, path MTU, counters).
+    pub sleeve: std::collections::BTreeMap<meshnet_mesh::PeerName, crate::sleeve::SleevePeerStatus>,
     /// Wall-clock time the snapshot was taken (to render retry times).
     pub taken_at: SystemTime,
 }
@@ -288,6 +290,11 @@ impl Driver {
                         .map(Dataplane::paths)
                         .unwrap_or_default(),
                     mtu: self.dataplane.as_ref().map(Dataplane::mtu),
+                    sleeve: self
+                        .dataplane
+                        .as_ref()
+                        .map(Dataplane::sleeve_status)
+                        .unwrap_or_default(),
                     taken_at: SystemTime::now(),
                 });
             }

@@ -16,6 +16,16 @@ fn overlay_of(snap: &Snapshot, peer: Option<PeerName>) -> (String, Option<String
     }
 }
 
+/// The MTU in use on a link: the sleeve's discovered path MTU when the peer
+/// is on the sleeve and probing finished, else the overlay MTU.
+fn link_mtu(snap: &Snapshot, peer: PeerName, overlay: &str) -> Option<u32> {
+    let probed = snap.sleeve.get(&peer).and_then(|s| s.mtu).map(u32::from);
+    match overlay {
+        "sleeve" => probed.or(snap.mtu),
+        _ => snap.mtu,
+    }
+}
+
 fn name_nick(name: PeerName, nick: &str) -> String {
     format!("{name}({nick})")
 }
@@ -146,11 +156,15 @@ fn connection_line(snap: &Snapshot, c: &LocalConnStatus) -> String {
             }
             let (overlay, reason) = overlay_of(snap, Some(*name));
             let _ = write!(info, "{overlay:<6} {}", name_nick(*name, nick));
-            if let Some(mtu) = snap.mtu {
+            if let Some(mtu) = link_mtu(snap, *name, &overlay) {
                 let _ = write!(info, " mtu={mtu}");
             }
-            if let Some(reason) = reason {
-                let _ = write!(info, " ({reason})");
+            let mut why: Vec<String> = reason.into_iter().collect();
+            if overlay == "sleeve" && snap.sleeve.get(name).is_some_and(|s| !s.healthy) {
+                why.push("sleeve: no heartbeat yet".into());
+            }
+            if !why.is_empty() {
+                let _ = write!(info, " ({})", why.join("; "));
             }
             info
         }
@@ -230,11 +244,18 @@ pub fn report(snap: &Snapshot) -> Value {
         .map(|c| {
             let mut attrs = serde_json::Map::new();
             if matches!(c.state, ConnState::Established | ConnState::Pending) {
-                let (overlay, reason) = overlay_of(snap, c.peer.as_ref().map(|p| p.0));
-                attrs.insert("name".into(), json!(overlay));
-                if let Some(mtu) = snap.mtu {
+                let peer = c.peer.as_ref().map(|p| p.0);
+                let (overlay, reason) = overlay_of(snap, peer);
+                if let Some(mtu) = peer.and_then(|p| link_mtu(snap, p, &overlay)) {
                     attrs.insert("mtu".into(), json!(mtu));
                 }
+                if let Some(s) = peer.and_then(|p| snap.sleeve.get(&p)) {
+                    attrs.insert("sleeve_healthy".into(), json!(s.healthy));
+                    attrs.insert("sleeve_tx".into(), json!(s.tx_packets));
+                    attrs.insert("sleeve_rx".into(), json!(s.rx_packets));
+                    attrs.insert("sleeve_drops".into(), json!(s.drops));
+                }
+                attrs.insert("name".into(), json!(overlay));
                 if let Some(reason) = reason {
                     attrs.insert("reason".into(), json!(reason));
                 }
