@@ -139,6 +139,11 @@ impl Forwarding {
         if d[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && d[5] & 0xf0 == 0 {
             return LocalOut::Drop(DropReason::LinkLocal);
         }
+        // Fastdp heartbeats must prove the VXLAN path; carried by the sleeve
+        // they would prove nothing (and a dead fastdp would look alive).
+        if frame[12..14] == crate::overlay::HEARTBEAT_ETHERTYPE.to_be_bytes() {
+            return LocalOut::Drop(DropReason::LinkLocal);
+        }
         if d[0] & 1 == 1 {
             return self.flood();
         }

@@ -246,6 +246,13 @@ fn special_frames_and_ttl() {
         f2.on_local_frame(&macs, &frame([0x01, 0x80, 0xc2, 0, 0, 0], mac(2, 1)), now),
         LocalOut::Drop(DropReason::LinkLocal)
     );
+    // A fastdp heartbeat (ethertype 0x88b5) never rides the sleeve.
+    let mut hb = frame([0xff; 6], mac(2, 1));
+    hb[12..14].copy_from_slice(&crate::overlay::HEARTBEAT_ETHERTYPE.to_be_bytes());
+    assert_eq!(
+        f2.on_local_frame(&macs, &hb, now),
+        LocalOut::Drop(DropReason::LinkLocal)
+    );
     // Multicast (IPv4 mDNS MAC) floods like broadcast.
     assert_eq!(
         f2.on_local_frame(&macs, &frame([0x01, 0, 0x5e, 0, 0, 0xfb], mac(2, 1)), now),
