@@ -63,6 +63,16 @@ pub enum Command {
         #[arg(required = true)]
         peers: Vec<String>,
     },
+    /// Give the host addresses on the overlay: `expose [ADDR...]` (CIDR, net:CIDR or none for
+    /// one from the default subnet), with masquerading both ways. Prints the IPs.
+    Expose {
+        /// Route only; no NAT rules for these subnets.
+        #[arg(long)]
+        without_masquerade: bool,
+        addrs: Vec<String>,
+    },
+    /// Remove the host's overlay addresses (all of them when none are given). Prints the IPs.
+    Hide { addrs: Vec<String> },
     /// Take over the IP space of dead peers (peer name or nickname); prints how many IPs moved.
     Rmpeer {
         #[arg(required = true)]

@@ -5,8 +5,10 @@
 //! namespaces), [`lab`] (the namespace harness shared with the tests).
 
 pub mod args;
+mod cleanup;
 mod client;
 mod demo;
+mod expose;
 pub mod lab;
 mod launch;
 
@@ -43,11 +45,17 @@ pub fn init_logging() {
 fn run(cli: Cli) -> Result<ExitCode> {
     let env = cli.env;
     match cli.command {
-        Command::Launch(args) => launch::launch(&env, args)?,
+        Command::Launch(args) => {
+            cleanup::require_root("launch")?;
+            launch::launch(&env, args)?
+        }
         Command::Stop => {
             launch::stop(&env)?;
         }
-        Command::Reset => launch::reset(&env)?,
+        Command::Reset => {
+            launch::reset(&env)?;
+            cleanup::sweep()?;
+        }
         Command::Status { sub } => {
             let path = match &sub {
                 None => "/status".to_string(),
@@ -67,6 +75,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let form: Vec<(&str, &str)> = peers.iter().map(|p| ("peer", p.as_str())).collect();
             print_answer(&env, Method::POST, "/forget", &form)?;
         }
+        Command::Expose {
+            without_masquerade,
+            addrs,
+        } => expose::expose(&env, &addrs, !without_masquerade)?,
+        Command::Hide { addrs } => expose::hide(&env, &addrs)?,
         Command::Rmpeer { peers } => {
             for p in peers {
                 print_answer(&env, Method::DELETE, &format!("/peer/{p}"), &[])?;
