@@ -287,10 +287,15 @@ impl Mesh {
         Ok(())
     }
 
-    /// Every 30 s: a topology digest and each channel's full state to a neighbour subset.
+    /// Every 30 s: a topology digest to one neighbour and each channel's full state to a
+    /// neighbour subset.
     pub(crate) fn periodic_gossip(&mut self, channels: &mut dyn Channels) {
+        // Anti-entropy only repairs what the delta flood missed, so one (weighted) random
+        // neighbour per round is enough; every peer does it, so every peer is asked often.
         let digest = TopologyMsg::Digest(self.topo.digest());
-        self.gossip_topology(&digest, None);
+        if let Some(conn) = self.neighbour_conns(None).first().copied() {
+            self.send_topology(conn, &digest);
+        }
         for name in channels.names() {
             if let Some(state) = channels.full_state(&name) {
                 self.gossip(&name, state);

@@ -215,11 +215,11 @@ impl Mesh {
             self.targets.retain(|_, t| t.direct);
             self.targets_dirty = false;
         }
-        let live_addrs: BTreeSet<String> = self
+        let live_addrs: BTreeSet<std::net::SocketAddr> = self
             .conns
             .values()
             .filter(|c| !c.closing)
-            .map(|c| c.info.remote_addr.to_string())
+            .map(|c| c.info.remote_addr)
             .collect();
         let inbound_ips: BTreeSet<std::net::IpAddr> = self
             .conns
@@ -233,9 +233,8 @@ impl Mesh {
         for (key, t) in self.targets.iter_mut() {
             let served = t.peer.is_some_and(|p| self.by_peer.contains_key(&p))
                 || t.expected.is_some_and(|p| self.by_peer.contains_key(&p))
-                || live_addrs.contains(&t.addr)
-                || (t.port_implicit
-                    && addr_ip(&t.addr).is_some_and(|ip| inbound_ips.contains(&ip)));
+                || t.sock_addr.is_some_and(|a| live_addrs.contains(&a))
+                || (t.port_implicit && t.sock_addr.is_some_and(|a| inbound_ips.contains(&a.ip())));
             match t.state {
                 TargetState::Failed | TargetState::Attempting => {}
                 _ if served => t.state = TargetState::Connected,

@@ -468,7 +468,10 @@ impl Sim {
                 if let Some(d) = self.dials.get_mut(i) {
                     *d += 1;
                 }
-                let to = self.peers.iter().position(|p| p.addr.to_string() == addr);
+                let to = addr
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .and_then(|a| self.peers.iter().position(|p| p.addr == a));
                 let fail = |error: &str| Ev::DialFailed {
                     at: i,
                     target: target.clone(),

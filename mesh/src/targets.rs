@@ -3,7 +3,7 @@
 //! This module holds the data and the rules; the [`crate::Mesh`] decides when to look.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -36,6 +36,8 @@ pub(crate) enum TargetState {
 pub(crate) struct Target {
     /// `host:port` to dial.
     pub addr: String,
+    /// `addr` when it is a literal `ip:port` (to match live connections against).
+    pub sock_addr: Option<SocketAddr>,
     /// From `connect` (persisted, kept when not dialable) rather than discovered.
     pub direct: bool,
     /// The user gave no port: an inbound connection from the same IP also serves it.
@@ -60,6 +62,7 @@ impl Target {
         now: Instant,
     ) -> Target {
         Target {
+            sock_addr: addr.parse().ok(),
             addr,
             direct,
             port_implicit,
