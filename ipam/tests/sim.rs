@@ -5,7 +5,8 @@
 //! containers; once the network heals the ring must converge.
 //!
 //! `MESHNET_IPAM_SCHEDULES` sets the count (default 10,000),
-//! `MESHNET_IPAM_STEPS` the steps per schedule (default 24);
+//! `MESHNET_IPAM_STEPS` the steps per schedule (default 24),
+//! `MESHNET_IPAM_CRASH_PCT` the kill chance per input (default 1);
 //! `MESHNET_IPAM_SEED` replays one schedule verbosely.
 
 mod common;
@@ -18,6 +19,14 @@ use meshnet_ipam::{Allocation, Cidr, Ident, Init, Ipam, PersistError};
 
 const DEFAULT_SCHEDULES: u64 = 10_000;
 const DEFAULT_STEPS: usize = 24;
+
+/// Chance (percent) of a kill before persisting after each input.
+fn crash_pct() -> u64 {
+    std::env::var("MESHNET_IPAM_CRASH_PCT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
 
 fn steps() -> usize {
     std::env::var("MESHNET_IPAM_STEPS")
@@ -47,7 +56,7 @@ fn run_schedule(seed: u64, verbose: bool) -> [u64; 5] {
     sim.verbose = verbose;
     sim.gossip_every = [5, 10, 30][r.below(3) as usize];
     let universe: Cidr = range.parse().expect("range");
-    sim.crash_pct = 1;
+    sim.crash_pct = crash_pct();
     for _ in 0..steps() {
         step(&mut sim, &mut r, universe);
         sim.check_unique();
@@ -349,7 +358,7 @@ fn run_split_schedule(seed: u64, verbose: bool) {
         sim.log.join("\n")
     );
     sim.check_unique();
-    sim.crash_pct = 1;
+    sim.crash_pct = crash_pct();
     for _ in 0..steps() / 2 {
         step(&mut sim, &mut r, universe);
         sim.check_unique();
