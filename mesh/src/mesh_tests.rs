@@ -319,3 +319,127 @@ fn topo_from(src: PeerName, msg: TopologyMsg) -> Vec<u8> {
     })
     .encode()
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A gossip message on `topology` from peer 2 with an arbitrary payload.
+    fn topology_bytes(payload: Vec<u8>) -> Vec<u8> {
+        Message::Gossip(GossipMsg {
+            channel: "topology".into(),
+            src: name(2),
+            payload,
+        })
+        .encode()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever a connected peer sends, the mesh neither panics nor stops answering.
+        #[test]
+        fn arbitrary_input_never_panics(
+            raw in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8),
+            topo in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8),
+        ) {
+            let t0 = Instant::now();
+            let mut m = mesh(t0);
+            m.handle_connection(ConnId(1), inbound(1, 0), hello(2, 22, 0), t0).unwrap();
+            for (i, bytes) in raw.iter().enumerate() {
+                m.handle_message(ConnId(1), bytes, t0 + Duration::from_millis(i as u64), &mut NoChannels);
+            }
+            let mut m = mesh(t0);
+            m.handle_connection(ConnId(1), inbound(1, 0), hello(2, 22, 0), t0).unwrap();
+            for (i, p) in topo.into_iter().enumerate() {
+                let mut payload = vec![1u8];
+                payload.extend(p);
+                m.handle_message(ConnId(1), &topology_bytes(payload), t0 + Duration::from_millis(i as u64), &mut NoChannels);
+                m.handle_timeout(t0 + Duration::from_secs(2 + i as u64), &mut NoChannels);
+            }
+            while m.poll_transmit().is_some() {}
+            let _ = m.status(t0 + Duration::from_secs(60));
+        }
+    }
+
+    fn summary() -> impl Strategy<Value = crate::wire::ConnSummary> {
+        (any::<bool>(), any::<bool>()).prop_map(|(outbound, established)| {
+            crate::wire::ConnSummary {
+                remote_addr: "192.0.2.1:6783".into(),
+                outbound,
+                established,
+            }
+        })
+    }
+
+    fn small_name() -> impl Strategy<Value = PeerName> {
+        (1u64..6).prop_map(name)
+    }
+
+    fn topology_msg() -> impl Strategy<Value = TopologyMsg> {
+        let conns = || proptest::collection::vec((small_name(), summary()), 0..4);
+        let delta = (
+            small_name(),
+            0u64..4,
+            0u64..6,
+            0u64..6,
+            conns(),
+            proptest::collection::vec(small_name(), 0..3),
+        )
+            .prop_map(
+                |(n, uid, from, to, upserts, removed)| crate::wire::PeerDelta {
+                    name: n,
+                    uid: PeerUid(uid),
+                    from_version: from,
+                    to_version: to,
+                    nickname: String::new(),
+                    short_id: ShortId::new(1).unwrap(),
+                    listen_port: 6783,
+                    upserts,
+                    removed,
+                },
+            );
+        let record = (
+            small_name(),
+            0u64..4,
+            prop_oneof![0u64..6, Just(u64::MAX)],
+            conns(),
+        )
+            .prop_map(|(n, uid, version, conns)| crate::wire::PeerRecord {
+                name: n,
+                nickname: String::new(),
+                uid: PeerUid(uid),
+                version,
+                short_id: ShortId::new(1).unwrap(),
+                listen_port: 6783,
+                conns,
+            });
+        prop_oneof![
+            proptest::collection::vec(delta, 1..4).prop_map(TopologyMsg::Delta),
+            proptest::collection::vec(record, 1..4).prop_map(TopologyMsg::Full),
+            proptest::collection::vec(small_name(), 0..4).prop_map(TopologyMsg::Request),
+            proptest::collection::vec((small_name(), (0u64..4).prop_map(PeerUid), 0u64..6), 0..4)
+                .prop_map(TopologyMsg::Digest),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Well-formed but hostile topology gossip (records about us, stale and future
+        /// versions, other incarnations) never panics and never replaces our own record.
+        #[test]
+        fn hostile_topology_keeps_our_record(msgs in proptest::collection::vec(topology_msg(), 1..12)) {
+            let t0 = Instant::now();
+            let mut m = mesh(t0);
+            m.handle_connection(ConnId(1), inbound(1, 0), hello(2, 22, 0), t0).unwrap();
+            for (i, msg) in msgs.into_iter().enumerate() {
+                let now = t0 + Duration::from_millis(300 * i as u64);
+                m.handle_message(ConnId(1), &topology_bytes(msg.encode()), now, &mut NoChannels);
+                m.handle_timeout(now, &mut NoChannels);
+            }
+            let st = m.status(t0 + Duration::from_secs(10));
+            let me = st.peers.iter().find(|p| p.name == name(1)).unwrap();
+            prop_assert_eq!(me.uid, PeerUid(11));
+            prop_assert_eq!(st.connections.iter().filter(|c| c.conn.is_some()).count(), 1);
+        }
+    }
+}

@@ -187,7 +187,9 @@ impl Topology {
         if let Some(c) = changed {
             entry.1.insert(c);
         }
-        self.me_mut().version += 1;
+        // Saturating: a hostile peer can claim version u64::MAX; we must not panic on it.
+        let me = self.me_mut();
+        me.version = me.version.saturating_add(1);
     }
 
     pub fn has_pending(&self) -> bool {
@@ -222,7 +224,7 @@ impl Topology {
     fn bump_past(&mut self, version: u64) {
         if version >= self.our_version() {
             self.bump_local(None);
-            self.me_mut().version = version + 1;
+            self.me_mut().version = version.saturating_add(1);
         }
     }
 
@@ -514,5 +516,11 @@ mod tests {
         assert!(!a.apply_full(&old_me).replaced());
         assert_eq!(a.our_version(), 41);
         assert!(a.has_pending());
+        // A hostile "older incarnation" at u64::MAX saturates instead of overflowing.
+        old_me.version = u64::MAX;
+        a.apply_full(&old_me);
+        a.set_local_conn(name(9), None);
+        a.set_local_conn(name(9), Some(conn("1.2.3.4:5")));
+        assert_eq!(a.our_version(), u64::MAX);
     }
 }
