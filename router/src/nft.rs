@@ -26,8 +26,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use ipnet::Ipv4Net;
 use nftables::batch::Batch;
@@ -571,33 +571,32 @@ fn is_our_comment(c: &str) -> bool {
     c == BRIDGE_COMMENT || parse_expose_comment(c).is_some()
 }
 
-fn nft_program() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nft").is_file()));
-    if on_path {
-        return PathBuf::from("nft");
+/// Starts `nft ARGS` with piped stdio: from `PATH` first, then from the
+/// usual sbin paths (a service manager's `PATH` may lack sbin).
+fn spawn_nft(args: &[&str], stdin: bool) -> Result<Child, NftError> {
+    let spawn = |program: &Path| {
+        Command::new(program)
+            .args(args)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    match spawn(Path::new("nft")) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => NFT_FALLBACKS
+            .iter()
+            .map(Path::new)
+            .find(|p| p.is_file())
+            .map_or(Err(e), spawn)
+            .map_err(NftError::NotInstalled),
+        r => r.map_err(NftError::NotInstalled),
     }
-    NFT_FALLBACKS
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .map_or_else(|| PathBuf::from("nft"), Path::to_path_buf)
 }
 
 /// Runs `nft ARGS` with `stdin`, returning stdout. Blocking: call it on a
 /// thread inside the target namespace.
 fn run_nft(args: &[&str], stdin: Option<&str>, op: &str) -> Result<String, NftError> {
-    let mut child = Command::new(nft_program())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(NftError::NotInstalled)?;
+    let mut child = spawn_nft(args, stdin.is_some())?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input.as_bytes())
             .map_err(|e| NftError::Failed {
@@ -610,9 +609,13 @@ fn run_nft(args: &[&str], stdin: Option<&str>, op: &str) -> Result<String, NftEr
         stderr: format!("waiting for nft: {e}"),
     })?;
     if !out.status.success() {
+        let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if stderr.contains("Operation not permitted") {
+            stderr.push_str(" (meshnet needs root: CAP_NET_ADMIN)");
+        }
         return Err(NftError::Failed {
             op: op.into(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            stderr,
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -280,6 +280,13 @@ async fn expose_masquerade_hide_and_cleanup() {
             .expect("expose again"),
         "second expose finds the address already there"
     );
+    // What we generate reads back as what we want: nothing left to change.
+    assert!(
+        !expose::ensure_bridge_forwarding(&host, BRIDGE)
+            .await
+            .expect("ensure after expose"),
+        "the kernel's listing matches the plan"
+    );
     assert_eq!(
         datapath::net_sysctl(&host, "ipv4/ip_forward")
             .await
