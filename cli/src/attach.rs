@@ -255,12 +255,12 @@ pub fn ps(args: &[String]) -> Result<()> {
         let host = Netns::current()?;
         let nl = Netlink::connect(&host).await?;
         let show_all = args.is_empty();
-        if show_all || args.iter().any(|a| a == EXPOSE_IDENT) {
-            if let Some(bridge) = nl.link_by_name(BRIDGE_NAME).await? {
-                let addrs = nl.addresses(bridge.index).await?;
-                let mac = bridge.mac.map(|m| m.to_string()).unwrap_or_default();
-                println!("{}", line(EXPOSE_IDENT, &mac, &addrs));
-            }
+        if (show_all || args.iter().any(|a| a == EXPOSE_IDENT))
+            && let Some(bridge) = nl.link_by_name(BRIDGE_NAME).await?
+        {
+            let addrs = nl.addresses(bridge.index).await?;
+            let mac = bridge.mac.map(|m| m.to_string()).unwrap_or_default();
+            println!("{}", line(EXPOSE_IDENT, &mac, &addrs));
         }
         let containers = if show_all {
             container::all().await

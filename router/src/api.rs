@@ -185,17 +185,22 @@ async fn ask_ipam(api: &Api, make: impl FnOnce(crate::ipam::Reply) -> IpamReques
     }
 }
 
-fn cidr(ip: &str, len: &str) -> Result<meshnet_ipam::Cidr, Response> {
-    let bad = || {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("invalid CIDR {ip}/{len}: use an IPv4 address and a prefix length 0-32\n"),
+/// Parses the `{ip}/{len}` path segments, or answers 400.
+fn cidr(ip: &str, len: &str) -> Result<meshnet_ipam::Cidr, Box<Response>> {
+    let parsed = ip
+        .parse::<std::net::Ipv4Addr>()
+        .ok()
+        .zip(len.parse::<u8>().ok())
+        .and_then(|(ip, len)| meshnet_ipam::Cidr::new(ip, len));
+    parsed.ok_or_else(|| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("invalid CIDR {ip}/{len}: use an IPv4 address and a prefix length 0-32\n"),
+            )
+                .into_response(),
         )
-            .into_response()
-    };
-    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    meshnet_ipam::Cidr::new(ip, len).ok_or_else(bad)
+    })
 }
 
 async fn ip_allocate(State(api): State<Api>, Path(id): Path<String>) -> Response {
@@ -213,7 +218,7 @@ async fn ip_allocate_in(
 ) -> Response {
     let subnet = match cidr(&ip, &len) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     ask_ipam(&api, |reply| IpamRequest::Allocate {
         ident: id,
@@ -231,7 +236,7 @@ async fn ip_claim(
 ) -> Response {
     let addr = match cidr(&ip, &len) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let no_error_on_unknown = form(q, &body)
         .iter()
@@ -260,7 +265,7 @@ async fn ip_lookup_in(
 ) -> Response {
     let subnet = match cidr(&ip, &len) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     ask_ipam(&api, |reply| IpamRequest::Lookup {
         ident: id,

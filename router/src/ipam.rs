@@ -227,7 +227,7 @@ impl IpamService {
             IpamRequest::Free { ident, addr, reply } => {
                 let ident = Ident::new(ident);
                 let r = match addr {
-                    Some(a) => self.ipam.free(&ident, a).map(|()| ()),
+                    Some(a) => self.ipam.free(&ident, a),
                     None => self.ipam.free_all(&ident).map(drop),
                 };
                 match r {
