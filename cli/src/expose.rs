@@ -109,7 +109,11 @@ pub fn hide(env: &EnvArgs, args: &[String]) -> Result<()> {
             if let Ok(a) = client::call_async(env.http_addr, Method::GET, &path, &[]).await
                 && a.status.is_success()
             {
-                all.extend(a.body.split_whitespace().filter_map(|c| c.parse::<Ipv4Net>().ok()));
+                all.extend(
+                    a.body
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<Ipv4Net>().ok()),
+                );
             }
             all
         } else {
