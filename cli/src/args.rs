@@ -39,7 +39,7 @@ pub struct EnvArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the router on this host, connecting to the given peers.
-    Launch(LaunchArgs),
+    Launch(Box<LaunchArgs>),
     /// Stop the router (state is kept; `launch` resumes it).
     Stop,
     /// Hand this peer's IP space to others, stop the router and forget all persisted state.
@@ -63,6 +63,25 @@ pub enum Command {
         #[arg(required = true)]
         peers: Vec<String>,
     },
+    /// Attach a container to the mesh: `attach [ADDR...] CONTAINER`. ADDR is a CIDR, ip:CIDR,
+    /// net:CIDR or net:default (the default when none is given); CONTAINER is a Docker name or
+    /// id, netns:NAME or pid:N. Prints the addresses.
+    Attach {
+        /// Do not add the 224.0.0.0/4 multicast route to ethwe.
+        #[arg(long)]
+        no_multicast_route: bool,
+        /// [ADDR...] CONTAINER
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
+    /// Remove addresses from a container (all of them, and ethwe, when none are given).
+    Detach {
+        /// [ADDR...] CONTAINER
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
+    /// List attached containers: `<id> <mac> <cidr>...`; the bridge itself is `weave:expose`.
+    Ps { containers: Vec<String> },
     /// Give the host addresses on the overlay: `expose [ADDR...]` (CIDR, net:CIDR or none for
     /// one from the default subnet), with masquerading both ways. Prints the IPs.
     Expose {

@@ -5,8 +5,10 @@
 //! namespaces), [`lab`] (the namespace harness shared with the tests).
 
 pub mod args;
+mod attach;
 mod cleanup;
 mod client;
+mod container;
 mod demo;
 mod expose;
 pub mod lab;
@@ -38,6 +40,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -47,7 +50,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Launch(args) => {
             cleanup::require_root("launch")?;
-            launch::launch(&env, args)?
+            launch::launch(&env, *args)?
         }
         Command::Stop => {
             launch::stop(&env)?;
@@ -75,6 +78,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let form: Vec<(&str, &str)> = peers.iter().map(|p| ("peer", p.as_str())).collect();
             print_answer(&env, Method::POST, "/forget", &form)?;
         }
+        Command::Attach {
+            no_multicast_route,
+            args,
+        } => attach::attach(&env, &args, !no_multicast_route)?,
+        Command::Detach { args } => attach::detach(&env, &args)?,
+        Command::Ps { containers } => attach::ps(&containers)?,
         Command::Expose {
             without_masquerade,
             addrs,
