@@ -401,7 +401,8 @@ async fn expose_masquerade_hide_and_cleanup() {
 #[tokio::test]
 async fn bridge_forwarding_survives_a_docker_like_drop_policy() {
     let mut names = Namespaces::new();
-    let (host, host_name, c1, _, _nl) = host_with_container(&mut names).await;
+    let (host, host_name, c1, c1_name, _nl) = host_with_container(&mut names).await;
+    let (_outside, out_name) = names.add("out");
     let (c2, _) = names.add("c2");
     datapath::attach(&host, &c2, BRIDGE, &[net("10.32.0.3/12")], MTU, true)
         .await
@@ -468,7 +469,7 @@ async fn bridge_forwarding_survives_a_docker_like_drop_policy() {
         name: "FORWARD".into(),
     };
     let rules = nft::list(&host).await.unwrap();
-    assert_eq!(ours_in(&rules, &docker), vec!["meshnet"; 3]);
+    assert_eq!(ours_in(&rules, &docker), vec!["meshnet"; 2]);
     assert_eq!(
         rules.dropping_forward_chains(),
         vec![docker.clone()],
@@ -481,14 +482,70 @@ async fn bridge_forwarding_survives_a_docker_like_drop_policy() {
         .await
         .expect("expose");
     let rules = nft::list(&host).await.unwrap();
-    assert_eq!(ours_in(&rules, &docker).len(), 4);
+    assert_eq!(ours_in(&rules, &docker).len(), 3);
     assert!(
         ping(&host, ip("10.32.0.2")).await,
         "host -> exposed container"
     );
+    // Masquerading out through Docker's drop policy: the request leaves
+    // through `iifname meshnet oifname != meshnet`, the un-NATed reply comes
+    // back through the exposed subnet's accept.
+    ip_cmd(&[
+        "-n", &host_name, "link", "add", "mntout0", "type", "veth", "peer", "name", "mntout1",
+        "netns", &out_name,
+    ]);
+    ip_cmd(&[
+        "-n",
+        &host_name,
+        "addr",
+        "add",
+        "192.0.2.1/24",
+        "dev",
+        "mntout0",
+    ]);
+    ip_cmd(&["-n", &host_name, "link", "set", "mntout0", "up"]);
+    ip_cmd(&[
+        "-n",
+        &out_name,
+        "addr",
+        "add",
+        "192.0.2.2/24",
+        "dev",
+        "mntout1",
+    ]);
+    ip_cmd(&["-n", &out_name, "link", "set", "mntout1", "up"]);
+    ip_cmd(&[
+        "-n",
+        &c1_name,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.32.0.1",
+    ]);
+    assert!(
+        ping(&c1, ip("192.0.2.2")).await,
+        "container -> outside through a drop policy"
+    );
+    // iptables-nft (what Docker drives) can still read the chain with our
+    // rules in it; a native `ct state` match would make it refuse.
+    let listed = Command::new("ip")
+        .args(["netns", "exec", &host_name, "iptables-nft", "-S", "FORWARD"])
+        .output()
+        .expect("run iptables-nft (installed with Docker; needed to check compatibility)");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "iptables-nft cannot list the chain: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        text.contains("-A FORWARD -i meshnet -o meshnet -m comment --comment meshnet -j ACCEPT"),
+        "{text}"
+    );
     expose::hide(&host, BRIDGE, cidr).await.expect("hide");
     let rules = nft::list(&host).await.unwrap();
-    assert_eq!(ours_in(&rules, &docker), vec!["meshnet"; 3]);
+    assert_eq!(ours_in(&rules, &docker), vec!["meshnet"; 2]);
 
     // Reset removes our rules from Docker's chain and leaves the chain.
     expose::cleanup(&host, BRIDGE).await.expect("cleanup");
