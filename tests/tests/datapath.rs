@@ -1,0 +1,1074 @@
+//! Data-plane scenarios against the real `meshnet` binary: hosts are network
+//! namespaces running their own router on a TEST-NET underlay, containers are
+//! namespaces attached with `meshnet attach ADDR netns:NAME`. Traffic is real:
+//! `ping`, TCP transfers whose SHA-256 (from `sha256sum`) is compared at both
+//! ends, UDP multicast counted per receiver, and a `tcpdump` capture on the
+//! underlay that proves what an eavesdropper can and cannot read.
+//!
+//! Sockets for a container are opened by threads that joined its namespace
+//! (`setns`), so the test binary itself needs no helper program.
+//!
+//! Needs root, `ping`, `tcpdump`, `nft`, `sha256sum` and a built binary (see
+//! `meshnet_tests::meshnet_bin`). Each scenario owns its lab, which removes its
+//! namespaces and files even when an assertion fails.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meshnet_tests::status::ConnectionLine;
+use meshnet_tests::view::peer_names;
+use meshnet_tests::{
+    Host, TestLab, control_addr, lab, lab_on_one_segment, launch, meshnet_ok, require_root,
+    status_connections, try_report, wait_for,
+};
+
+/// Bound on a small mesh converging and choosing its overlays.
+const CONVERGE: Duration = Duration::from_secs(60);
+/// Bound on the first ping across the mesh getting an answer.
+const FIRST_PING: Duration = Duration::from_secs(60);
+/// A TCP transfer fails if no byte moves for this long (never a speed assertion).
+const STALL: Duration = Duration::from_secs(60);
+/// The issue's "200 MB TCP transfer".
+const BIG_TRANSFER: u64 = 200 * 1_000_000;
+/// Subnet the explicitly addressed containers live in (outside the IPAM range).
+const OVERLAY_NET: &str = "10.2.1";
+/// Password of the encrypted scenarios.
+const PASSWORD: &str = "correct horse battery staple";
+/// Port the TCP receivers listen on inside containers.
+const TCP_PORT: u16 = 7000;
+/// Multicast group and port of the broadcast scenario.
+const MCAST_GROUP: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
+const MCAST_PORT: u16 = 5000;
+
+/// A network namespace attached to a host's `meshnet` bridge.
+#[derive(Debug, Clone)]
+struct Container {
+    netns: String,
+    ip: Ipv4Addr,
+}
+
+/// How the routers of a scenario are launched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Fastdp,
+    Sleeve,
+    EncryptedSleeve,
+}
+
+impl Mode {
+    fn launch_args(self) -> Vec<&'static str> {
+        match self {
+            Mode::Fastdp => vec![],
+            Mode::Sleeve => vec!["--no-fastdp"],
+            Mode::EncryptedSleeve => vec!["--password", PASSWORD],
+        }
+    }
+
+    fn overlay(self) -> &'static str {
+        match self {
+            Mode::Fastdp => "fastdp",
+            Mode::Sleeve | Mode::EncryptedSleeve => "sleeve",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- helpers --
+
+/// Creates container `name` on `host` and attaches it with `addr` (or IPAM's
+/// `net:default` when `None`); returns it with the address `attach` printed.
+fn attached(lab: &mut TestLab, host: &str, name: &str, addr: Option<&str>) -> Container {
+    let netns = lab
+        .add_container(host, name)
+        .unwrap_or_else(|e| panic!("adding container {name} on {host}: {e:#}"));
+    let target = format!("netns:{netns}");
+    let mut args = vec!["attach"];
+    args.extend(addr);
+    args.push(&target);
+    let out = meshnet_ok(lab.host(host), &args);
+    let ip = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("attach of {name} printed {out:?}, not one address"));
+    Container { netns, ip }
+}
+
+/// Runs `argv` inside namespace `netns` (bounded by the program's own options).
+fn ns_exec(netns: &str, argv: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {argv:?} in {netns}: {e}"))
+}
+
+/// One ping from `from` to `to`, waiting at most a second.
+fn ping_once(from: &Container, to: Ipv4Addr) -> Result<(), String> {
+    let out = ns_exec(
+        &from.netns,
+        &["ping", "-n", "-c", "1", "-W", "1", &to.to_string()],
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Waits for a first answer (ARP, FDB and overlay warm up), then asserts that
+/// three more pings in a row are answered.
+fn assert_pings(from: &Container, to: &Container) {
+    wait_for(
+        &format!("{} to answer a ping from {}", to.ip, from.ip),
+        FIRST_PING,
+        || ping_once(from, to.ip),
+    );
+    let out = ns_exec(
+        &from.netns,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &to.ip.to_string(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" 0% packet loss"),
+        "ping {} -> {} lost packets:\n{text}",
+        from.ip,
+        to.ip
+    );
+}
+
+/// Spawns `f` on a thread that joined namespace `netns` first.
+fn spawn_in<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let path = format!("/run/netns/{netns}");
+    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("joining {path}: {e}"));
+        f()
+    })
+}
+
+fn join<T>(handle: JoinHandle<T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// A running `sha256sum` fed through its stdin.
+struct Sha256 {
+    child: Child,
+}
+
+impl Sha256 {
+    fn new() -> Sha256 {
+        let child = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("running sha256sum (coreutils)");
+        Sha256 { child }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.child
+            .stdin
+            .as_mut()
+            .expect("sha256sum stdin")
+            .write_all(data)
+            .expect("feeding sha256sum");
+    }
+
+    /// The hex digest.
+    fn finish(mut self) -> String {
+        drop(self.child.stdin.take());
+        let out = self
+            .child
+            .wait_with_output()
+            .expect("waiting for sha256sum");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text.split_whitespace().next().unwrap_or("").to_owned();
+        assert_eq!(hex.len(), 64, "sha256sum printed {text:?}");
+        hex
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*): incompressible enough for
+/// a transfer test, reproducible from the seed printed on failure.
+struct Bytes(u64);
+
+impl Bytes {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// What one side of a transfer saw.
+#[derive(Debug, PartialEq, Eq)]
+struct Digest {
+    bytes: u64,
+    sha256: String,
+}
+
+/// How much a sender sends: a fixed amount, or paced chunks until `stop`.
+enum Amount {
+    Exactly(u64),
+    UntilStopped {
+        stop: Arc<AtomicBool>,
+        pace: Duration,
+    },
+}
+
+/// Starts a receiver in `to` (listening before this returns): it accepts one
+/// connection, reads to EOF while counting into `progress`, and returns the
+/// digest of what it read.
+fn start_receiver(to: &Container, progress: Arc<AtomicU64>) -> JoinHandle<Digest> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let handle = spawn_in(&to.netns, move || {
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, TCP_PORT)).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        ready_tx.send(()).expect("signal ready");
+        let deadline = Instant::now() + STALL;
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("receiver: no connection within {STALL:?}: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).expect("blocking");
+        stream.set_read_timeout(Some(STALL)).expect("timeout");
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut bytes = 0u64;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sha.update(&buf[..n]);
+                    bytes += n as u64;
+                    progress.store(bytes, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("receiver: read failed after {bytes} bytes: {e}"),
+            }
+        }
+        Digest {
+            bytes,
+            sha256: sha.finish(),
+        }
+    });
+    ready_rx
+        .recv_timeout(STALL)
+        .expect("receiver thread did not start listening");
+    handle
+}
+
+/// Starts a sender in `from` that connects to `to`, sends `amount` seeded
+/// bytes, closes, and returns the digest of what it sent.
+fn start_sender(from: &Container, to: Ipv4Addr, amount: Amount, seed: u64) -> JoinHandle<Digest> {
+    spawn_in(&from.netns, move || {
+        let addr = SocketAddr::V4(SocketAddrV4::new(to, TCP_PORT));
+        let deadline = Instant::now() + STALL;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("sender: cannot connect to {addr} (seed {seed}): {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        stream.set_write_timeout(Some(STALL)).expect("timeout");
+        let mut data = Bytes(seed | 1);
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut bytes = 0u64;
+        loop {
+            let n = match &amount {
+                Amount::Exactly(total) => (*total - bytes).min(buf.len() as u64) as usize,
+                Amount::UntilStopped { stop, pace } => {
+                    if stop.load(Ordering::Relaxed) {
+                        0
+                    } else {
+                        std::thread::sleep(*pace);
+                        buf.len()
+                    }
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            data.fill(&mut buf[..n]);
+            stream.write_all(&buf[..n]).unwrap_or_else(|e| {
+                panic!("sender: write failed after {bytes} bytes (seed {seed}): {e}")
+            });
+            sha.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        Digest {
+            bytes,
+            sha256: sha.finish(),
+        }
+    })
+}
+
+/// Sends `bytes` from `from` to `to` over TCP and asserts both ends computed
+/// the same SHA-256 over the same number of bytes.
+fn assert_tcp_transfer(from: &Container, to: &Container, bytes: u64) {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let receiver = start_receiver(to, Arc::new(AtomicU64::new(0)));
+    let sender = start_sender(from, to.ip, Amount::Exactly(bytes), seed);
+    let sent = join(sender);
+    let received = join(receiver);
+    assert_eq!(sent.bytes, bytes, "seed {seed}");
+    assert_eq!(
+        sent, received,
+        "TCP transfer {} -> {} corrupted (seed {seed})",
+        from.ip, to.ip
+    );
+    eprintln!(
+        "{} -> {}: {bytes} bytes, sha256 {} at both ends",
+        from.ip, to.ip, sent.sha256
+    );
+}
+
+/// Waits until `host` knows `peers` peers (itself included).
+fn wait_for_peers(host: &Host, peers: usize) {
+    wait_for(
+        &format!("{} to know {peers} peers", host.name()),
+        CONVERGE,
+        || {
+            let r = try_report(host).map_err(|e| e.to_string())?;
+            let known = peer_names(&r).len();
+            if known == peers {
+                Ok(())
+            } else {
+                Err(format!("{known} peers"))
+            }
+        },
+    );
+}
+
+/// Waits until `host` has exactly `n` established connections, each
+/// satisfying `ok`; returns them.
+fn wait_for_connections(
+    host: &Host,
+    n: usize,
+    what: &str,
+    ok: impl Fn(&ConnectionLine) -> bool,
+) -> Vec<ConnectionLine> {
+    wait_for(
+        &format!("{} to show {n} established connections {what}", host.name()),
+        CONVERGE,
+        || {
+            let lines = status_connections(host);
+            let est: Vec<ConnectionLine> = lines
+                .iter()
+                .filter(|l| l.state == "established")
+                .cloned()
+                .collect();
+            if est.len() == n && est.iter().all(&ok) {
+                Ok(est)
+            } else {
+                Err(lines)
+            }
+        },
+    )
+}
+
+/// Waits until every established connection of `host` (there are `n`) is on
+/// `mode`'s overlay, with the encryption column `mode` implies.
+fn wait_for_overlay(host: &Host, n: usize, mode: Mode) -> Vec<ConnectionLine> {
+    let encryption = (mode == Mode::EncryptedSleeve).then(|| "encrypted".to_owned());
+    wait_for_connections(host, n, &format!("on {}", mode.overlay()), |l| {
+        l.overlay.as_deref() == Some(mode.overlay()) && l.encryption == encryption
+    })
+}
+
+/// The interface holding `host`'s first underlay address.
+fn underlay_if(host: &Host) -> String {
+    let out = host
+        .exec(&["ip", "-o", "-4", "addr", "show"])
+        .expect("ip addr");
+    let want = format!("inet {}/", host.addr());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(&want))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no interface with {} on {}", host.addr(), host.name()))
+}
+
+/// A `tcpdump` writing everything on one interface of a host to a pcap file;
+/// killed on drop.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing on `host`'s underlay and waits until tcpdump listens.
+    fn start(host: &Host, dir: &Path) -> Capture {
+        let ifname = underlay_if(host);
+        let file = dir.join(format!("{}-underlay.pcap", host.name()));
+        let log = dir.join(format!("{}-tcpdump.log", host.name()));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                host.netns(),
+                "tcpdump",
+                "--immediate-mode",
+                "-n",
+                "-U",
+                "-s",
+                "0",
+            ])
+            .args(["-i", &ifname, "-w"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("tcpdump log"))
+            .spawn()
+            .expect("running tcpdump");
+        let capture = Capture { child, file };
+        wait_for("tcpdump to listen", Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("listening on").then_some(()).ok_or(text)
+        });
+        capture
+    }
+
+    /// Stops tcpdump and returns the raw pcap bytes.
+    fn finish(mut self) -> Vec<u8> {
+        self.stop();
+        std::fs::read(&self.file).expect("reading capture")
+    }
+
+    fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Sends `marker` from `from` to `to` in UDP datagrams until a listener in
+/// `to` has received it, so the marker certainly crossed the underlay.
+fn send_marker(from: &Container, to: &Container, marker: &str) {
+    const PORT: u16 = 7001;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let got = Arc::new(AtomicBool::new(false));
+    let got_rx = Arc::clone(&got);
+    let want = marker.as_bytes().to_vec();
+    let listener = spawn_in(&to.netns, move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).expect("bind marker port");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let deadline = Instant::now() + FIRST_PING;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf)
+                && buf[..n] == want[..]
+            {
+                got_rx.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    });
+    ready_rx.recv().expect("marker listener ready");
+    let to_addr = SocketAddrV4::new(to.ip, PORT);
+    let marker = marker.to_owned();
+    let got_tx = Arc::clone(&got);
+    join(spawn_in(&from.netns, move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+        let deadline = Instant::now() + FIRST_PING;
+        while !got_tx.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let _ = sock.send_to(marker.as_bytes(), to_addr);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }));
+    join(listener);
+    assert!(
+        got.load(Ordering::Relaxed),
+        "the marker never reached {}",
+        to.ip
+    );
+}
+
+/// A marker string no other traffic contains.
+fn unique_marker() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("MESHNET-CLEAR-TEXT-MARKER-{nanos:x}")
+}
+
+// -------------------------------------------------------------- scenarios --
+
+/// Two hosts, two containers each: overlay shown in status, pings between
+/// every pair across hosts, a 200 MB transfer with matching SHA-256, and the
+/// underlay capture that shows (or, encrypted, never shows) a marker.
+fn two_hosts_two_containers(tag: &str, mode: Mode) {
+    require_root();
+    let mut lab = lab_on_one_segment(tag, &["h1", "h2"]);
+    let args = mode.launch_args();
+    launch(lab.host("h1"), &args);
+    let mut args2 = args.clone();
+    let h1_addr = control_addr(lab.host("h1"));
+    args2.push(&h1_addr);
+    launch(lab.host("h2"), &args2);
+
+    let a1 = attached(&mut lab, "h1", "a1", Some(&format!("{OVERLAY_NET}.11/24")));
+    let a2 = attached(&mut lab, "h1", "a2", Some(&format!("{OVERLAY_NET}.12/24")));
+    let b1 = attached(&mut lab, "h2", "b1", Some(&format!("{OVERLAY_NET}.21/24")));
+    let b2 = attached(&mut lab, "h2", "b2", Some(&format!("{OVERLAY_NET}.22/24")));
+
+    for host in ["h1", "h2"] {
+        let lines = wait_for_overlay(lab.host(host), 1, mode);
+        if mode == Mode::EncryptedSleeve {
+            // Plaintext VXLAN must never carry an encrypted mesh's traffic.
+            assert!(
+                lines.iter().all(|l| l.fallback_reason.is_some()),
+                "{host}: sleeve without a reason: {lines:#?}"
+            );
+        }
+    }
+
+    for (from, to) in [(&a1, &b1), (&a1, &b2), (&a2, &b1), (&a2, &b2), (&b2, &a1)] {
+        assert_pings(from, to);
+    }
+    // Same-host traffic stays on the bridge but must work too.
+    assert_pings(&a1, &a2);
+
+    assert_tcp_transfer(&a1, &b1, BIG_TRANSFER);
+
+    let capture = Capture::start(lab.host("h1"), lab.dir());
+    let marker = unique_marker();
+    send_marker(&a2, &b2, &marker);
+    let pcap = capture.finish();
+    let overlay_packets = pcap.len();
+    match mode {
+        Mode::EncryptedSleeve => {
+            assert!(
+                !contains(&pcap, marker.as_bytes()),
+                "the marker appears in clear on the underlay of an encrypted mesh"
+            );
+            eprintln!("encrypted: marker absent from {overlay_packets} captured bytes");
+        }
+        Mode::Fastdp | Mode::Sleeve => assert!(
+            contains(&pcap, marker.as_bytes()),
+            "control failed: the unencrypted marker is not in the underlay capture \
+             ({overlay_packets} bytes), so the capture proves nothing"
+        ),
+    }
+    // The capture saw the tunnel, whatever it carried: more than the pcap header.
+    assert!(
+        overlay_packets > 24 + 10 * 60,
+        "the underlay capture is nearly empty ({overlay_packets} bytes)"
+    );
+}
+
+#[test]
+fn fastdp_two_hosts_ping_and_200mb_transfer() {
+    two_hosts_two_containers("dpfast", Mode::Fastdp);
+}
+
+#[test]
+fn sleeve_two_hosts_ping_and_200mb_transfer_marker_visible() {
+    two_hosts_two_containers("dpsleeve", Mode::Sleeve);
+}
+
+#[test]
+fn encrypted_sleeve_two_hosts_transfer_and_marker_never_in_clear() {
+    two_hosts_two_containers("dpcrypt", Mode::EncryptedSleeve);
+}
+
+#[test]
+fn three_hosts_on_two_segments_relay_through_the_middle() {
+    require_root();
+    let mut lab = lab("dprelay");
+    let s1 = lab.add_segment("192.0.2.0/24").expect("segment 1");
+    let s2 = lab.add_segment("198.51.100.0/24").expect("segment 2");
+    let h3_addr = Ipv4Addr::new(198, 51, 100, 3);
+    lab.add_host("h1", &[(s1, Ipv4Addr::new(192, 0, 2, 1))])
+        .expect("h1");
+    lab.add_host(
+        "h2",
+        &[
+            (s1, Ipv4Addr::new(192, 0, 2, 2)),
+            (s2, Ipv4Addr::new(198, 51, 100, 2)),
+        ],
+    )
+    .expect("h2");
+    lab.add_host("h3", &[(s2, h3_addr)]).expect("h3");
+
+    // The premise: h1 has no underlay path to h3.
+    let out = lab
+        .host("h1")
+        .exec(&["ping", "-n", "-c", "1", "-W", "1", &h3_addr.to_string()])
+        .expect("ping");
+    assert!(!out.status.success(), "h1 reaches h3 directly");
+
+    launch(lab.host("h1"), &["--nickname", "h1"]);
+    launch(lab.host("h2"), &["--nickname", "h2", "192.0.2.1:6783"]);
+    launch(lab.host("h3"), &["--nickname", "h3", "198.51.100.2:6783"]);
+    for host in ["h1", "h2", "h3"] {
+        wait_for_peers(lab.host(host), 3);
+    }
+
+    let c1 = attached(&mut lab, "h1", "c1", Some(&format!("{OVERLAY_NET}.1/24")));
+    let c3 = attached(&mut lab, "h3", "c3", Some(&format!("{OVERLAY_NET}.3/24")));
+    assert_pings(&c1, &c3);
+    assert_pings(&c3, &c1);
+    assert_tcp_transfer(&c1, &c3, 50 * 1_000_000);
+    assert_tcp_transfer(&c3, &c1, 10 * 1_000_000);
+}
+
+#[test]
+fn arp_resolves_across_hosts_and_multicast_arrives_once_per_host() {
+    require_root();
+    let mut lab = lab_on_one_segment("dpbcast", &["h1", "h2", "h3"]);
+    launch(lab.host("h1"), &["--nickname", "h1"]);
+    let h1_addr = control_addr(lab.host("h1"));
+    launch(lab.host("h2"), &["--nickname", "h2", &h1_addr]);
+    launch(lab.host("h3"), &["--nickname", "h3", &h1_addr]);
+    for host in ["h1", "h2", "h3"] {
+        wait_for_overlay(lab.host(host), 2, Mode::Fastdp);
+    }
+    let c1 = attached(&mut lab, "h1", "c1", Some(&format!("{OVERLAY_NET}.1/24")));
+    let c2 = attached(&mut lab, "h2", "c2", Some(&format!("{OVERLAY_NET}.2/24")));
+    let c3 = attached(&mut lab, "h3", "c3", Some(&format!("{OVERLAY_NET}.3/24")));
+
+    // ARP: with c1's neighbour table flushed, a ping must resolve c2's MAC
+    // (an ARP broadcast crossing the mesh) to the MAC c2's ethwe really has.
+    let flush = ns_exec(&c1.netns, &["ip", "neigh", "flush", "all"]);
+    assert!(flush.status.success(), "{flush:?}");
+    assert_pings(&c1, &c2);
+    let mac_of = |c: &Container| {
+        let out = ns_exec(&c.netns, &["cat", "/sys/class/net/ethwe/address"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let neigh = ns_exec(&c1.netns, &["ip", "neigh", "show", &c2.ip.to_string()]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).into_owned();
+    assert!(
+        neigh.contains(&format!("lladdr {}", mac_of(&c2))),
+        "c1 resolved {} as {neigh:?}, c2's MAC is {}",
+        c2.ip,
+        mac_of(&c2)
+    );
+
+    // Multicast: listeners in c2 and c3 join the group on ethwe. Warm-up
+    // datagrams go out until both have heard one (joins propagate), then one
+    // final datagram must arrive exactly once at each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let heard: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::default()).collect();
+    let listeners: Vec<JoinHandle<()>> = [&c2, &c3]
+        .into_iter()
+        .zip(&heard)
+        .map(|(c, heard)| {
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (stop, heard, ip) = (Arc::clone(&stop), Arc::clone(heard), c.ip);
+            let handle = spawn_in(&c.netns, move || {
+                let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, MCAST_PORT)).expect("bind");
+                sock.join_multicast_v4(&MCAST_GROUP, &ip)
+                    .expect("join group");
+                sock.set_read_timeout(Some(Duration::from_millis(100)))
+                    .expect("timeout");
+                ready_tx.send(()).expect("ready");
+                let mut buf = [0u8; 1500];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        heard.lock().expect("heard").push(text);
+                    }
+                }
+            });
+            ready_rx.recv().expect("listener ready");
+            handle
+        })
+        .collect();
+    let c1_ip = c1.ip;
+    let send = move |sock: &UdpSocket, text: &str| {
+        sock.send_to(text.as_bytes(), (MCAST_GROUP, MCAST_PORT))
+            .expect("send multicast");
+    };
+    let heard_sender = heard.clone();
+    join(spawn_in(&c1.netns, move || {
+        let sock = UdpSocket::bind((c1_ip, 0)).expect("bind");
+        // The 224.0.0.0/4 route `attach` installs sends the group out of ethwe.
+        let all_heard = || {
+            heard_sender
+                .iter()
+                .all(|h| !h.lock().expect("heard").is_empty())
+        };
+        let deadline = Instant::now() + FIRST_PING;
+        let mut seq = 0;
+        while !all_heard() {
+            assert!(
+                Instant::now() < deadline,
+                "no multicast warm-up datagram arrived everywhere"
+            );
+            send(&sock, &format!("warmup-{seq}"));
+            seq += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Let stragglers of the warm-up arrive before the counted datagram.
+        std::thread::sleep(Duration::from_millis(500));
+        send(&sock, "counted");
+    }));
+    // A generous window for any duplicate of "counted" to show up.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for handle in listeners {
+        join(handle);
+    }
+    for (who, heard) in ["c2 on h2", "c3 on h3"].into_iter().zip(&heard) {
+        let heard = heard.lock().expect("heard");
+        let counted = heard.iter().filter(|t| *t == "counted").count();
+        assert_eq!(
+            counted, 1,
+            "{who} received the datagram {counted} times: {heard:?}"
+        );
+        let mut warmups: Vec<&String> = heard.iter().filter(|t| *t != "counted").collect();
+        let before = warmups.len();
+        warmups.sort();
+        warmups.dedup();
+        assert_eq!(
+            before,
+            warmups.len(),
+            "{who} received duplicates: {heard:?}"
+        );
+    }
+}
+
+/// The nft table the fallback scenario adds in one host.
+const DROP_TABLE: &str = "dptest_drop";
+
+fn nft(host: &Host, args: &[&str]) {
+    let mut argv = vec!["nft"];
+    argv.extend(args);
+    let out = host.exec(&argv).expect("running nft");
+    assert!(
+        out.status.success(),
+        "nft {} on {}: {}",
+        args.join(" "),
+        host.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until `progress` grows by at least `more` bytes.
+fn wait_for_progress(progress: &AtomicU64, more: u64, what: &str) {
+    let start = progress.load(Ordering::Relaxed);
+    wait_for(what, STALL, || {
+        let now = progress.load(Ordering::Relaxed);
+        (now >= start + more).then_some(()).ok_or(now - start)
+    });
+}
+
+#[test]
+fn fastdp_falls_back_to_sleeve_when_vxlan_is_dropped_and_returns() {
+    require_root();
+    let mut lab = lab_on_one_segment("dpfallbk", &["h1", "h2"]);
+    launch(lab.host("h1"), &["--nickname", "h1"]);
+    let h1_addr = control_addr(lab.host("h1"));
+    launch(lab.host("h2"), &["--nickname", "h2", &h1_addr]);
+    for host in ["h1", "h2"] {
+        wait_for_overlay(lab.host(host), 1, Mode::Fastdp);
+    }
+    let c1 = attached(&mut lab, "h1", "c1", Some(&format!("{OVERLAY_NET}.1/24")));
+    let c2 = attached(&mut lab, "h2", "c2", Some(&format!("{OVERLAY_NET}.2/24")));
+    assert_pings(&c1, &c2);
+
+    // A paced stream (about 6 MB/s) that runs through all three phases.
+    let seed = 0x5eed_fa11;
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = start_receiver(&c2, Arc::clone(&progress));
+    let sender = start_sender(
+        &c1,
+        c2.ip,
+        Amount::UntilStopped {
+            stop: Arc::clone(&stop),
+            pace: Duration::from_millis(10),
+        },
+        seed,
+    );
+    wait_for_progress(&progress, 2_000_000, "the stream to flow on fastdp");
+
+    // Drop VXLAN (UDP 6784) arriving at h1: the heartbeat over it dies.
+    let h1 = lab.host("h1");
+    nft(h1, &["add", "table", "inet", DROP_TABLE]);
+    nft(
+        h1,
+        &[
+            "add",
+            "chain",
+            "inet",
+            DROP_TABLE,
+            "input",
+            "{ type filter hook input priority -10 ; }",
+        ],
+    );
+    nft(
+        h1,
+        &[
+            "add", "rule", "inet", DROP_TABLE, "input", "udp", "dport", "6784", "drop",
+        ],
+    );
+    let during = wait_for_connections(h1, 1, "on sleeve after a heartbeat timeout", |l| {
+        l.overlay.as_deref() == Some("sleeve")
+            && l.fallback_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("heartbeat timeout"))
+    });
+    eprintln!("during the drop, h1 shows: {during:#?}");
+    wait_for_overlay(lab.host("h2"), 1, Mode::Sleeve);
+    wait_for_progress(&progress, 2_000_000, "the stream to flow on sleeve");
+
+    nft(h1, &["delete", "table", "inet", DROP_TABLE]);
+    for host in ["h1", "h2"] {
+        wait_for_overlay(lab.host(host), 1, Mode::Fastdp);
+    }
+    wait_for_progress(&progress, 2_000_000, "the stream to flow on fastdp again");
+
+    stop.store(true, Ordering::Relaxed);
+    let sent = join(sender);
+    let received = join(receiver);
+    assert_eq!(
+        sent, received,
+        "the stream did not survive the fallback intact (seed {seed})"
+    );
+    eprintln!("stream survived fallback and return: {} bytes", sent.bytes);
+}
+
+// ----------------------------------------------------- attach/detach/ps --
+
+/// Names of every link in `host`'s namespace.
+fn links(host: &Host) -> Vec<String> {
+    let out = host.exec(&["ip", "-o", "link", "show"]).expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+/// Whether `netns` has an `ethwe`, and its IPv4 CIDRs.
+fn ethwe(netns: &str) -> Option<Vec<String>> {
+    let out = ns_exec(netns, &["ip", "-o", "-4", "addr", "show", "dev", "ethwe"]);
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+            .collect()
+    })
+}
+
+/// `meshnet ps` lines of `host`: `<id> <mac> <cidr>...`, each checked.
+fn ps(host: &Host) -> Vec<(String, String, Vec<String>)> {
+    let text = meshnet_ok(host, &["ps"]);
+    text.lines()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            let id = w.next().unwrap_or_default().to_owned();
+            let mac = w.next().unwrap_or_default().to_owned();
+            let cidrs: Vec<String> = w.map(str::to_owned).collect();
+            assert!(
+                meshnet_tests::status::is_peer_name(&mac),
+                "ps line {l:?}: {mac:?} is not a MAC"
+            );
+            for c in &cidrs {
+                assert!(
+                    c.split_once('/').is_some_and(|(a, p)| {
+                        a.parse::<Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32)
+                    }),
+                    "ps line {l:?}: {c:?} is not a CIDR"
+                );
+            }
+            (id, mac, cidrs)
+        })
+        .collect()
+}
+
+/// Runs `meshnet args` on `host` expecting failure: exit ≠ 0, a one-line
+/// error that mentions `hint`, and the host's links unchanged.
+fn assert_refused(host: &Host, args: &[&str], hint: &str) {
+    let before = links(host);
+    let out = host.meshnet(args).expect("running meshnet");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert!(
+        !out.status.success(),
+        "meshnet {} succeeded: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "meshnet {}: error is not one line: {stderr:?}",
+        args.join(" ")
+    );
+    assert!(
+        stderr.to_lowercase().contains(&hint.to_lowercase()),
+        "meshnet {}: error {stderr:?} does not mention {hint:?}",
+        args.join(" ")
+    );
+    assert_eq!(
+        links(host),
+        before,
+        "meshnet {} left links behind",
+        args.join(" ")
+    );
+}
+
+#[test]
+fn attach_detach_ps_with_good_and_bad_input_and_reset_cleans_up() {
+    require_root();
+    let mut lab = lab_on_one_segment("dpattach", &["h1"]);
+    launch(
+        lab.host("h1"),
+        &["--nickname", "h1", "--ipalloc-init=consensus=1"],
+    );
+    let c1 = attached(&mut lab, "h1", "c1", None);
+    let c2_ns = lab.add_container("h1", "c2").expect("c2");
+    let h1 = lab.host("h1");
+    let c1_arg = format!("netns:{}", c1.netns);
+    let c2_arg = format!("netns:{c2_ns}");
+
+    // Good: a second and third address; ps shows them in weave's format.
+    meshnet_ok(h1, &["attach", "10.2.5.1/24", &c1_arg]);
+    meshnet_ok(h1, &["attach", "ip:10.2.6.1/24", &c1_arg]);
+    let lines = ps(h1);
+    let line = lines
+        .iter()
+        .find(|(id, _, _)| *id == c1_arg)
+        .unwrap_or_else(|| panic!("ps does not list {c1_arg}: {lines:?}"));
+    let mac = ns_exec(&c1.netns, &["cat", "/sys/class/net/ethwe/address"]);
+    assert_eq!(line.1, String::from_utf8_lossy(&mac.stdout).trim());
+    let mut want_cidrs = ethwe(&c1.netns).expect("c1 has ethwe");
+    let mut got_cidrs = line.2.clone();
+    want_cidrs.sort();
+    got_cidrs.sort();
+    assert_eq!(got_cidrs, want_cidrs);
+    assert_eq!(want_cidrs.len(), 3, "{want_cidrs:?}");
+    assert!(
+        want_cidrs
+            .iter()
+            .any(|c| c.starts_with(&format!("{}/", c1.ip)))
+    );
+
+    // Bad input: refused with a one-line error, nothing left behind.
+    assert_refused(h1, &["attach", "10.2.1.300/24", &c2_arg], "10.2.1.300");
+    assert_refused(
+        h1,
+        &["attach", "net:10.2.0.1/16", &c2_arg],
+        "net:10.2.0.0/16",
+    );
+    assert_refused(
+        h1,
+        &["attach", "10.2.1.5/24", "no_such_container"],
+        "no_such_container",
+    );
+    assert_refused(
+        h1,
+        &["attach", "10.2.1.5/24", "netns:mnl-no-such-netns"],
+        "mnl-no-such-netns",
+    );
+    let taken = format!("{}/12", c1.ip);
+    assert_refused(h1, &["attach", &taken, &c2_arg], &c1.ip.to_string());
+    assert_eq!(ethwe(&c2_ns), None, "a refused attach left ethwe in c2");
+    assert_refused(h1, &["detach", "10.9.9.9/24", &c1_arg], "none of those");
+
+    // Detach one address keeps ethwe; detaching all removes it.
+    meshnet_ok(h1, &["detach", "10.2.5.1/24", &c1_arg]);
+    let left = ethwe(&c1.netns).expect("ethwe must survive detaching one address");
+    assert!(
+        !left.iter().any(|c| c == "10.2.5.1/24") && left.len() == 2,
+        "{left:?}"
+    );
+    let veths_before = links(h1)
+        .into_iter()
+        .filter(|l| l.starts_with("vethwe"))
+        .count();
+    meshnet_ok(h1, &["detach", &c1_arg]);
+    assert_eq!(
+        ethwe(&c1.netns),
+        None,
+        "detach of all addresses leaves ethwe"
+    );
+    let veths_after = links(h1)
+        .into_iter()
+        .filter(|l| l.starts_with("vethwe"))
+        .count();
+    assert_eq!(veths_after + 1, veths_before, "the host side veth stays");
+    assert!(
+        !ps(h1).iter().any(|(id, _, _)| *id == c1_arg),
+        "ps still lists a detached container"
+    );
+
+    // Reset: no meshnet bridge, no vethwe*, no meshnet nftables table.
+    let c3 = attached(&mut lab, "h1", "c3", Some("10.2.7.1/24"));
+    let h1 = lab.host("h1");
+    meshnet_ok(h1, &["reset"]);
+    let left: Vec<String> = links(h1)
+        .into_iter()
+        .filter(|l| l == "meshnet" || l.starts_with("vethwe"))
+        .collect();
+    assert!(left.is_empty(), "reset left links: {left:?}");
+    let tables = h1.exec(&["nft", "list", "tables"]).expect("nft");
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(
+        !tables.contains("meshnet"),
+        "reset left nft tables: {tables}"
+    );
+    assert_eq!(ethwe(&c3.netns), None, "reset left ethwe in a container");
+}
