@@ -476,3 +476,35 @@ fn failed_persist_is_offered_again() {
     assert_eq!(again.owned, first.owned);
     assert!(again.seq > first.seq);
 }
+
+#[test]
+fn status_ipam_lines_match_weave_format() {
+    // 16 seeds on a /12: 65536 addresses (6.25%) each; weave prints 06.2.
+    let mut sim = Sim::new(14, "10.32.0.0/12", vec![seeds(16), seeds(16)]);
+    let id = sim.new_ident();
+    sim.allocate(0, &id);
+    sim.advance(secs(6));
+    let lines = sim.nodes[0].ipam.as_ref().unwrap().status_lines();
+    assert_eq!(lines.len(), 16);
+    assert_eq!(
+        lines[0],
+        format!(
+            "{:<37} {:>8} IPs (06.2% of total) (1 active)",
+            format!("{}(host0)", name(0)),
+            65536
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "{:<37} {:>8} IPs (06.2% of total) ",
+            format!("{}(host1)", name(1)),
+            65536
+        )
+    );
+    assert!(
+        lines[2].ends_with("IPs (06.2% of total) - unreachable!"),
+        "{}",
+        lines[2]
+    );
+}
