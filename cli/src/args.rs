@@ -105,6 +105,15 @@ pub enum Command {
     Completion { shell: clap_complete::Shell },
     /// Run a demo mesh of three hosts (network namespaces) on this machine, then remove it (root).
     Demo,
+    /// Print shell commands that point the Docker CLI at meshnet's proxy: `eval $(meshnet env)`;
+    /// with --restore, the commands that point it back.
+    Env {
+        /// Print the command restoring the DOCKER_HOST saved by `eval $(meshnet env)`.
+        #[arg(long)]
+        restore: bool,
+    },
+    /// Print the Docker CLI flag for meshnet's proxy: `docker $(meshnet config) ps`.
+    Config,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -160,6 +169,23 @@ pub struct LaunchArgs {
     /// Run attached to this terminal (for systemd and containers) instead of detaching.
     #[arg(long)]
     pub foreground: bool,
+    /// Run the Docker API proxy on $MESHNET_RUN_DIR/meshnet.sock (`eval $(meshnet env)`);
+    /// --proxy=false turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub proxy: bool,
+    /// The Docker engine for the proxy and plugin (default: $DOCKER_HOST, or
+    /// unix:///var/run/docker.sock).
+    #[arg(long)]
+    pub docker_api: Option<String>,
+    /// Proxy: leave containers without MESHNET_CIDR/WEAVE_CIDR off the mesh.
+    #[arg(long)]
+    pub no_default_ipalloc: bool,
+    /// Serve the Docker network/IPAM plugin `meshnet` and create the network `meshnet`
+    /// (default: on in the root network namespace when Docker is reachable).
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub plugin: Option<bool>,
     /// Peers to connect to, as host[:port]. None: resume the persisted list.
     pub peers: Vec<String>,
 }

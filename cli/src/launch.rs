@@ -39,8 +39,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `meshnet launch`.
 pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
     let config = router_config(env, &args)?;
+    let docker = crate::docker::Setup::resolve(env, &args)?;
     if args.foreground {
-        return run_foreground(config);
+        return run_foreground(config, env, docker);
     }
     if let Some(pid) = running_pid(&env.run_dir)? {
         bail!("meshnet is already running (pid {pid}); stop it with `meshnet stop`");
@@ -59,6 +60,7 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
     let mut cmd = Command::new(exe);
     cmd.arg("launch")
         .arg("--foreground")
+        .args(docker.child_args())
         .args(child_args(&args))
         .env("MESHNET_RUN_DIR", &env.run_dir)
         .env("MESHNET_DATA_DIR", &env.data_dir)
@@ -296,7 +298,7 @@ fn ipam_config(a: &LaunchArgs) -> Result<Option<IpamConfig>> {
 }
 
 /// Runs the router in this process until SIGTERM/SIGINT.
-fn run_foreground(config: RouterConfig) -> Result<()> {
+fn run_foreground(config: RouterConfig, env: &EnvArgs, docker: crate::docker::Setup) -> Result<()> {
     std::fs::create_dir_all(&config.run_dir)
         .with_context(|| format!("creating {}", config.run_dir.display()))?;
     let lock_path = config.run_dir.join(LOCK_FILE);
@@ -320,15 +322,18 @@ fn run_foreground(config: RouterConfig) -> Result<()> {
         .context("starting the runtime")?;
     let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
+        docker.start_proxy(env, shutdown.clone()).await?;
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             on_signal.cancel();
         });
-        meshnet_router::run(config, shutdown, |_| {}).await
+        meshnet_router::run(config, shutdown, |_| {})
+            .await
+            .map_err(|e| anyhow!("{e}"))
     });
     let _ = std::fs::remove_file(&pid_path);
-    result.map_err(|e| anyhow!("{e}"))
+    result
 }
 
 async fn wait_for_signal() {

@@ -10,6 +10,8 @@ mod cleanup;
 mod client;
 mod container;
 mod demo;
+mod docker;
+mod env;
 mod expose;
 pub mod lab;
 mod launch;
@@ -115,6 +117,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Demo => demo::run()?,
+        Command::Env { restore } => return Ok(env::env(&env, restore)),
+        Command::Config => return Ok(env::config(&env)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,143 @@
+//! The Docker side of `meshnet launch` and `stop`: which Docker engine to
+//! use, starting the API proxy inside the router process, and whether the
+//! network plugin runs (weave §8, §10.1).
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use meshnet_proxy::{DEFAULT_DOCKER_API, DockerAddr, ProxyConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{EnvArgs, LaunchArgs};
+use crate::env::proxy_url;
+
+/// Docker settings of one router, resolved once in the launching process
+/// (which has the user's environment) and handed to the router as flags.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The engine, as a `unix://` or `tcp://` address.
+    pub docker_api: String,
+    pub proxy: bool,
+    pub default_ipalloc: bool,
+    pub plugin: bool,
+}
+
+/// The engine to use: `--docker-api`, else `$DOCKER_HOST` — unless that is
+/// this router's own proxy (after `eval $(meshnet env)`), which would loop,
+/// then `$ORIG_DOCKER_HOST` — else Docker's default socket.
+pub fn docker_api(
+    flag: Option<&str>,
+    docker_host: Option<&str>,
+    orig: Option<&str>,
+    run_dir: &Path,
+) -> String {
+    let own = proxy_url(run_dir);
+    let usable = |s: &&str| !s.is_empty() && *s != own;
+    flag.filter(|s| !s.is_empty())
+        .or_else(|| docker_host.filter(usable))
+        .or_else(|| orig.filter(usable))
+        .unwrap_or(DEFAULT_DOCKER_API)
+        .to_string()
+}
+
+impl Setup {
+    /// Resolves the launch flags against the environment.
+    pub fn resolve(env: &EnvArgs, args: &LaunchArgs) -> Result<Setup> {
+        let docker_api = docker_api(
+            args.docker_api.as_deref(),
+            std::env::var("DOCKER_HOST").ok().as_deref(),
+            std::env::var("ORIG_DOCKER_HOST").ok().as_deref(),
+            &env.run_dir,
+        );
+        let addr: DockerAddr = docker_api
+            .parse()
+            .map_err(|e| anyhow!("--docker-api: {e}"))?;
+        let plugin = match args.plugin {
+            Some(p) => p,
+            None => in_root_netns() && reachable(&addr),
+        };
+        Ok(Setup {
+            docker_api,
+            proxy: args.proxy,
+            default_ipalloc: !args.no_default_ipalloc,
+            plugin,
+        })
+    }
+
+    /// The flags that carry this setup to the detached router.
+    pub fn child_args(&self) -> Vec<String> {
+        let mut v = vec![
+            format!("--proxy={}", self.proxy),
+            format!("--docker-api={}", self.docker_api),
+            format!("--plugin={}", self.plugin),
+        ];
+        if !self.default_ipalloc {
+            v.push("--no-default-ipalloc".into());
+        }
+        v
+    }
+
+    /// Starts the proxy (when on) in the router's runtime.
+    pub async fn start_proxy(&self, env: &EnvArgs, shutdown: CancellationToken) -> Result<()> {
+        if !self.proxy {
+            return Ok(());
+        }
+        let docker: DockerAddr = self
+            .docker_api
+            .parse()
+            .map_err(|e| anyhow!("--docker-api: {e}"))?;
+        let mut config = ProxyConfig::new(&env.run_dir, docker, env.http_addr);
+        config.default_ipalloc = self.default_ipalloc;
+        meshnet_proxy::start(config, shutdown).await.map_err(|e| {
+            anyhow!(
+                "cannot start the Docker proxy: {e}; launch with --proxy=false to run without it"
+            )
+        })
+    }
+}
+
+/// True in the machine's own network namespace (that of pid 1), where
+/// dockerd lives and moves plugin interfaces from.
+pub fn in_root_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata("/proc/self/ns/net"),
+        std::fs::metadata("/proc/1/ns/net"),
+    ) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+fn reachable(addr: &DockerAddr) -> bool {
+    match addr {
+        DockerAddr::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+        DockerAddr::Tcp(hp) => std::net::TcpStream::connect(hp.as_str()).is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_is_never_our_own_proxy() {
+        let run = Path::new("/run/meshnet");
+        let own = "unix:///run/meshnet/meshnet.sock";
+        assert_eq!(docker_api(None, None, None, run), DEFAULT_DOCKER_API);
+        assert_eq!(
+            docker_api(Some("tcp://h:2375"), Some("unix:///x"), None, run),
+            "tcp://h:2375"
+        );
+        assert_eq!(docker_api(None, Some("unix:///x"), None, run), "unix:///x");
+        assert_eq!(
+            docker_api(None, Some(own), Some("unix:///orig"), run),
+            "unix:///orig"
+        );
+        assert_eq!(
+            docker_api(None, Some(own), Some(""), run),
+            DEFAULT_DOCKER_API
+        );
+        assert_eq!(docker_api(None, Some(""), None, run), DEFAULT_DOCKER_API);
+    }
+}

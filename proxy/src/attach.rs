@@ -1,0 +1,180 @@
+//! Putting a started container on the mesh: addresses from the router's
+//! IPAM over its HTTP API (weave §2.3 routes, as `meshnet attach` uses
+//! them), then `ethwe` through `meshnet_router::datapath::attach`; and
+//! giving the addresses back when the container is gone.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use ipnet::Ipv4Net;
+use meshnet_router::datapath::{self, Netlink, Netns};
+use meshnet_router::dataplane::BRIDGE_NAME;
+
+use crate::intercept::AddrSpec;
+
+/// Why a container could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("the meshnet router does not answer on {addr}: {reason}")]
+    Router { addr: SocketAddr, reason: String },
+    #[error(
+        "IP address allocation is disabled: launch meshnet with --ipalloc-range, or give the container explicit addresses in MESHNET_CIDR"
+    )]
+    NoIpam,
+    #[error("IPAM refused {what}: {body}")]
+    Refused { what: String, body: String },
+    #[error("there is no {BRIDGE_NAME} bridge on this host; is the router's data plane up?")]
+    NoBridge,
+    #[error(transparent)]
+    Datapath(#[from] datapath::DatapathError),
+}
+
+/// One call to the router's API: status and body.
+pub async fn router_call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, String), AttachError> {
+    let err = |reason: String| AttachError::Router { addr, reason };
+    let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| err("connect timed out".into()))?
+        .map_err(|e| err(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| err(e.to_string()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+        .await
+        .map_err(|_| err(format!("no answer to {path} within 60 s")))?
+        .map_err(|e| err(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).trim().to_string()))
+}
+
+/// Asks IPAM for one address; the bool says whether IPAM gave it out (and
+/// so must take it back if the attach fails).
+async fn allocate(
+    api: SocketAddr,
+    ident: &str,
+    spec: AddrSpec,
+) -> Result<(Ipv4Net, bool), AttachError> {
+    let (method, path) = match spec {
+        AddrSpec::Default => (Method::POST, format!("/ip/{ident}?check-alive=true")),
+        AddrSpec::Net(n) => (
+            Method::POST,
+            format!(
+                "/ip/{ident}/{}/{}?check-alive=true",
+                n.addr(),
+                n.prefix_len()
+            ),
+        ),
+        AddrSpec::Ip(c) => (
+            Method::PUT,
+            format!(
+                "/ip/{ident}/{}/{}?check-alive=true",
+                c.addr(),
+                c.prefix_len()
+            ),
+        ),
+    };
+    let (status, body) = router_call(api, method, &path).await?;
+    match (spec, status) {
+        // An explicit address outside IPAM's range is the user's business.
+        (AddrSpec::Ip(c), s) if s.is_success() || s == StatusCode::NOT_FOUND => Ok((c, false)),
+        (_, StatusCode::NOT_FOUND) => Err(AttachError::NoIpam),
+        (_, s) if s.is_success() => {
+            let c = body.parse().map_err(|_| AttachError::Refused {
+                what: format!("{spec:?}"),
+                body: format!("answered {body:?} instead of an address"),
+            })?;
+            Ok((c, true))
+        }
+        _ => Err(AttachError::Refused {
+            what: format!("{spec:?}"),
+            body,
+        }),
+    }
+}
+
+/// Gives every address of `ident` back to IPAM.
+pub async fn release(api: SocketAddr, ident: &str) -> Result<(), AttachError> {
+    let (status, body) = router_call(api, Method::DELETE, &format!("/ip/{ident}")).await?;
+    if status.is_success() || status == StatusCode::NOT_FOUND {
+        Ok(())
+    } else {
+        Err(AttachError::Refused {
+            what: format!("releasing {ident}"),
+            body,
+        })
+    }
+}
+
+/// Attaches the process `pid` (a container's first process) as `ident`;
+/// returns its addresses.
+pub async fn attach(
+    api: SocketAddr,
+    ident: &str,
+    pid: u32,
+    specs: &[AddrSpec],
+    multicast_route: bool,
+) -> Result<Vec<Ipv4Net>, AttachError> {
+    let host = Netns::current()?;
+    let container = Netns::of_pid(pid)?;
+    let mtu = Netlink::connect(&host)
+        .await?
+        .link_by_name(BRIDGE_NAME)
+        .await?
+        .ok_or(AttachError::NoBridge)?
+        .mtu;
+    let mut wanted = Vec::new();
+    let mut from_ipam = false;
+    for spec in specs {
+        match allocate(api, ident, *spec).await {
+            Ok((cidr, ipam)) => {
+                from_ipam |= ipam;
+                wanted.push(cidr);
+            }
+            Err(e) => {
+                if from_ipam {
+                    let _ = release(api, ident).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    match datapath::attach(
+        &host,
+        &container,
+        BRIDGE_NAME,
+        &wanted,
+        mtu,
+        multicast_route,
+    )
+    .await
+    {
+        Ok(a) => Ok(a.addrs),
+        Err(e) => {
+            if from_ipam {
+                let _ = release(api, ident).await;
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! What the proxy rewrites, as pure functions (weave §8): which paths are
+//! intercepted, which containers go on the mesh with which addresses, and
+//! the `containers/create` body rewrite that puts the wait shim first.
+
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+
+/// Where the shim directory is mounted in containers, and the shim itself.
+/// Weave's paths, so images and scripts written for weave keep working.
+pub const SHIM_MOUNT: &str = "/w";
+/// The shim's path inside containers: their entrypoint's first word.
+pub const SHIM_PATH: &str = "/w/w";
+/// Container environment variables naming the mesh addresses; ours wins.
+pub const CIDR_VARS: [&str; 2] = ["MESHNET_CIDR", "WEAVE_CIDR"];
+
+/// Why a request could not be rewritten.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InterceptError {
+    #[error("the request body is not a JSON object: {0}")]
+    BadJson(String),
+    #[error(
+        "invalid address {addr:?} in {var}: use CIDR notation such as 10.2.1.1/24, ip:CIDR, net:CIDR, net:default or none"
+    )]
+    BadAddr { var: String, addr: String },
+    #[error("No command specified")]
+    NoCommand,
+}
+
+/// The requests the proxy treats specially.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `POST [/vX.Y]/containers/create`
+    Create,
+    /// `POST [/vX.Y]/containers/{id}/start` or `/restart`
+    Start(&'a str),
+    /// Everything else: passed through untouched.
+    Other,
+}
+
+/// Classifies a request path (the method is not checked, as in weave).
+pub fn route(path: &str) -> Route<'_> {
+    let rest = strip_version(path);
+    let Some(rest) = rest.strip_prefix("/containers/") else {
+        return Route::Other;
+    };
+    if rest == "create" {
+        return Route::Create;
+    }
+    match rest.split_once('/') {
+        Some((id, "start" | "restart")) if !id.is_empty() => Route::Start(id),
+        _ => Route::Other,
+    }
+}
+
+/// Drops an API version prefix such as `/v1.41`.
+fn strip_version(path: &str) -> &str {
+    if let Some(rest) = path.strip_prefix("/v") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        let (version, tail) = rest.split_at(end);
+        let numeric = !version.is_empty()
+            && version
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if numeric {
+            return tail;
+        }
+    }
+    path
+}
+
+/// One address a container asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrSpec {
+    /// `net:default`: any free address in IPAM's default subnet.
+    Default,
+    /// `net:CIDR`: any free address in that subnet.
+    Net(Ipv4Net),
+    /// `CIDR` or `ip:CIDR`: exactly this address.
+    Ip(Ipv4Net),
+}
+
+/// Parses `net:default`, `net:CIDR`, `ip:CIDR` or `CIDR`.
+pub fn parse_addr(var: &str, s: &str) -> Result<AddrSpec, InterceptError> {
+    let bad = || InterceptError::BadAddr {
+        var: var.into(),
+        addr: s.into(),
+    };
+    if s == "net:default" {
+        return Ok(AddrSpec::Default);
+    }
+    if let Some(net) = s.strip_prefix("net:") {
+        let n: Ipv4Net = net.parse().map_err(|_| bad())?;
+        return Ok(AddrSpec::Net(n.trunc()));
+    }
+    let c: Ipv4Net = s
+        .strip_prefix("ip:")
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| bad())?;
+    Ok(AddrSpec::Ip(c))
+}
+
+/// The mesh addresses of a container from its `Env` (`KEY=VALUE` strings)
+/// and network mode; `None` leaves it off the mesh. Only containers on
+/// Docker's own bridge (or with no network) qualify: `host`,
+/// `container:...` and plugin networks are someone else's business.
+pub fn mesh_addrs(
+    env: &[String],
+    network_mode: &str,
+    default_ipalloc: bool,
+) -> Result<Option<Vec<AddrSpec>>, InterceptError> {
+    if !matches!(network_mode, "" | "default" | "bridge" | "none") {
+        return Ok(None);
+    }
+    let value = CIDR_VARS.iter().find_map(|var| {
+        env.iter()
+            .find_map(|kv| kv.strip_prefix(var)?.strip_prefix('='))
+            .map(|v| (*var, v.trim()))
+    });
+    match value {
+        None if default_ipalloc => Ok(Some(vec![AddrSpec::Default])),
+        None => Ok(None),
+        Some((_, "none")) => Ok(None),
+        // Weave: an empty variable means the default allocation.
+        Some((_, "")) => Ok(Some(vec![AddrSpec::Default])),
+        Some((var, list)) => list
+            .split_whitespace()
+            .map(|a| parse_addr(var, a))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+    }
+}
+
+/// Docker's string-or-array fields (`Entrypoint`, `Cmd`).
+pub fn str_slice(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The parts of a create request that decide what happens to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateRequest {
+    pub image: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub network_mode: String,
+}
+
+/// Reads a create body.
+pub fn parse_create(body: &Value) -> Result<CreateRequest, InterceptError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| InterceptError::BadJson("expected an object".into()))?;
+    Ok(CreateRequest {
+        image: obj
+            .get("Image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        entrypoint: str_slice(obj.get("Entrypoint")),
+        cmd: str_slice(obj.get("Cmd")),
+        env: str_slice(obj.get("Env")),
+        network_mode: obj
+            .get("HostConfig")
+            .and_then(|h| h.get("NetworkMode"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+/// The image's own entrypoint and command, when the request sets neither.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+/// Reads `Config.Entrypoint` and `Config.Cmd` from `GET /images/{name}/json`.
+pub fn image_defaults(inspect: &Value) -> ImageDefaults {
+    let config = inspect.get("Config");
+    ImageDefaults {
+        entrypoint: str_slice(config.and_then(|c| c.get("Entrypoint"))),
+        cmd: str_slice(config.and_then(|c| c.get("Cmd"))),
+    }
+}
+
+/// Rewrites a create body so the shim runs first: bind-mounts `shim_dir`
+/// read-only at [`SHIM_MOUNT`] and prefixes the entrypoint with
+/// [`SHIM_PATH`]. Docker ignores the image's `Cmd` once a request sets an
+/// entrypoint, so when the request had none, the image's entrypoint and
+/// command are filled in from `image` (weave does the same).
+pub fn rewrite_create(
+    body: &mut Value,
+    image: Option<&ImageDefaults>,
+    shim_dir: &Path,
+) -> Result<(), InterceptError> {
+    let req = parse_create(body)?;
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| InterceptError::BadJson("expected an object".into()))?;
+    let mut entrypoint = req.entrypoint;
+    let mut cmd = req.cmd;
+    if entrypoint.first().map(String::as_str) == Some(SHIM_PATH) {
+        return Ok(());
+    }
+    if entrypoint.is_empty()
+        && let Some(image) = image
+    {
+        entrypoint = image.entrypoint.clone();
+        if cmd.is_empty() {
+            cmd = image.cmd.clone();
+        }
+    }
+    if entrypoint.is_empty() && cmd.is_empty() {
+        return Err(InterceptError::NoCommand);
+    }
+    entrypoint.insert(0, SHIM_PATH.to_string());
+    obj.insert("Entrypoint".into(), Value::from(entrypoint));
+    obj.insert("Cmd".into(), Value::from(cmd));
+
+    let host_config = obj
+        .entry("HostConfig")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if host_config.is_null() {
+        *host_config = Value::Object(Default::default());
+    }
+    let Some(host_config) = host_config.as_object_mut() else {
+        return Err(InterceptError::BadJson(
+            "HostConfig is not an object".into(),
+        ));
+    };
+    let bind = format!("{}:{SHIM_MOUNT}:ro", shim_dir.display());
+    let binds = host_config
+        .entry("Binds")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    match binds {
+        Value::Array(a) => a.push(Value::from(bind)),
+        other => *other = Value::from(vec![bind]),
+    }
+    Ok(())
+}
+
+/// True when a container (from `GET /containers/{id}/json`) was created
+/// through the proxy, so its first process waits for the mesh.
+pub fn waits_for_mesh(inspect: &Value) -> bool {
+    let entrypoint = str_slice(inspect.get("Config").and_then(|c| c.get("Entrypoint")));
+    entrypoint.first().map(String::as_str) == Some(SHIM_PATH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn routes_with_and_without_version_prefix() {
+        assert_eq!(route("/containers/create"), Route::Create);
+        assert_eq!(route("/v1.41/containers/create"), Route::Create);
+        assert_eq!(route("/v1.41/containers/abc/start"), Route::Start("abc"));
+        assert_eq!(route("/containers/box1/restart"), Route::Start("box1"));
+        assert_eq!(route("/v1.41/containers/abc/stop"), Route::Other);
+        assert_eq!(route("/v1.41/containers/json"), Route::Other);
+        assert_eq!(route("/_ping"), Route::Other);
+        assert_eq!(route("/version/containers/create"), Route::Other);
+        assert_eq!(route("/containers//start"), Route::Other);
+        assert_eq!(route("/vx.y/containers/create"), Route::Other);
+    }
+
+    fn env(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn addresses_come_from_the_environment_as_in_weave() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        assert_eq!(
+            mesh_addrs(&env(&["PATH=/bin"]), "", true).unwrap(),
+            Some(vec![AddrSpec::Default])
+        );
+        assert_eq!(mesh_addrs(&env(&[]), "", false).unwrap(), None);
+        assert_eq!(
+            mesh_addrs(&env(&["WEAVE_CIDR=none"]), "", true).unwrap(),
+            None
+        );
+        assert_eq!(
+            mesh_addrs(&env(&["MESHNET_CIDR=none"]), "", true).unwrap(),
+            None
+        );
+        assert_eq!(
+            mesh_addrs(&env(&["WEAVE_CIDR="]), "", false).unwrap(),
+            Some(vec![AddrSpec::Default])
+        );
+        assert_eq!(
+            mesh_addrs(
+                &env(&["MESHNET_CIDR=10.2.1.1/24 net:10.3.0.0/16 ip:10.4.0.9/8 net:default"]),
+                "bridge",
+                false
+            )
+            .unwrap(),
+            Some(vec![
+                AddrSpec::Ip(net("10.2.1.1/24")),
+                AddrSpec::Net(net("10.3.0.0/16")),
+                AddrSpec::Ip(net("10.4.0.9/8")),
+                AddrSpec::Default,
+            ])
+        );
+        // Ours wins over weave's.
+        assert_eq!(
+            mesh_addrs(
+                &env(&["WEAVE_CIDR=none", "MESHNET_CIDR=10.9.0.1/24"]),
+                "",
+                true
+            )
+            .unwrap(),
+            Some(vec![AddrSpec::Ip(net("10.9.0.1/24"))])
+        );
+        for mode in ["host", "container:abc", "mynet"] {
+            assert_eq!(mesh_addrs(&env(&[]), mode, true).unwrap(), None, "{mode}");
+        }
+        let e = mesh_addrs(&env(&["WEAVE_CIDR=10.0.0.300/24"]), "", true).unwrap_err();
+        assert!(e.to_string().contains("10.0.0.300/24"), "{e}");
+        assert!(e.to_string().contains("WEAVE_CIDR"), "{e}");
+    }
+
+    #[test]
+    fn create_fills_the_image_command_behind_the_shim() {
+        let mut body = json!({"Image": "busybox", "Cmd": null, "Entrypoint": null,
+            "HostConfig": {"Binds": ["/a:/b"], "NetworkMode": "default"}});
+        let image = ImageDefaults {
+            entrypoint: vec![],
+            cmd: vec!["sh".into()],
+        };
+        rewrite_create(&mut body, Some(&image), Path::new("/run/meshnet/shim")).unwrap();
+        assert_eq!(body["Entrypoint"], json!(["/w/w"]));
+        assert_eq!(body["Cmd"], json!(["sh"]));
+        assert_eq!(
+            body["HostConfig"]["Binds"],
+            json!(["/a:/b", "/run/meshnet/shim:/w:ro"])
+        );
+        assert!(waits_for_mesh(
+            &json!({"Config": {"Entrypoint": ["/w/w", "sh"]}})
+        ));
+        assert!(!waits_for_mesh(&json!({"Config": {"Entrypoint": null}})));
+    }
+
+    #[test]
+    fn create_keeps_a_requested_entrypoint_and_command() {
+        let mut body = json!({"Image": "x", "Entrypoint": "/bin/app", "Cmd": ["-v"]});
+        rewrite_create(&mut body, None, Path::new("/s")).unwrap();
+        assert_eq!(body["Entrypoint"], json!(["/w/w", "/bin/app"]));
+        assert_eq!(body["Cmd"], json!(["-v"]));
+        assert_eq!(body["HostConfig"]["Binds"], json!(["/s:/w:ro"]));
+        // Not wrapped twice.
+        let before = body.clone();
+        rewrite_create(&mut body, None, Path::new("/s")).unwrap();
+        assert_eq!(body, before);
+    }
+
+    #[test]
+    fn create_with_an_image_entrypoint_keeps_the_request_command() {
+        let mut body = json!({"Image": "x", "Cmd": ["arg"], "HostConfig": null});
+        let image = ImageDefaults {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["default".into()],
+        };
+        rewrite_create(&mut body, Some(&image), Path::new("/s")).unwrap();
+        assert_eq!(body["Entrypoint"], json!(["/w/w", "/entry"]));
+        assert_eq!(body["Cmd"], json!(["arg"]));
+    }
+
+    #[test]
+    fn create_without_any_command_is_refused_like_docker() {
+        let mut body = json!({"Image": "x"});
+        let e = rewrite_create(&mut body, Some(&ImageDefaults::default()), Path::new("/s"));
+        assert_eq!(e, Err(InterceptError::NoCommand));
+        assert!(matches!(
+            rewrite_create(&mut json!([1]), None, Path::new("/s")),
+            Err(InterceptError::BadJson(_))
+        ));
+    }
+}

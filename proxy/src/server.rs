@@ -1,0 +1,280 @@
+//! The proxy's HTTP side: every request goes to Docker on its own
+//! connection and the answer comes back unchanged — streamed frame by frame
+//! (`logs -f`, `events`, `build`), or, on `101 Switching Protocols` (`run
+//! -it`, `exec -it`, `attach`), both connections are upgraded and spliced.
+//! `containers/create` and `containers/{id}/start|restart` are rewritten or
+//! followed by an attach (see [`crate::intercept`]).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use crate::ProxyConfig;
+use crate::attach;
+use crate::intercept::{self, InterceptError, Route};
+use crate::upstream::{Body, UpstreamError, full};
+
+/// Serves one client connection until it closes.
+pub async fn serve_connection(config: Arc<ProxyConfig>, stream: tokio::net::UnixStream) {
+    let service = hyper::service::service_fn(move |req| {
+        let config = config.clone();
+        async move { Ok::<_, Infallible>(handle(&config, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        debug!(error = %e, "proxy client connection ended with an error");
+    }
+}
+
+/// A JSON error in Docker's shape, so the docker CLI prints the message.
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// An error of meshnet's own (not Docker's): said so in the message.
+fn own_error(status: StatusCode, what: impl std::fmt::Display) -> Response<Body> {
+    error(status, format!("meshnet proxy: {what}"))
+}
+
+fn upstream_error(e: UpstreamError) -> Response<Body> {
+    own_error(StatusCode::BAD_GATEWAY, e)
+}
+
+async fn handle(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match intercept::route(&path) {
+        Route::Create if req.method() == Method::POST => create(config, req).await,
+        Route::Start(id) if req.method() == Method::POST => {
+            let id = id.to_string();
+            start(config, req, &id).await
+        }
+        _ => pass(config, req.map(|b| b.boxed())).await,
+    }
+}
+
+/// Forwards a request and returns Docker's answer untouched; on `101`
+/// splices the two upgraded connections.
+async fn pass(config: &ProxyConfig, mut req: Request<Body>) -> Response<Body> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let mut resp = match config.docker.send(req).await {
+        Ok(r) => r,
+        Err(e) => return upstream_error(e),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let docker_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (client, docker) = match tokio::join!(client_upgrade, docker_upgrade) {
+                (Ok(c), Ok(d)) => (c, d),
+                (c, d) => {
+                    warn!(client = ?c.err(), docker = ?d.err(), "hijacked stream could not be upgraded");
+                    return;
+                }
+            };
+            let (mut client, mut docker) = (TokioIo::new(client), TokioIo::new(docker));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut docker).await {
+                debug!(error = %e, "hijacked stream ended");
+            }
+        });
+    }
+    resp.map(|b| b.boxed())
+}
+
+/// Reads a whole request body (create bodies are small JSON).
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    body.collect().await.map(|c| c.to_bytes()).map_err(|e| {
+        own_error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request: {e}"),
+        )
+    })
+}
+
+fn intercept_error(e: InterceptError) -> Response<Body> {
+    let status = match e {
+        InterceptError::BadAddr { .. } | InterceptError::BadJson(_) => StatusCode::BAD_REQUEST,
+        InterceptError::NoCommand => StatusCode::BAD_REQUEST,
+    };
+    own_error(status, e)
+}
+
+/// `POST /containers/create`: rewrite the body so the shim runs first,
+/// unless the container stays off the mesh (then pass the bytes through).
+async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let original =
+        |parts: http::request::Parts, bytes: Bytes| Request::from_parts(parts, full(bytes));
+    // Not JSON: Docker gives the client the right error.
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return pass(config, original(parts, bytes)).await;
+    };
+    let Ok(create) = intercept::parse_create(&value) else {
+        return pass(config, original(parts, bytes)).await;
+    };
+    match intercept::mesh_addrs(&create.env, &create.network_mode, config.default_ipalloc) {
+        Ok(Some(_)) => {}
+        Ok(None) => return pass(config, original(parts, bytes)).await,
+        Err(e) => return intercept_error(e),
+    }
+    let image = if create.entrypoint.is_empty() {
+        let path = format!("/images/{}/json", encode_path(&create.image));
+        let (status, body) = match config.docker.call(Method::GET, &path, None).await {
+            Ok(x) => x,
+            Err(e) => return upstream_error(e),
+        };
+        if !status.is_success() {
+            // "No such image": the docker CLI pulls on this 404 and retries.
+            let mut resp = Response::new(full(body));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return resp;
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => Some(intercept::image_defaults(&v)),
+            Err(e) => {
+                return own_error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cannot read the image of {}: {e}", create.image),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(e) = intercept::rewrite_create(&mut value, image.as_ref(), &config.shim_dir) {
+        return intercept_error(e);
+    }
+    let body = value.to_string();
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    pass(config, Request::from_parts(parts, full(body))).await
+}
+
+/// Percent-encodes an image reference for a path (`/` in names is fine for
+/// Docker's router, but `?` or `#` must not end the path).
+fn encode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z'
+            | b'A'..=b'Z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b'/'
+            | b':'
+            | b'@' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `POST /containers/{id}/start|restart`: after Docker started it, attach
+/// it (the shim is waiting for `ethwe`), then give Docker's answer back.
+async fn start(config: &ProxyConfig, req: Request<Incoming>, id: &str) -> Response<Body> {
+    let resp = pass(config, req.map(|b| b.boxed())).await;
+    if !resp.status().is_success() {
+        return resp;
+    }
+    match attach_started(config, id).await {
+        Ok(()) => resp,
+        Err(message) => {
+            warn!(container = %id, error = %message, "attach failed; killing the container");
+            let kill = format!("/containers/{}/kill", encode_path(id));
+            let _ = config.docker.call(Method::POST, &kill, None).await;
+            own_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot attach container {id} to the mesh, so it was killed: {message}"),
+            )
+        }
+    }
+}
+
+/// Attaches a started container if it was created through the proxy.
+pub async fn attach_started(config: &ProxyConfig, id: &str) -> Result<(), String> {
+    let inspect = config
+        .docker
+        .json(&format!("/containers/{}/json", encode_path(id)))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !intercept::waits_for_mesh(&inspect) {
+        return Ok(());
+    }
+    let env = intercept::str_slice(inspect.get("Config").and_then(|c| c.get("Env")));
+    let mode = inspect
+        .get("HostConfig")
+        .and_then(|h| h.get("NetworkMode"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    // The shim is in place, so the container expects an attach even if it
+    // would not qualify now; default to the default subnet then.
+    let specs = intercept::mesh_addrs(&env, mode, config.default_ipalloc)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| vec![intercept::AddrSpec::Default]);
+    let full_id = inspect.get("Id").and_then(Value::as_str).unwrap_or(id);
+    let state = inspect.get("State");
+    let running = state
+        .and_then(|s| s.get("Running"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let pid = state
+        .and_then(|s| s.get("Pid"))
+        .and_then(Value::as_u64)
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0);
+    if !running || pid == 0 {
+        return Err(format!("container {id} is not running"));
+    }
+    let addrs = attach::attach(
+        config.router_api,
+        full_id,
+        pid,
+        &specs,
+        config.multicast_route,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    info!(container = %full_id, addrs = %shown.join(" "), "attached");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_stay_readable_in_paths() {
+        assert_eq!(encode_path("busybox:latest"), "busybox:latest");
+        assert_eq!(
+            encode_path("reg.example:5000/a/b@sha256:ab"),
+            "reg.example:5000/a/b@sha256:ab"
+        );
+        assert_eq!(encode_path("a?b#c d"), "a%3Fb%23c%20d");
+    }
+}
