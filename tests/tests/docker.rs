@@ -1,0 +1,404 @@
+//! The seed's weave scenarios on the real Docker engine: two "hosts"
+//! (routers in network namespaces, one mesh) and containers from the local
+//! busybox image (scripts/busybox-image).
+//!
+//! 1. `docker run -dit` + `meshnet attach 10.0.0.11/24 box1` / `.12 box2`
+//!    on the two hosts; box1 pings box2.
+//! 2. `eval $(meshnet env)` on each host; `docker run -dit` gets `ethwe` in
+//!    10.32.0.0/12 with MTU 1376 before its first process runs; box3 pings
+//!    box4; `eval $(meshnet env --restore)` restores `DOCKER_HOST`.
+//! 3. `docker exec -it` and `docker run -it` through the proxy, driven by a
+//!    real pseudo-terminal (`script`).
+//! 4. `meshnet ps` lists the containers with their MACs and addresses.
+//!
+//! Without a Docker engine these tests fail, saying so. Containers get
+//! names unique to this run and are removed even when a test panics.
+
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use meshnet_tests::{
+    Host, TestLab, lab_on_one_segment, launch, meshnet_bin, report, require_root, view, wait_for,
+};
+
+/// Runs `docker args` against `docker_host` (None: the engine itself).
+fn docker_at(docker_host: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("docker");
+    cmd.args(args).stdin(Stdio::null());
+    match docker_host {
+        Some(h) => cmd.env("DOCKER_HOST", h),
+        None => cmd.env_remove("DOCKER_HOST"),
+    };
+    cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run docker {}: {e}; install the Docker CLI",
+            args.join(" ")
+        )
+    })
+}
+
+fn docker(args: &[&str]) -> Output {
+    docker_at(None, args)
+}
+
+/// `docker args`, which must succeed; returns stdout.
+fn docker_ok_at(docker_host: Option<&str>, args: &[&str]) -> String {
+    let out = docker_at(docker_host, args);
+    assert!(
+        out.status.success(),
+        "docker {} (DOCKER_HOST={docker_host:?}) failed ({}): {}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    docker_ok_at(None, args)
+}
+
+/// Fails the test unless the engine answers, then builds the busybox image
+/// if it is missing.
+fn require_docker() {
+    require_root();
+    let out = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        out.status.success(),
+        "these tests need a running Docker engine (unix:///var/run/docker.sock): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image");
+    let status = Command::new(&script)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(status.success(), "{} failed", script.display());
+}
+
+/// Names of this run's containers; `docker rm -f` on drop, panic or not.
+struct Containers {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Containers {
+    fn new(tag: &str) -> Containers {
+        Containers {
+            prefix: format!("meshnet-{tag}-{}", std::process::id()),
+            names: Vec::new(),
+        }
+    }
+
+    /// A unique name for `short`, removed at the end.
+    fn name(&mut self, short: &str) -> String {
+        let n = format!("{}-{short}", self.prefix);
+        self.names.push(n.clone());
+        n
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        if self.names.is_empty() {
+            return;
+        }
+        let mut args = vec!["rm", "-f"];
+        args.extend(self.names.iter().map(String::as_str));
+        let out = docker(&args);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // Containers that were never created are fine.
+            if !err.lines().all(|l| l.contains("No such container")) {
+                eprintln!("docker rm -f failed: {err}");
+            }
+        }
+    }
+}
+
+/// Two hosts on 192.0.2.0/24, routers launched and connected (one IPAM ring).
+fn two_hosts(tag: &str) -> TestLab {
+    let lab = lab_on_one_segment(tag, &["a", "b"]);
+    let init = "--ipalloc-init=consensus=2";
+    launch(lab.host("a"), &["--nickname", "a", init]);
+    let b = launch(lab.host("b"), &["--nickname", "b", init, "192.0.2.1"]);
+    wait_for("a and b to connect", Duration::from_secs(30), || {
+        view::established_with(&report(lab.host("a")), &b).then_some(())
+    });
+    lab
+}
+
+/// `meshnet args` on `host`, which must succeed; returns stdout.
+fn meshnet_on(host: &Host, args: &[&str]) -> String {
+    let out = host.meshnet(args).expect("running meshnet");
+    assert!(
+        out.status.success(),
+        "meshnet {} on {} failed: {}",
+        args.join(" "),
+        host.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `from` pings `to` once, then asserts `ping -c 2` succeeds.
+fn assert_pings(docker_host: Option<&str>, from: &str, to: Ipv4Addr) {
+    let to = to.to_string();
+    wait_for(
+        &format!("{from} to ping {to}"),
+        Duration::from_secs(30),
+        || {
+            let out = docker_at(
+                docker_host,
+                &["exec", from, "ping", "-c", "1", "-W", "1", &to],
+            );
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    let out = docker_ok_at(docker_host, &["exec", from, "ping", "-c", "2", &to]);
+    assert!(out.contains("2 packets received"), "{out}");
+}
+
+/// The IPv4 addresses of `ethwe` in a container, as CIDRs.
+fn ethwe_addrs(docker_host: Option<&str>, container: &str) -> Vec<String> {
+    let out = docker_ok_at(
+        docker_host,
+        &["exec", container, "ip", "-4", "-o", "addr", "show", "ethwe"],
+    );
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "inet")
+        .map(|w| w[1].to_string())
+        .collect()
+}
+
+fn ip_of(cidr: &str) -> Ipv4Addr {
+    cidr.split('/')
+        .next()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("not a CIDR: {cidr}"))
+}
+
+fn in_default_range(ip: Ipv4Addr) -> bool {
+    u32::from(ip) & 0xfff0_0000 == u32::from(Ipv4Addr::new(10, 32, 0, 0))
+}
+
+/// `meshnet env` for `host`, evaluated by a shell that then runs `script`
+/// (with the `DOCKER_HOST` it set); returns that shell's stdout.
+fn with_env(host: &Host, docker_host: Option<&str>, script: &str) -> String {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("set -e; eval \"$(\"$MESHNET\" env)\"; {script}"))
+        .env("MESHNET", meshnet_bin())
+        .env("MESHNET_RUN_DIR", host.run_dir())
+        .env_remove("ORIG_DOCKER_HOST")
+        .stdin(Stdio::null());
+    match docker_host {
+        Some(h) => cmd.env("DOCKER_HOST", h),
+        None => cmd.env_remove("DOCKER_HOST"),
+    };
+    let out = cmd.output().expect("running sh");
+    assert!(
+        out.status.success(),
+        "eval $(meshnet env); {script} on {} failed: {}{}",
+        host.name(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn proxy_of(host: &Host) -> String {
+    format!("unix://{}/meshnet.sock", host.run_dir().display())
+}
+
+#[test]
+fn attach_by_hand_then_ping_across_hosts() {
+    require_docker();
+    let mut names = Containers::new("attach");
+    let lab = two_hosts("dk-attach");
+    let (box1, box2) = (names.name("box1"), names.name("box2"));
+    for b in [&box1, &box2] {
+        docker_ok(&["run", "-dit", "--name", b, "busybox"]);
+    }
+    let printed = meshnet_on(lab.host("a"), &["attach", "10.0.0.11/24", &box1]);
+    assert_eq!(printed.trim(), "10.0.0.11");
+    meshnet_on(lab.host("b"), &["attach", "10.0.0.12/24", &box2]);
+    assert_eq!(ethwe_addrs(None, &box1), ["10.0.0.11/24"]);
+    assert_pings(None, &box1, Ipv4Addr::new(10, 0, 0, 12));
+
+    // `meshnet ps` on a lists box1 with ethwe's MAC and address.
+    let id = docker_ok(&["inspect", "-f", "{{.Id}}", &box1]);
+    let mac = docker_ok(&["exec", &box1, "cat", "/sys/class/net/ethwe/address"]);
+    let ps = meshnet_on(lab.host("a"), &["ps"]);
+    let want = format!("{} {} 10.0.0.11/24", &id.trim()[..12], mac.trim());
+    assert!(ps.lines().any(|l| l == want), "want {want:?} in:\n{ps}");
+    assert!(!ps.contains("10.0.0.12/24"), "box2 is on b, not a:\n{ps}");
+    let ps_one = meshnet_on(lab.host("b"), &["ps", &box2]);
+    assert!(
+        ps_one.starts_with(&format!("{box2} ")) && ps_one.trim_end().ends_with(" 10.0.0.12/24"),
+        "{ps_one}"
+    );
+}
+
+#[test]
+fn proxy_attaches_containers_before_they_run() {
+    require_docker();
+    let mut names = Containers::new("proxy");
+    let lab = two_hosts("dk-proxy");
+    let (a, b) = (lab.host("a"), lab.host("b"));
+    let (box3, box4) = (names.name("box3"), names.name("box4"));
+
+    // The first process already sees ethwe: a one-shot container prints it.
+    let first = with_env(
+        a,
+        None,
+        "docker run --rm busybox sh -c 'ip -4 -o addr show ethwe; cat /sys/class/net/ethwe/mtu'",
+    );
+    let mut words = first.split_whitespace();
+    let inet = words.by_ref().skip_while(|w| *w != "inet").nth(1);
+    let ip = ip_of(inet.unwrap_or_else(|| panic!("no ethwe address in {first:?}")));
+    assert!(in_default_range(ip), "{ip} is not in 10.32.0.0/12");
+    assert_eq!(first.lines().last().map(str::trim), Some("1376"), "{first}");
+
+    with_env(a, None, &format!("docker run -dit --name {box3} busybox"));
+    with_env(b, None, &format!("docker run -dit --name {box4} busybox"));
+    let mut ips = Vec::new();
+    for (host, c) in [(a, &box3), (b, &box4)] {
+        let addrs = ethwe_addrs(Some(&proxy_of(host)), c);
+        assert_eq!(addrs.len(), 1, "{c}: {addrs:?}");
+        let ip = ip_of(&addrs[0]);
+        assert!(in_default_range(ip), "{c}: {ip} is not in 10.32.0.0/12");
+        let mtu = docker_ok(&["exec", c, "cat", "/sys/class/net/ethwe/mtu"]);
+        assert_eq!(mtu.trim(), "1376", "{c}");
+        ips.push(ip);
+    }
+    assert_ne!(ips[0], ips[1]);
+    assert_pings(Some(&proxy_of(a)), &box3, ips[1]);
+
+    // Containers that opt out stay off the mesh, and Docker's own errors
+    // come back untouched through the proxy.
+    let off = with_env(
+        a,
+        None,
+        "docker run --rm -e MESHNET_CIDR=none busybox sh -c 'test ! -e /sys/class/net/ethwe && echo off'",
+    );
+    assert_eq!(off.trim(), "off");
+    let out = docker_at(
+        Some(&proxy_of(a)),
+        &["inspect", "meshnet-no-such-container"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `meshnet ps` on b shows box4 with its MAC and address.
+    let ps = meshnet_on(b, &["ps", &box4]);
+    let mac = docker_ok(&["exec", &box4, "cat", "/sys/class/net/ethwe/address"]);
+    assert_eq!(ps.trim(), format!("{box4} {} {}/12", mac.trim(), ips[1]));
+
+    // env --restore gives back the DOCKER_HOST from before `eval $(meshnet env)`.
+    let restored = with_env(
+        a,
+        Some("unix:///var/run/docker.sock"),
+        "echo \"during=$DOCKER_HOST\"; eval \"$(\"$MESHNET\" env --restore)\"; echo \"after=$DOCKER_HOST\"",
+    );
+    assert_eq!(
+        restored.lines().collect::<Vec<_>>(),
+        [
+            format!("during={}", proxy_of(a)).as_str(),
+            "after=unix:///var/run/docker.sock"
+        ]
+    );
+    assert_eq!(
+        meshnet_on(a, &["config"]).trim(),
+        format!("-H={}", proxy_of(a))
+    );
+    let nothing = a
+        .meshnet(&["env", "--restore"])
+        .expect("meshnet env --restore");
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("Nothing to restore"));
+}
+
+/// Runs `command` under a pseudo-terminal (`script`), waits for the shell
+/// prompt, types `echo hi-$((1+2))`, waits for `hi-3`, then `exit`.
+/// Returns everything the terminal showed.
+fn pty_session(command: &str, docker_host: &str) -> String {
+    let mut child = Command::new("script")
+        .args(["-qefc", command, "/dev/null"])
+        .env("DOCKER_HOST", docker_host)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running script(1) for a pseudo-terminal; install util-linux");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    let wait_until = |seen: &mut String, what: &dyn Fn(&str) -> bool, step: &str| {
+        while !what(seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!("{command}: no {step} within 60 s; the terminal showed {seen:?}"),
+            }
+        }
+    };
+    wait_until(&mut seen, &|s| s.contains("# "), "shell prompt");
+    stdin.write_all(b"echo hi-$((1+2))\r").expect("typing");
+    let answered = |s: &str| s.lines().any(|l| l.trim_end_matches('\r') == "hi-3");
+    wait_until(&mut seen, &answered, "hi-3");
+    stdin.write_all(b"exit\r").expect("typing exit");
+    drop(stdin);
+    let status = child.wait().expect("waiting for script");
+    assert!(status.success(), "{command} exited with {status}: {seen:?}");
+    seen
+}
+
+#[test]
+fn interactive_sessions_work_through_the_proxy() {
+    require_docker();
+    let mut names = Containers::new("tty");
+    let lab = two_hosts("dk-tty");
+    let proxy = proxy_of(lab.host("a"));
+    let box5 = names.name("box5");
+    docker_ok_at(Some(&proxy), &["run", "-dit", "--name", &box5, "busybox"]);
+    pty_session(&format!("docker exec -it {box5} sh"), &proxy);
+    let run = names.name("run-it");
+    let seen = pty_session(
+        &format!("docker run --rm -it --name {run} busybox sh"),
+        &proxy,
+    );
+    assert!(seen.contains("hi-3"));
+    // The hijacked session ended cleanly and the container is gone (--rm).
+    wait_for(
+        "the -it container to be removed",
+        Duration::from_secs(20),
+        || {
+            let out = docker(&["inspect", &run]);
+            (!out.status.success()).then_some(())
+        },
+    );
+}
