@@ -14,6 +14,7 @@
 //! [`Sleeve::handle_hello`]; [`Sleeve::forget_peer`] when the connection goes;
 //! [`Sleeve::stop`] at shutdown (the TAP disappears with its fd).
 
+pub mod gro;
 pub mod offload;
 pub mod port;
 mod pump;

@@ -26,6 +26,7 @@ use meshnet_mesh::sleeve::{
 use quinn_udp::{RecvMeta, Transmit};
 use tracing::{debug, trace};
 
+use super::gro::Coalescer;
 use super::offload::{Splitter, VNET_LEN};
 use super::{RecvKey, SendPath, Shared, lock};
 
@@ -376,6 +377,7 @@ pub(super) fn rx_loop(s: &Shared) {
     let mut big = vec![0u8; RX_SLOTS * RX_SLOT];
     let mut metas = [RecvMeta::default(); RX_SLOTS];
     let mut relay = vec![0u8; SLOT];
+    let mut gro = s.offload.then(Coalescer::default);
     let udp_fd = s.udp.as_raw_fd();
     while !s.stop.load(Ordering::Relaxed) {
         if !wait(udp_fd, libc::POLLIN, POLL_MS) {
@@ -404,12 +406,27 @@ pub(super) fn rx_loop(s: &Shared) {
                 continue;
             };
             for pkt in data.chunks_mut(meta.stride.max(1)) {
-                let peer = handle_datagram(s, &mut receivers, &fwd, &senders, pkt, now, &mut relay);
+                let peer = handle_datagram(
+                    s,
+                    &mut receivers,
+                    &fwd,
+                    &senders,
+                    pkt,
+                    now,
+                    &mut relay,
+                    gro.as_mut(),
+                );
                 if let Some(p) = peer.filter(|p| heard != Some(*p)) {
                     lock(&s.health).handle_heard(p, now);
                     heard = Some(p);
                 }
             }
+        }
+        drop(receivers);
+        if let Some(g) = gro.as_mut()
+            && g.flush(&mut &s.tap).is_err()
+        {
+            bump(&s.counters.tap_write, 1);
         }
     }
 }
@@ -423,6 +440,7 @@ fn handle_datagram(
     pkt: &mut [u8],
     now: Instant,
     relay: &mut [u8],
+    mut gro: Option<&mut Coalescer>,
 ) -> Option<PeerName> {
     let c = &s.counters;
     let Ok(outer) = Outer::parse(pkt) else {
@@ -467,21 +485,18 @@ fn handle_datagram(
                 bump(&c.forward, 1);
             }
             if out.inject {
-                // With offloads the TAP wants a virtio header in front; the inner header
-                // (already parsed) has room for it, so no copy.
-                let frame_at = range.start + INNER_LEN;
-                let from = if s.offload {
-                    frame_at - VNET_LEN
-                } else {
-                    frame_at
+                let frame = pkt
+                    .get(range.start + INNER_LEN..range.end)
+                    .unwrap_or_default();
+                let r = match gro.as_deref_mut() {
+                    // With offloads the TAP takes a virtio header, and in-order TCP segments
+                    // are merged into one TSO frame.
+                    Some(g) => g.push(frame, &mut &s.tap).map(|_| ()),
+                    None => s.tap.send(frame).map(|_| ()),
                 };
-                let write = pkt.get_mut(from..range.end).map(|w| {
-                    w[..frame_at - from].fill(0);
-                    &*w
-                });
-                match write.map(|w| s.tap.send(w)) {
-                    Some(Ok(_)) => bump(&c.tap_tx, 1),
-                    _ => bump(&c.tap_write, 1),
+                match r {
+                    Ok(()) => bump(&c.tap_tx, 1),
+                    Err(_) => bump(&c.tap_write, 1),
                 }
             }
             let payload = pkt
