@@ -98,6 +98,14 @@ impl Dataplane {
         // to the peer name so the fastdp hello stays true as ports come and go.
         nl.set_mac(bridge.index, Mac(local.to_bytes())).await?;
         let bridge = nl.link(BRIDGE_NAME).await?;
+        // Where a firewall drops forwarded traffic by default (Docker sets
+        // FORWARD to DROP in the root namespace), let the bridge's own
+        // traffic through, as weave does.
+        if let Err(e) =
+            crate::expose::ensure_bridge_forwarding(&Netns::current()?, BRIDGE_NAME).await
+        {
+            warn!(error = %e, "cannot add forwarding rules for the bridge; bridged traffic may be dropped by the host firewall");
+        }
         let (kernel, cmds) = mpsc::unbounded_channel();
         let (hb_tx, hb_rx) = mpsc::unbounded_channel();
         let fastdp = if cfg.fastdp {

@@ -12,8 +12,11 @@
 //! - [`ipam`]: the address ring wired to gossip, persistence and the API.
 //! - [`persist`]: crash-safe state files.
 //! - [`datapath`]: kernel state over netlink (bridge, veth, vxlan, FDB).
-//! - [`dataplane`], [`fastdp`]: the bridge, the fast datapath and per-peer
-//!   overlay selection, driven by connection events.
+//! - [`dataplane`], [`fastdp`], [`sleeve`]: the bridge, the kernel fast
+//!   datapath, the userspace sleeve, and per-peer overlay selection, driven
+//!   by connection events.
+//! - [`expose`], [`nft`]: host addresses on the bridge, masquerading and
+//!   forwarding rules (nftables), and `reset`'s cleanup.
 
 pub mod api;
 pub mod config;
