@@ -505,6 +505,16 @@ async fn two_hosts(encrypt: bool) {
         (total as f64 * 8.0) / secs / 1e9
     );
 
+    // PMTU discovery verifies the full MTU on this 1500-byte underlay.
+    let mut mtu = None;
+    for _ in 0..50 {
+        mtu = s1.status()[&p2].mtu;
+        if mtu.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mtu, Some(MTU as u16), "verified path MTU");
     let st1 = s1.status();
     let st = &st1[&p2];
     assert!(st.tx_packets > 1000 && st.rx_packets > 100, "{st:?}");
@@ -599,4 +609,57 @@ async fn three_hosts_relay_through_the_middle() {
     for s in [s1, s2, s3] {
         s.stop();
     }
+}
+
+/// An underlay with MTU 1200: probes of the full overlay MTU fail (EMSGSIZE locally, DF set)
+/// and the search settles on the largest overlay MTU that fits, 1200 − 84 = 1116.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pmtu_follows_a_small_underlay() {
+    let mut ns = Namespaces::new();
+    let (h1, h2) = (ns.add("h1"), ns.add("h2"));
+    let (c1, c2) = (ns.add("c1"), ns.add("c2"));
+    underlay(
+        &h1,
+        &h2,
+        ("mnt-ul0", "mnt-ul1"),
+        "192.0.2.1/24",
+        "192.0.2.2/24",
+    )
+    .await;
+    for (h, n) in [(&h1, "mnt-ul0"), (&h2, "mnt-ul1")] {
+        let nl = Netlink::connect(h).await.unwrap();
+        let l = nl.link(n).await.unwrap();
+        nl.set_mtu(l.index, 1200).await.unwrap();
+    }
+    let (p1, p2) = (peer(1), peer(2));
+    let mut s1 = host(&h1, &c1, "10.32.0.1/12", p1, true).await;
+    let mut s2 = host(&h2, &c2, "10.32.0.2/12", p2, true).await;
+    introduce(&mut s1, p1, "192.0.2.1", &mut s2, p2, "192.0.2.2");
+    s1.set_forwarding(fwd(
+        p1,
+        &[(p2, "192.0.2.2")],
+        &[(p2, p2)],
+        &[(p1, vec![p2]), (p2, vec![])],
+    ));
+    s2.set_forwarding(fwd(
+        p2,
+        &[(p1, "192.0.2.1")],
+        &[(p1, p1)],
+        &[(p2, vec![p1]), (p1, vec![])],
+    ));
+    assert!(
+        ping_eventually(&c1, ip("10.32.0.2"), 5).await,
+        "small frames still pass"
+    );
+    let mut mtu = None;
+    for _ in 0..100 {
+        mtu = s1.status()[&p2].mtu;
+        if mtu.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mtu, Some(1116), "verified path MTU");
+    s1.stop();
+    s2.stop();
 }
