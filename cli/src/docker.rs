@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
+use meshnet_proxy::plugin::{PLUGIN_SOCKET, PluginConfig};
 use meshnet_proxy::{DEFAULT_DOCKER_API, DockerAddr, ProxyConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -96,16 +97,79 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// Serves the network plugin (when on) and, once the router answers,
+    /// creates the Docker network `meshnet`. Returns what `stop` removes.
+    pub async fn start_plugin(
+        &self,
+        env: &EnvArgs,
+        shutdown: CancellationToken,
+    ) -> Result<Option<Plugin>> {
+        if !self.plugin {
+            return Ok(None);
+        }
+        let docker: DockerAddr = self
+            .docker_api
+            .parse()
+            .map_err(|e| anyhow!("--docker-api: {e}"))?;
+        let config = PluginConfig {
+            socket: PLUGIN_SOCKET.into(),
+            router_api: env.http_addr,
+            docker,
+        };
+        meshnet_proxy::plugin::start(config.clone(), shutdown.clone())
+            .await
+            .map_err(|e| anyhow!("{e}; launch with --plugin=false to run without it"))?;
+        let for_network = config.clone();
+        tokio::spawn(async move {
+            // The router's API (and IPAM) comes up right after this returns.
+            for _ in 0..300 {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                match meshnet_proxy::plugin::create_network(&for_network).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::debug!(error = %e, "Docker network not created yet"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if let Err(e) = meshnet_proxy::plugin::create_network(&for_network).await {
+                tracing::warn!(error = %e, "cannot create the Docker network meshnet");
+            }
+        });
+        Ok(Some(Plugin { config }))
+    }
+}
+
+/// The plugin's registration with Docker, undone at stop.
+#[derive(Debug)]
+pub struct Plugin {
+    config: PluginConfig,
+}
+
+impl Plugin {
+    /// Removes the Docker network `meshnet` while the plugin still answers
+    /// (Docker calls it to delete the network).
+    pub async fn unregister(self) {
+        if let Err(e) = meshnet_proxy::plugin::remove_network(&self.config.docker).await {
+            tracing::warn!(error = %e, "cannot remove the Docker network meshnet; remove it with `docker network rm meshnet`");
+        }
+    }
+}
+
 /// True in the machine's own network namespace (that of pid 1), where
 /// dockerd lives and moves plugin interfaces from.
 pub fn in_root_netns() -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (
-        std::fs::metadata("/proc/self/ns/net"),
-        std::fs::metadata("/proc/1/ns/net"),
-    ) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => false,
+    /// The kernel's fixed inode number of the initial network namespace
+    /// (`PROC_NET_INIT_INO`), for when pid 1's namespace cannot be read.
+    const INIT_NET_INO: u64 = 0xEFFF_FFF9;
+    let Ok(own) = std::fs::metadata("/proc/self/ns/net") else {
+        return false;
+    };
+    match std::fs::metadata("/proc/1/ns/net") {
+        Ok(init) => own.ino() == init.ino() && own.dev() == init.dev(),
+        Err(_) => own.ino() == INIT_NET_INO,
     }
 }
 

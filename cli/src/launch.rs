@@ -323,9 +323,13 @@ fn run_foreground(config: RouterConfig, env: &EnvArgs, docker: crate::docker::Se
     let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
         docker.start_proxy(env, shutdown.clone()).await?;
+        let plugin = docker.start_plugin(env, shutdown.clone()).await?;
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
+            if let Some(p) = plugin {
+                p.unregister().await;
+            }
             on_signal.cancel();
         });
         meshnet_router::run(config, shutdown, |_| {})

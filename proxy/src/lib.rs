@@ -13,13 +13,15 @@
 //!   create/start interceptors.
 //! - [`attach`]: IPAM over the router's API and `datapath::attach`.
 //! - `events`: releases addresses of dead containers after a grace period.
+//! - [`plugin`]: the Docker network + IPAM plugin `meshnet` (weave §10.1).
 //!
-//! The proxy runs inside the router process (`meshnet launch`), in the host
-//! network namespace, which is where containers are attached from.
+//! Proxy and plugin run inside the router process (`meshnet launch`), in the
+//! host network namespace, which is where containers are attached from.
 
 pub mod attach;
 mod events;
 pub mod intercept;
+pub mod plugin;
 mod server;
 pub mod upstream;
 

@@ -1,0 +1,443 @@
+//! The Docker network and IPAM plugin `meshnet` (legacy plugin API v1, weave
+//! §10.1): dockerd calls `/run/docker/plugins/meshnet.sock` with JSON POSTs.
+//! Join creates a veth pair whose host end sits on the bridge; dockerd moves
+//! the other end into the container and names it `ethwe0`. Addresses come
+//! from the router's IPAM. The router must run in dockerd's network
+//! namespace (the root one), since dockerd moves the veth from there.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use ipnet::Ipv4Net;
+use meshnet_router::datapath::{Netlink, Netns};
+use meshnet_router::dataplane::BRIDGE_NAME;
+use serde_json::{Value, json};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::attach::router_call;
+use crate::upstream::{Body, DockerAddr, full};
+
+/// Where dockerd looks for legacy plugins.
+pub const PLUGIN_SOCKET: &str = "/run/docker/plugins/meshnet.sock";
+/// The driver (network and IPAM) and network name.
+pub const DRIVER: &str = "meshnet";
+/// Docker's content type for plugin answers.
+const PLUGIN_JSON: &str = "application/vnd.docker.plugins.v1+json";
+/// Host-side veth prefix: `vethwe…` so `meshnet reset` sweeps them; `d` =
+/// Docker plugin, `l`/`g` = local/guest end.
+const HOST_PREFIX: &str = "vethwedl";
+const GUEST_PREFIX: &str = "vethwedg";
+/// Docker's option key for a gateway handed back from RequestPool.
+const GATEWAY_KEY: &str = "com.docker.network.gateway";
+
+/// Why the plugin could not start or register.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create Docker network {DRIVER}: {0}")]
+    Network(String),
+}
+
+/// What the plugin needs.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub socket: PathBuf,
+    pub router_api: SocketAddr,
+    pub docker: DockerAddr,
+}
+
+#[derive(Debug)]
+struct State {
+    config: PluginConfig,
+    /// IPAM identity of each address handed to Docker (Docker releases by
+    /// address; IPAM frees by identity).
+    idents: Mutex<BTreeMap<String, String>>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+/// Binds the plugin socket and serves until `shutdown` (then removes it).
+pub async fn start(config: PluginConfig, shutdown: CancellationToken) -> Result<(), PluginError> {
+    let path = config.socket.clone();
+    let listen_err = |source| PluginError::Listen {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(listen_err)?;
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(listen_err(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path).map_err(listen_err)?;
+    info!(socket = %path.display(), "Docker network plugin listening");
+    let state = Arc::new(State {
+        config,
+        idents: Mutex::new(BTreeMap::new()),
+        counter: std::sync::atomic::AtomicU64::new(0),
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            let service = hyper::service::service_fn(move |req| {
+                                let state = state.clone();
+                                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "plugin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        let _ = std::fs::remove_file(&state.config.socket);
+    });
+    Ok(())
+}
+
+fn answer(status: StatusCode, v: Value) -> Response<Body> {
+    let mut resp = Response::new(full(v.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PLUGIN_JSON));
+    resp
+}
+
+/// Docker shows `Err` to the user; ours say they are meshnet's.
+fn plugin_error(e: impl std::fmt::Display) -> Response<Body> {
+    answer(StatusCode::OK, json!({ "Err": format!("meshnet: {e}") }))
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().trim_start_matches('/').to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return plugin_error(format!("cannot read the request: {e}")),
+    };
+    let req: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return plugin_error(format!("request is not JSON: {e}")),
+        }
+    };
+    debug!(call = %path, request = %req, "plugin call");
+    let result = match path.as_str() {
+        "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
+        "NetworkDriver.GetCapabilities" => {
+            Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+        }
+        "NetworkDriver.CreateNetwork"
+        | "NetworkDriver.DeleteNetwork"
+        | "NetworkDriver.CreateEndpoint"
+        | "NetworkDriver.AllocateNetwork"
+        | "NetworkDriver.FreeNetwork"
+        | "NetworkDriver.DiscoverNew"
+        | "NetworkDriver.DiscoverDelete"
+        | "NetworkDriver.ProgramExternalConnectivity"
+        | "NetworkDriver.RevokeExternalConnectivity"
+        | "IpamDriver.ReleasePool" => Ok(json!({})),
+        "NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
+        "NetworkDriver.Join" => join(&req).await,
+        "NetworkDriver.Leave" | "NetworkDriver.DeleteEndpoint" => leave(&req).await,
+        "IpamDriver.GetCapabilities" => Ok(json!({ "RequiresMACAddress": false })),
+        "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
+            "LocalDefaultAddressSpace": "meshnetlocal",
+            "GlobalDefaultAddressSpace": "meshnetglobal",
+        })),
+        "IpamDriver.RequestPool" => request_pool(state, &req).await,
+        "IpamDriver.RequestAddress" => request_address(state, &req).await,
+        "IpamDriver.ReleaseAddress" => release_address(state, &req).await,
+        _ => {
+            return answer(
+                StatusCode::NOT_FOUND,
+                json!({ "Err": format!("meshnet: plugin call {path} is not supported") }),
+            );
+        }
+    };
+    match result {
+        Ok(v) => answer(StatusCode::OK, v),
+        Err(e) => {
+            warn!(call = %path, error = %e, "plugin call failed");
+            plugin_error(e)
+        }
+    }
+}
+
+fn field<'a>(req: &'a Value, key: &str) -> &'a str {
+    req.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Veth names for an endpoint id (15 characters, IFNAMSIZ − 1).
+pub fn veth_names(endpoint: &str) -> Result<(String, String), String> {
+    let short: String = endpoint.chars().take(7).collect();
+    if short.len() < 7 || !short.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("invalid endpoint id {endpoint:?}"));
+    }
+    Ok((
+        format!("{HOST_PREFIX}{short}"),
+        format!("{GUEST_PREFIX}{short}"),
+    ))
+}
+
+/// Join: a veth pair, host end on the bridge, the other end for dockerd.
+async fn join(req: &Value) -> Result<Value, String> {
+    let (host_if, guest_if) = veth_names(field(req, "EndpointID"))?;
+    let nl = Netlink::connect(&Netns::current().map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bridge = nl
+        .link_by_name(BRIDGE_NAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!("there is no {BRIDGE_NAME} bridge here; is the router's data plane up?")
+        })?;
+    if let Ok(Some(old)) = nl.link_by_name(&host_if).await {
+        let _ = nl.delete_link(old.index).await;
+    }
+    let (host, guest) = nl
+        .create_veth(&host_if, &guest_if)
+        .await
+        .map_err(|e| e.to_string())?;
+    let setup = async {
+        nl.set_mtu(host.index, bridge.mtu).await?;
+        nl.set_mtu(guest.index, bridge.mtu).await?;
+        nl.set_master(host.index, bridge.index).await?;
+        nl.set_up(host.index).await
+    };
+    if let Err(e) = setup.await {
+        let _ = nl.delete_link(host.index).await;
+        return Err(e.to_string());
+    }
+    Ok(json!({
+        "InterfaceName": { "SrcName": guest_if, "DstPrefix": "ethwe" },
+        // Multicast stays on the overlay, as with `meshnet attach`.
+        "StaticRoutes": [{ "Destination": "224.0.0.0/4", "RouteType": 1 }],
+        // No gateway on the mesh: the container needs no docker_gwbridge.
+        "DisableGatewayService": true,
+    }))
+}
+
+/// Leave / DeleteEndpoint: removes the host end (and so the pair).
+async fn leave(req: &Value) -> Result<Value, String> {
+    let Ok((host_if, _)) = veth_names(field(req, "EndpointID")) else {
+        return Ok(json!({}));
+    };
+    let nl = Netlink::connect(&Netns::current().map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Ok(Some(link)) = nl.link_by_name(&host_if).await {
+        nl.delete_link(link.index)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(json!({}))
+}
+
+/// The router's default subnet (`GET /ipinfo/defaultsubnet`).
+async fn default_subnet(api: SocketAddr) -> Result<Ipv4Net, String> {
+    let (status, body) = router_call(api, Method::GET, "/ipinfo/defaultsubnet")
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "IP address allocation is not available ({status}): {body}"
+        ));
+    }
+    body.parse()
+        .map_err(|_| format!("the router's default subnet {body:?} is not a CIDR"))
+}
+
+/// RequestPool: the requested subnet, or IPAM's default one. The gateway
+/// is the network address: containers on the mesh need none, and naming
+/// one stops Docker from asking for (and wasting) an address.
+async fn request_pool(state: &State, req: &Value) -> Result<Value, String> {
+    if req.get("V6").and_then(Value::as_bool) == Some(true) {
+        return Err("IPv6 is not supported".into());
+    }
+    let pool: Ipv4Net = match field(req, "Pool") {
+        "" => default_subnet(state.config.router_api).await?,
+        p => p
+            .parse()
+            .map_err(|_| format!("invalid subnet {p:?}: use a CIDR such as 10.32.0.0/12"))?,
+    };
+    let pool = pool.trunc();
+    let sub = field(req, "SubPool");
+    Ok(json!({
+        "PoolID": format!("{DRIVER}-{pool}-{sub}"),
+        "Pool": pool.to_string(),
+        "Data": { GATEWAY_KEY: format!("{}/{}", pool.network(), pool.prefix_len()) },
+    }))
+}
+
+/// The subnet (or sub-range) a pool id stands for.
+pub fn pool_subnet(pool_id: &str) -> Result<Ipv4Net, String> {
+    let rest = pool_id
+        .strip_prefix(DRIVER)
+        .and_then(|r| r.strip_prefix('-'))
+        .ok_or_else(|| format!("unknown pool {pool_id:?}"))?;
+    let (pool, sub) = rest.split_once('-').unwrap_or((rest, ""));
+    let chosen = if sub.is_empty() { pool } else { sub };
+    chosen
+        .parse()
+        .map_err(|_| format!("unknown pool {pool_id:?}"))
+}
+
+/// RequestAddress: any free address of the pool, or the one asked for.
+async fn request_address(state: &State, req: &Value) -> Result<Value, String> {
+    let subnet = pool_subnet(field(req, "PoolID"))?;
+    let api = state.config.router_api;
+    let n = state
+        .counter
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // IPAM is idempotent per identity, so each request needs its own.
+    let ident = format!("docker-plugin-{}-{n}", std::process::id());
+    let wanted = field(req, "Address");
+    let cidr: Ipv4Net = if wanted.is_empty() {
+        let path = format!("/ip/{ident}/{}/{}", subnet.network(), subnet.prefix_len());
+        let (status, body) = router_call(api, Method::POST, &path)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("IPAM cannot allocate in {subnet}: {body}"));
+        }
+        body.parse()
+            .map_err(|_| format!("IPAM answered {body:?} instead of an address"))?
+    } else {
+        let ip: std::net::Ipv4Addr = wanted
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| format!("invalid address {wanted:?}"))?;
+        let cidr = Ipv4Net::new(ip, subnet.prefix_len()).map_err(|e| e.to_string())?;
+        let path = format!("/ip/{ident}/{ip}/{}", subnet.prefix_len());
+        let (status, body) = router_call(api, Method::PUT, &path)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("IPAM cannot give {cidr}: {body}"));
+        }
+        cidr
+    };
+    if let Ok(mut m) = state.idents.lock() {
+        m.insert(cidr.addr().to_string(), ident);
+    }
+    Ok(json!({ "Address": cidr.to_string(), "Data": {} }))
+}
+
+/// ReleaseAddress: back to IPAM.
+async fn release_address(state: &State, req: &Value) -> Result<Value, String> {
+    let addr = field(req, "Address");
+    let ip = addr.split('/').next().unwrap_or_default().to_string();
+    let ident = state.idents.lock().ok().and_then(|mut m| m.remove(&ip));
+    if let Some(ident) = ident {
+        let path = format!("/ip/{ident}/{ip}");
+        let (status, body) = router_call(state.config.router_api, Method::DELETE, &path)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() && status != StatusCode::NOT_FOUND {
+            return Err(format!("IPAM cannot release {ip}: {body}"));
+        }
+    }
+    Ok(json!({}))
+}
+
+/// Creates the Docker network `meshnet` on the router's default subnet
+/// (weave creates `weave` the same way), unless it exists.
+pub async fn create_network(config: &PluginConfig) -> Result<(), PluginError> {
+    let err = |e: String| PluginError::Network(e);
+    let existing = config.docker.json(&format!("/networks/{DRIVER}")).await;
+    if let Ok(v) = existing {
+        return match v.get("Driver").and_then(Value::as_str) {
+            Some(DRIVER) => Ok(()),
+            other => Err(err(format!(
+                "a network named {DRIVER} exists with driver {other:?}; remove it (docker network rm {DRIVER})"
+            ))),
+        };
+    }
+    let subnet = default_subnet(config.router_api).await.map_err(err)?;
+    let body = json!({
+        "Name": DRIVER,
+        "Driver": DRIVER,
+        "CheckDuplicate": true,
+        "IPAM": { "Driver": DRIVER, "Config": [{ "Subnet": subnet.to_string() }] },
+    });
+    let (status, answer) = config
+        .docker
+        .call(Method::POST, "/networks/create", Some(&body))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if !status.is_success() {
+        return Err(err(crate::upstream::docker_message(&answer)));
+    }
+    info!(subnet = %subnet, "created Docker network {DRIVER}");
+    Ok(())
+}
+
+/// Removes the Docker network `meshnet` (at `meshnet stop`).
+pub async fn remove_network(docker: &DockerAddr) -> Result<(), String> {
+    let (status, body) = docker
+        .call(Method::DELETE, &format!("/networks/{DRIVER}"), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if status.is_success() || status == StatusCode::NOT_FOUND {
+        Ok(())
+    } else {
+        Err(crate::upstream::docker_message(&body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit_and_start_with_vethwe() {
+        let (h, g) = veth_names("0123456789abcdef").unwrap();
+        assert_eq!(h, "vethwedl0123456");
+        assert_eq!(g, "vethwedg0123456");
+        assert!(h.len() <= 15 && h.starts_with("vethwe"));
+        assert!(veth_names("abc").is_err());
+        assert!(veth_names("../../x/y").is_err());
+    }
+
+    #[test]
+    fn pool_ids_round_trip() {
+        assert_eq!(
+            pool_subnet("meshnet-10.32.0.0/12-").unwrap(),
+            "10.32.0.0/12".parse::<Ipv4Net>().unwrap()
+        );
+        assert_eq!(
+            pool_subnet("meshnet-10.32.0.0/12-10.32.1.0/24").unwrap(),
+            "10.32.1.0/24".parse::<Ipv4Net>().unwrap()
+        );
+        assert!(pool_subnet("weave-10.32.0.0/12-").is_err());
+        assert!(pool_subnet("meshnet-bogus-").is_err());
+    }
+}
