@@ -694,6 +694,12 @@ fn three_hosts_on_two_segments_relay_through_the_middle() {
     for host in ["h1", "h2", "h3"] {
         wait_for_peers(lab.host(host), 3);
     }
+    // Steady state first: each direct link settles on fastdp (a frame in
+    // flight while a link switches overlay may be lost; the fallback
+    // scenario covers switching under a TCP stream).
+    for (host, links) in [("h1", 1), ("h2", 2), ("h3", 1)] {
+        wait_for_overlay(lab.host(host), links, Mode::Fastdp);
+    }
 
     let c1 = attached(&mut lab, "h1", "c1", Some(&format!("{OVERLAY_NET}.1/24")));
     let c3 = attached(&mut lab, "h3", "c3", Some(&format!("{OVERLAY_NET}.3/24")));
