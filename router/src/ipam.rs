@@ -293,15 +293,13 @@ impl IpamService {
 
     /// Runs the call protocol: persist, send, deliver events, answer.
     pub fn drain(&mut self, mesh: &mut Mesh) {
-        let mut persist_error = None;
-        while let Some(state) = self.ipam.poll_persist() {
-            if let Err(e) = persist::write_json(&self.state_file, &state) {
-                warn!(error = %e, "cannot persist IPAM state");
-                persist_error = Some(e.to_string());
-            }
-        }
-        if let Some(e) = persist_error {
-            // Nothing that was not written may be acknowledged or sent.
+        if let Some(state) = self.ipam.poll_persist()
+            && let Err(e) = persist::write_json(&self.state_file, &state)
+        {
+            warn!(error = %e, "cannot persist IPAM state");
+            // Offered again on the next drain; until a write succeeds nothing
+            // that was not written may be sent or acknowledged.
+            self.ipam.persist_failed();
             for (reply, _) in self.ready.drain(..) {
                 let _ = reply.send((500, format!("cannot persist IPAM state: {e}\n")));
             }
