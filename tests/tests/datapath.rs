@@ -999,6 +999,7 @@ fn assert_refused(host: &Host, args: &[&str], hint: &str) {
         "meshnet {}: error {stderr:?} does not mention {hint:?}",
         args.join(" ")
     );
+    eprintln!("refused as expected: meshnet {}: {stderr}", args.join(" "));
     assert_eq!(
         links(host),
         before,
@@ -1008,7 +1009,7 @@ fn assert_refused(host: &Host, args: &[&str], hint: &str) {
 }
 
 #[test]
-fn attach_detach_ps_with_good_and_bad_input_and_reset_cleans_up() {
+fn attach_detach_ps_expose_hide_with_good_and_bad_input_and_reset_cleans_up() {
     require_root();
     let mut lab = lab_on_one_segment("dpattach", &["h1"]);
     launch(
@@ -1092,9 +1093,66 @@ fn attach_detach_ps_with_good_and_bad_input_and_reset_cleans_up() {
         "ps still lists a detached container"
     );
 
-    // Reset: no meshnet bridge, no vethwe*, no meshnet nftables table.
+    // Expose: the host gets an overlay address and reaches a container, ps
+    // lists it as weave:expose, hide removes it; bad input is refused.
     let c3 = attached(&mut lab, "h1", "c3", Some("10.2.7.1/24"));
     let h1 = lab.host("h1");
+    let bridge_addrs = || {
+        let out = h1
+            .exec(&["ip", "-o", "-4", "addr", "show", "dev", "meshnet"])
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        meshnet_ok(h1, &["expose", "10.2.7.254/24"]).trim(),
+        "10.2.7.254"
+    );
+    assert!(
+        bridge_addrs().contains(&"10.2.7.254/24".to_owned()),
+        "{:?}",
+        bridge_addrs()
+    );
+    wait_for(
+        "the host to reach c3 over its exposed address",
+        FIRST_PING,
+        || {
+            let out = h1
+                .exec(&["ping", "-n", "-c", "1", "-W", "1", &c3.ip.to_string()])
+                .expect("ping");
+            out.status.success().then_some(()).ok_or(out.status)
+        },
+    );
+    let lines = ps(h1);
+    assert!(
+        lines
+            .iter()
+            .any(|(id, _, cidrs)| id == "weave:expose"
+                && cidrs.contains(&"10.2.7.254/24".to_owned())),
+        "ps does not list the exposed address: {lines:?}"
+    );
+    let tables = h1.exec(&["nft", "list", "tables"]).expect("nft");
+    assert!(
+        String::from_utf8_lossy(&tables.stdout).contains("meshnet"),
+        "expose (with masquerading) made no meshnet nftables table"
+    );
+    assert_refused(h1, &["expose", "10.2.7.300/24"], "10.2.7.300");
+    assert_refused(h1, &["hide", "bogus"], "bogus");
+    assert_eq!(
+        meshnet_ok(h1, &["hide", "10.2.7.254/24"]).trim(),
+        "10.2.7.254"
+    );
+    assert!(
+        !bridge_addrs().contains(&"10.2.7.254/24".to_owned()),
+        "{:?}",
+        bridge_addrs()
+    );
+    // Exposed again, so reset has addresses and firewall rules to remove.
+    meshnet_ok(h1, &["expose", "10.2.7.254/24"]);
+
+    // Reset: no meshnet bridge, no vethwe*, no meshnet nftables table.
     meshnet_ok(h1, &["reset"]);
     let left: Vec<String> = links(h1)
         .into_iter()
