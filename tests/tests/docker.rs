@@ -10,6 +10,11 @@
 //! 3. `docker exec -it` and `docker run -it` through the proxy, driven by a
 //!    real pseudo-terminal (`script`).
 //! 4. `meshnet ps` lists the containers with their MACs and addresses.
+//! 5. The network plugin: dockerd lives in the root network namespace and
+//!    moves plugin interfaces from there, so host A is a router in the root
+//!    namespace (plugin on, its own run dir and API port, underlay veth into
+//!    the lab's TEST-NET segment) and host B a namespace; `docker run
+//!    --network meshnet` on A reaches a container on B.
 //!
 //! Without a Docker engine these tests fail, saying so. Containers get
 //! names unique to this run and are removed even when a test panics.
@@ -401,4 +406,199 @@ fn interactive_sessions_work_through_the_proxy() {
             (!out.status.success()).then_some(())
         },
     );
+}
+
+/// Where dockerd finds the plugin.
+const PLUGIN_SOCKET: &str = "/run/docker/plugins/meshnet.sock";
+/// The lab segment's bridge (cli/src/lab.rs).
+const SEGMENT_BRIDGE: &str = "br0";
+/// The root-namespace router's API: away from a real router's 6784.
+const ROOT_HTTP_ADDR: &str = "127.0.0.1:16784";
+/// Its underlay address on the lab's segment: 198.51.100.0/24, since this
+/// machine's own uplink may sit in 192.0.2.0/24.
+const ROOT_UNDERLAY: &str = "198.51.100.100";
+
+/// A router in the root network namespace, joined to a lab segment by a
+/// veth. Dropping it stops the router (which removes the Docker network),
+/// sweeps its bridge, veths and firewall rules (`meshnet reset`) and
+/// deletes the underlay veth — also when the test panicked.
+struct RootRouter {
+    dir: std::path::PathBuf,
+    veth: String,
+}
+
+impl RootRouter {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(meshnet_bin());
+        cmd.args(args)
+            .env("MESHNET_RUN_DIR", self.dir.join("run"))
+            .env("MESHNET_DATA_DIR", self.dir.join("data"))
+            .env("MESHNET_HTTP_ADDR", ROOT_HTTP_ADDR)
+            .env_remove("MESHNET_PASSWORD")
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn start(lab: &TestLab, segment_host: &Host) -> RootRouter {
+        let veth = format!("mnr{}", std::process::id() % 1_000_000);
+        let peer = format!("{veth}s");
+        let seg = lab.segment(segment_host.links()[0].0).netns().to_string();
+        let router = RootRouter {
+            dir: lab.dir().join("root"),
+            veth: veth.clone(),
+        };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("running ip");
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &seg,
+        ]);
+        ip(&[
+            "-n",
+            &seg,
+            "link",
+            "set",
+            &peer,
+            "master",
+            SEGMENT_BRIDGE,
+            "up",
+        ]);
+        ip(&["addr", "add", &format!("{ROOT_UNDERLAY}/24"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        let out = router
+            .command(&[
+                "launch",
+                "--nickname",
+                "root",
+                "--host",
+                ROOT_UNDERLAY,
+                "--status-addr=",
+                "--proxy=false",
+                "--plugin",
+                "--ipalloc-init=consensus=2",
+            ])
+            .output()
+            .expect("running meshnet launch in the root namespace");
+        assert!(
+            out.status.success(),
+            "launch in the root namespace failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(router.dir.join("run/router.log")).unwrap_or_default()
+        );
+        router
+    }
+}
+
+impl Drop for RootRouter {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("run/router.log")).unwrap_or_default();
+            eprintln!(
+                "---- root-namespace router.log ----\n{}",
+                meshnet_tests::tail(&log, 40)
+            );
+        }
+        for args in [&["stop"][..], &["reset"][..]] {
+            if let Ok(out) = self.command(args).output()
+                && !out.status.success()
+            {
+                eprintln!(
+                    "meshnet {} (root namespace): {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn plugin_network_reaches_another_host() {
+    require_docker();
+    let mut lab = meshnet_tests::lab("dk-plugin");
+    let seg = lab.add_segment("198.51.100.0/24").expect("adding segment");
+    lab.add_host("b", &[(seg, Ipv4Addr::new(198, 51, 100, 1))])
+        .expect("adding host b");
+    let root = RootRouter::start(&lab, lab.host("b"));
+    let mut names = Containers::new("plugin");
+    let b = lab.host("b");
+    launch(
+        b,
+        &[
+            "--nickname",
+            "b",
+            "--ipalloc-init=consensus=2",
+            ROOT_UNDERLAY,
+        ],
+    );
+
+    // `docker network ls` shows the network the router registered.
+    let nets = wait_for("network meshnet", Duration::from_secs(30), || {
+        let ls = docker_ok(&[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}",
+        ]);
+        ls.lines()
+            .any(|l| l == "meshnet meshnet local")
+            .then_some(ls.clone())
+            .ok_or(ls)
+    });
+    assert!(nets.contains("meshnet meshnet local"));
+
+    let on_a = names.name("a");
+    let on_b = names.name("b");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "meshnet",
+        "--name",
+        &on_a,
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    docker_ok_at(
+        Some(&proxy_of(b)),
+        &["run", "-dit", "--name", &on_b, "busybox"],
+    );
+
+    let a_out = docker_ok(&["exec", &on_a, "ip", "-4", "-o", "addr", "show", "ethwe0"]);
+    let a_cidr = a_out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address on ethwe0: {a_out}"))
+        .to_string();
+    let a_ip = ip_of(&a_cidr);
+    assert!(in_default_range(a_ip), "{a_cidr}");
+    let mtu = docker_ok(&["exec", &on_a, "cat", "/sys/class/net/ethwe0/mtu"]);
+    assert_eq!(mtu.trim(), "1376");
+    let b_ip = ip_of(&ethwe_addrs(None, &on_b)[0]);
+    assert_ne!(a_ip, b_ip);
+    assert_pings(None, &on_a, b_ip);
+    assert_pings(None, &on_b, a_ip);
+
+    // Containers go before the router, so that stop can remove the network.
+    drop(names);
+    drop(root);
+    let ls = docker_ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !ls.lines().any(|l| l == "meshnet"),
+        "meshnet stop left the network:\n{ls}"
+    );
+    assert!(!Path::new(PLUGIN_SOCKET).exists());
 }
