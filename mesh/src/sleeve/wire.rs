@@ -519,4 +519,36 @@ mod tests {
         assert_eq!(OVERHEAD + ETH_LEN, 84);
         const { assert!(1376 + ETH_LEN + OVERHEAD <= 1500) };
     }
+
+    #[test]
+    fn random_bytes_never_panic_and_round_trip() {
+        // Seeded xorshift: a failing case names its seed and length.
+        let mut seed: u64 = 0xdec0_de00_5eed_0001;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if case % 3 == 0 && len >= HELLO_LEN {
+                buf.truncate(HELLO_LEN);
+                buf[0] = HELLO_VERSION;
+                buf[43] &= 1;
+            }
+            if let Ok(h) = SleeveHello::decode(&buf) {
+                assert_eq!(h.encode().as_slice(), buf.as_slice(), "case {case}");
+            }
+            if let Ok(o) = Outer::parse(&buf) {
+                assert_eq!(o.to_bytes().as_slice(), &buf[..OUTER_LEN], "case {case}");
+                let body = &buf[OUTER_LEN..];
+                if let Ok(i) = Inner::parse(body) {
+                    assert_eq!(i.to_bytes().as_slice(), &body[..INNER_LEN], "case {case}");
+                    let _ = Control::parse(o.kind, &body[INNER_LEN..]);
+                }
+            }
+        }
+    }
 }
