@@ -106,7 +106,9 @@ pub struct Coalescer {
 impl Default for Coalescer {
     fn default() -> Self {
         Coalescer {
-            buf: vec![0; VNET_LEN + 65_536],
+            // Header + Ethernet + the largest IPv4 datagram: `fits` bounds runs by the IP
+            // total length, and one received frame is at most a 64 KiB UDP payload.
+            buf: vec![0; VNET_LEN + ETH + 65_536],
             len: 0,
             hdr_len: 0,
             gso_size: 0,
@@ -140,7 +142,11 @@ impl Coalescer {
             return Ok(0);
         }
         let n = self.flush(sink)?;
-        self.buf[VNET_LEN..VNET_LEN + frame.len()].copy_from_slice(frame);
+        let Some(dst) = self.buf.get_mut(VNET_LEN..VNET_LEN + frame.len()) else {
+            sink.write_frame(&[IoSlice::new(&ZERO_HDR), IoSlice::new(frame)])?;
+            return Ok(n + 1);
+        };
+        dst.copy_from_slice(frame);
         self.len = VNET_LEN + frame.len();
         self.hdr_len = ETH + IP + seg.thl;
         self.gso_size = seg.payload;

@@ -224,7 +224,7 @@ pub struct Sleeve {
     encrypt: bool,
     udp_port: u16,
     rng: SystemRandom,
-    next_generation: u64,
+    next_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Sleeve {
@@ -331,7 +331,7 @@ impl Sleeve {
             encrypt: config.encrypt,
             udp_port: config.udp_port,
             rng: SystemRandom::new(),
-            next_generation: 0,
+            next_generation: AtomicU64::new(0),
         })
     }
 
@@ -343,7 +343,7 @@ impl Sleeve {
     /// Makes a fresh receive key for frames *from* `peer` and returns the hello to send it.
     /// Older keys of that peer stay valid until a second newer one exists, so packets in
     /// flight during a re-key are not lost.
-    pub fn new_recv_key(&mut self, peer: PeerName) -> Result<SleeveHello, SleeveError> {
+    pub fn new_recv_key(&self, peer: PeerName) -> Result<SleeveHello, SleeveError> {
         let mut key = [0u8; 32];
         if self.encrypt {
             self.rng.fill(&mut key).map_err(|_| SleeveError::Rng)?;
@@ -357,13 +357,13 @@ impl Sleeve {
                 break id;
             }
         };
-        self.next_generation += 1;
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
         receivers.insert(
             key_id,
             RecvKey {
                 peer,
                 opener: Opener::new(self.encrypt.then_some(&key)),
-                generation: self.next_generation,
+                generation,
                 rx_packets: 0,
                 drops: 0,
             },
