@@ -218,6 +218,10 @@ impl ReplayWindow {
 
     /// True when `counter` is new and not too old; changes nothing.
     pub fn check(&self, counter: u64) -> bool {
+        // No sender goes that far (COUNTER_LIMIT), and `top = counter + 1` must not wrap.
+        if counter >= COUNTER_LIMIT {
+            return false;
+        }
         if counter >= self.top {
             return true;
         }
@@ -232,6 +236,9 @@ impl ReplayWindow {
 
     /// Records `counter` as seen; call only after `check` and authentication succeeded.
     pub fn update(&mut self, counter: u64) {
+        if counter >= COUNTER_LIMIT {
+            return;
+        }
         if counter >= self.top {
             let old_block = if self.top == 0 {
                 None
@@ -383,6 +390,26 @@ mod tests {
                 top = top.max(c + 1);
             }
         }
+    }
+
+    #[test]
+    fn counters_beyond_the_limit_are_refused_by_receivers() {
+        // Found by the fuzzer: counter u64::MAX made `top` wrap to 0, so a plaintext packet
+        // could be replayed forever.
+        let mut o = Opener::new(None);
+        let mut pkt = Outer {
+            kind: Kind::Data,
+            key_id: KeyId(1),
+            counter: u64::MAX,
+        }
+        .to_bytes()
+        .to_vec();
+        let outer = Outer::parse(&pkt).unwrap();
+        assert_eq!(o.open(&outer, &mut pkt), Err(CryptoError::Replay(u64::MAX)));
+        let mut w = ReplayWindow::default();
+        assert!(!w.check(COUNTER_LIMIT));
+        w.update(u64::MAX);
+        assert!(w.check(0), "an out-of-range update changes nothing");
     }
 
     #[test]
