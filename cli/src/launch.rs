@@ -364,9 +364,26 @@ pub fn running_pid(run_dir: &Path) -> Result<Option<i32>> {
     if Flock::lock(file, FlockArg::LockSharedNonblock).is_ok() {
         return Ok(None);
     }
-    let pid = std::fs::read_to_string(run_dir.join(PID_FILE))
+    let pid: Option<i32> = std::fs::read_to_string(run_dir.join(PID_FILE))
         .ok()
         .and_then(|s| s.trim().parse().ok());
+    // A router killed with SIGKILL shows as a zombie while its other threads
+    // still tear down and hold the lock; give it a moment to let go rather
+    // than call it running.
+    if let Some(p) = pid
+        && !crate::lab::process_alive(p)
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            let Ok(file) = File::open(&lock_path) else {
+                return Ok(None);
+            };
+            if Flock::lock(file, FlockArg::LockSharedNonblock).is_ok() {
+                return Ok(None);
+            }
+        }
+    }
     Ok(Some(pid.unwrap_or(0)))
 }
 
