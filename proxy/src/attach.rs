@@ -126,6 +126,17 @@ pub async fn release(api: SocketAddr, ident: &str) -> Result<(), AttachError> {
     }
 }
 
+/// True when the process `pid` already has `ethwe` on our bridge.
+pub async fn is_attached(pid: u32) -> bool {
+    let (Ok(host), Ok(container)) = (Netns::current(), Netns::of_pid(pid)) else {
+        return false;
+    };
+    matches!(
+        datapath::container_addrs(&host, &container, BRIDGE_NAME).await,
+        Ok(Some(_))
+    )
+}
+
 /// Attaches the process `pid` (a container's first process) as `ident`;
 /// returns its addresses.
 pub async fn attach(

@@ -1,7 +1,10 @@
-//! Releasing addresses of dead containers: a Docker events watcher. When a
-//! container dies, its addresses go back to IPAM after a grace period
-//! (`docker restart` and restart policies bring it back within it, and the
-//! next attach finds the same addresses since IPAM is idempotent per id).
+//! A Docker events watcher for containers this proxy created (labelled
+//! with [`PROXY_LABEL`]): when one starts without a start request through
+//! the proxy (a restart policy, a daemon restart), it is attached, since its
+//! wait shim would otherwise wait forever; when one dies, its addresses go
+//! back to IPAM after a grace period (`docker restart` and restart policies
+//! bring it back within it, and IPAM gives the same addresses again since
+//! it is idempotent per container id).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,27 +18,39 @@ use tracing::{debug, info, warn};
 
 use crate::ProxyConfig;
 use crate::attach;
+use crate::intercept::PROXY_LABEL;
+use crate::server;
 use crate::upstream::{UpstreamError, empty};
 
-/// `filters={"type":["container"],"event":["die"]}`, URL-encoded.
-const DIE_EVENTS: &str =
-    "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22die%22%5D%7D";
+/// `filters={"type":["container"],"event":["start","die"]}`, URL-encoded.
+const EVENTS: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%5D%7D";
 
-/// The container id of a `die` event line, if it is one.
-pub fn died(line: &[u8]) -> Option<String> {
+/// A container event the watcher acts on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    Start(String),
+    Die(String),
+}
+
+/// Reads one event line; `None` unless it is a start or die of a container
+/// whose [`PROXY_LABEL`] (Docker repeats labels in the event) is `owner`.
+pub fn parse_event(line: &[u8], owner: &str) -> Option<Event> {
     let v: Value = serde_json::from_slice(line).ok()?;
-    let action = v
-        .get("Action")
-        .or_else(|| v.get("status"))
-        .and_then(Value::as_str)?;
-    if action != "die" {
+    let action = v.get("Action").and_then(Value::as_str)?;
+    let actor = v.get("Actor")?;
+    let labelled = actor
+        .get("Attributes")
+        .and_then(|a| a.get(PROXY_LABEL))
+        .and_then(Value::as_str);
+    if labelled != Some(owner) {
         return None;
     }
-    v.get("Actor")
-        .and_then(|a| a.get("ID"))
-        .or_else(|| v.get("id"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    let id = actor.get("ID").and_then(Value::as_str)?.to_string();
+    match action {
+        "start" => Some(Event::Start(id)),
+        "die" => Some(Event::Die(id)),
+        _ => None,
+    }
 }
 
 /// Watches Docker's events until `shutdown`, reconnecting on errors.
@@ -62,14 +77,15 @@ async fn watch_once(
 ) -> Result<(), UpstreamError> {
     let req = Request::builder()
         .method(Method::GET)
-        .uri(DIE_EVENTS)
+        .uri(EVENTS)
         .header(header::HOST, "docker")
         .body(empty())
         .map_err(|e| UpstreamError::Json {
-            path: DIE_EVENTS.into(),
+            path: EVENTS.into(),
             error: e.to_string(),
         })?;
     let mut body = config.docker.send(req).await?.into_body();
+    let owner = config.owner();
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
@@ -78,19 +94,34 @@ async fn watch_once(
         buf.extend_from_slice(&data);
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(nl + 1);
-            if let Some(id) = died(&line) {
-                let config = config.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(config.release_grace) => release_if_dead(&config, &id).await,
-                    }
-                });
+            let config = config.clone();
+            match parse_event(&line, &owner) {
+                Some(Event::Die(id)) => {
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(config.release_grace) => release_if_dead(&config, &id).await,
+                        }
+                    });
+                }
+                Some(Event::Start(id)) => {
+                    tokio::spawn(async move { attach_on_start(&config, &id).await });
+                }
+                None => {}
             }
         }
     }
     Ok(())
+}
+
+/// Attaches a container Docker started by itself; kills that run if the
+/// attach fails, as weave does, rather than leave it waiting forever.
+async fn attach_on_start(config: &ProxyConfig, id: &str) {
+    if let Err(failure) = server::attach_started(config, id, true).await {
+        warn!(container = %id, error = %failure.message, "cannot attach a restarted container");
+        server::kill_if_same(config, id, failure.pid).await;
+    }
 }
 
 async fn release_if_dead(config: &ProxyConfig, id: &str) {
@@ -128,11 +159,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn die_events_are_recognised() {
-        let line = br#"{"status":"die","id":"abc","from":"busybox","Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"0"}},"scope":"local","time":1}"#;
-        assert_eq!(died(line), Some("abc".into()));
-        assert_eq!(died(br#"{"Action":"start","Actor":{"ID":"abc"}}"#), None);
-        assert_eq!(died(br#"{"status":"die","id":"old"}"#), Some("old".into()));
-        assert_eq!(died(b"not json"), None);
+    fn only_our_containers_events_count() {
+        let die = br#"{"status":"die","id":"abc","from":"busybox","Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"0","works.meshnet.proxy":"/run/a.sock"}},"scope":"local","time":1}"#;
+        assert_eq!(
+            parse_event(die, "/run/a.sock"),
+            Some(Event::Die("abc".into()))
+        );
+        assert_eq!(parse_event(die, "/run/b.sock"), None);
+        let start =
+            br#"{"Action":"start","Actor":{"ID":"abc","Attributes":{"works.meshnet.proxy":"/p"}}}"#;
+        assert_eq!(parse_event(start, "/p"), Some(Event::Start("abc".into())));
+        let unlabelled = br#"{"Action":"die","Actor":{"ID":"abc","Attributes":{}}}"#;
+        assert_eq!(parse_event(unlabelled, "/p"), None);
+        let other = br#"{"Action":"attach","Actor":{"ID":"abc","Attributes":{"works.meshnet.proxy":"/p"}}}"#;
+        assert_eq!(parse_event(other, "/p"), None);
+        assert_eq!(parse_event(b"not json", "/p"), None);
     }
 }

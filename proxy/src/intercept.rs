@@ -12,6 +12,10 @@ use serde_json::Value;
 pub const SHIM_MOUNT: &str = "/w";
 /// The shim's path inside containers: their entrypoint's first word.
 pub const SHIM_PATH: &str = "/w/w";
+/// Label naming the proxy (its socket) that created a container, so that
+/// only that proxy attaches it on Docker-initiated restarts and releases its
+/// addresses (several routers, each with a proxy, may share one engine).
+pub const PROXY_LABEL: &str = "works.meshnet.proxy";
 /// Container environment variables naming the mesh addresses; ours wins.
 pub const CIDR_VARS: [&str; 2] = ["MESHNET_CIDR", "WEAVE_CIDR"];
 
@@ -195,14 +199,15 @@ pub fn image_defaults(inspect: &Value) -> ImageDefaults {
 }
 
 /// Rewrites a create body so the shim runs first: bind-mounts `shim_dir`
-/// read-only at [`SHIM_MOUNT`] and prefixes the entrypoint with
-/// [`SHIM_PATH`]. Docker ignores the image's `Cmd` once a request sets an
+/// read-only at [`SHIM_MOUNT`], prefixes the entrypoint with [`SHIM_PATH`]
+/// and labels the container with `owner` ([`PROXY_LABEL`]). Docker ignores the image's `Cmd` once a request sets an
 /// entrypoint, so when the request had none, the image's entrypoint and
 /// command are filled in from `image` (weave does the same).
 pub fn rewrite_create(
     body: &mut Value,
     image: Option<&ImageDefaults>,
     shim_dir: &Path,
+    owner: &str,
 ) -> Result<(), InterceptError> {
     let req = parse_create(body)?;
     let obj = body
@@ -246,6 +251,15 @@ pub fn rewrite_create(
     match binds {
         Value::Array(a) => a.push(Value::from(bind)),
         other => *other = Value::from(vec![bind]),
+    }
+    let labels = obj
+        .entry("Labels")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !labels.is_object() {
+        *labels = Value::Object(Default::default());
+    }
+    if let Some(l) = labels.as_object_mut() {
+        l.insert(PROXY_LABEL.into(), Value::from(owner));
     }
     Ok(())
 }
@@ -340,13 +354,20 @@ mod tests {
             entrypoint: vec![],
             cmd: vec!["sh".into()],
         };
-        rewrite_create(&mut body, Some(&image), Path::new("/run/meshnet/shim")).unwrap();
+        rewrite_create(
+            &mut body,
+            Some(&image),
+            Path::new("/run/meshnet/shim"),
+            "/p.sock",
+        )
+        .unwrap();
         assert_eq!(body["Entrypoint"], json!(["/w/w"]));
         assert_eq!(body["Cmd"], json!(["sh"]));
         assert_eq!(
             body["HostConfig"]["Binds"],
             json!(["/a:/b", "/run/meshnet/shim:/w:ro"])
         );
+        assert_eq!(body["Labels"], json!({ PROXY_LABEL: "/p.sock" }));
         assert!(waits_for_mesh(
             &json!({"Config": {"Entrypoint": ["/w/w", "sh"]}})
         ));
@@ -355,14 +376,19 @@ mod tests {
 
     #[test]
     fn create_keeps_a_requested_entrypoint_and_command() {
-        let mut body = json!({"Image": "x", "Entrypoint": "/bin/app", "Cmd": ["-v"]});
-        rewrite_create(&mut body, None, Path::new("/s")).unwrap();
+        let mut body = json!({"Image": "x", "Entrypoint": "/bin/app", "Cmd": ["-v"],
+            "Labels": {"keep": "me"}});
+        rewrite_create(&mut body, None, Path::new("/s"), "/p.sock").unwrap();
         assert_eq!(body["Entrypoint"], json!(["/w/w", "/bin/app"]));
         assert_eq!(body["Cmd"], json!(["-v"]));
         assert_eq!(body["HostConfig"]["Binds"], json!(["/s:/w:ro"]));
+        assert_eq!(
+            body["Labels"],
+            json!({"keep": "me", PROXY_LABEL: "/p.sock"})
+        );
         // Not wrapped twice.
         let before = body.clone();
-        rewrite_create(&mut body, None, Path::new("/s")).unwrap();
+        rewrite_create(&mut body, None, Path::new("/s"), "/p.sock").unwrap();
         assert_eq!(body, before);
     }
 
@@ -373,7 +399,7 @@ mod tests {
             entrypoint: vec!["/entry".into()],
             cmd: vec!["default".into()],
         };
-        rewrite_create(&mut body, Some(&image), Path::new("/s")).unwrap();
+        rewrite_create(&mut body, Some(&image), Path::new("/s"), "/p.sock").unwrap();
         assert_eq!(body["Entrypoint"], json!(["/w/w", "/entry"]));
         assert_eq!(body["Cmd"], json!(["arg"]));
     }
@@ -381,10 +407,15 @@ mod tests {
     #[test]
     fn create_without_any_command_is_refused_like_docker() {
         let mut body = json!({"Image": "x"});
-        let e = rewrite_create(&mut body, Some(&ImageDefaults::default()), Path::new("/s"));
+        let e = rewrite_create(
+            &mut body,
+            Some(&ImageDefaults::default()),
+            Path::new("/s"),
+            "/p",
+        );
         assert_eq!(e, Err(InterceptError::NoCommand));
         assert!(matches!(
-            rewrite_create(&mut json!([1]), None, Path::new("/s")),
+            rewrite_create(&mut json!([1]), None, Path::new("/s"), "/p"),
             Err(InterceptError::BadJson(_))
         ));
     }

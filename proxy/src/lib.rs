@@ -77,9 +77,17 @@ pub struct ProxyConfig {
     pub multicast_route: bool,
     /// See [`RELEASE_GRACE`].
     pub release_grace: Duration,
+    /// One attach at a time: a start request and Docker's start event may
+    /// both try to attach the same container.
+    attach_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ProxyConfig {
+    /// The value of [`intercept::PROXY_LABEL`] on containers this proxy made.
+    pub fn owner(&self) -> String {
+        self.socket.display().to_string()
+    }
+
     /// The defaults for a router with this run dir and API address.
     pub fn new(run_dir: &Path, docker: DockerAddr, router_api: SocketAddr) -> ProxyConfig {
         ProxyConfig {
@@ -90,6 +98,7 @@ impl ProxyConfig {
             default_ipalloc: true,
             multicast_route: true,
             release_grace: RELEASE_GRACE,
+            attach_lock: Arc::default(),
         }
     }
 }

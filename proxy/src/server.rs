@@ -163,7 +163,12 @@ async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
     } else {
         None
     };
-    if let Err(e) = intercept::rewrite_create(&mut value, image.as_ref(), &config.shim_dir) {
+    if let Err(e) = intercept::rewrite_create(
+        &mut value,
+        image.as_ref(),
+        &config.shim_dir,
+        &config.owner(),
+    ) {
         return intercept_error(e);
     }
     let body = value.to_string();
@@ -201,27 +206,72 @@ async fn start(config: &ProxyConfig, req: Request<Incoming>, id: &str) -> Respon
     if !resp.status().is_success() {
         return resp;
     }
-    match attach_started(config, id).await {
+    match attach_started(config, id, false).await {
         Ok(()) => resp,
-        Err(message) => {
-            warn!(container = %id, error = %message, "attach failed; killing the container");
-            let kill = format!("/containers/{}/kill", encode_path(id));
-            let _ = config.docker.call(Method::POST, &kill, None).await;
+        Err(failure) => {
+            let killed = kill_if_same(config, id, failure.pid).await;
+            let what = if killed { ", so it was killed" } else { "" };
             own_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot attach container {id} to the mesh, so it was killed: {message}"),
+                format!(
+                    "cannot attach container {id} to the mesh{what}: {}",
+                    failure.message
+                ),
             )
         }
     }
 }
 
-/// Attaches a started container if it was created through the proxy.
-pub async fn attach_started(config: &ProxyConfig, id: &str) -> Result<(), String> {
+/// Why [`attach_started`] failed, and for which run of the container.
+#[derive(Debug)]
+pub struct AttachFailure {
+    /// The process that was being attached (0: not known).
+    pub pid: u32,
+    pub message: String,
+}
+
+impl AttachFailure {
+    fn new(pid: u32, e: impl std::fmt::Display) -> AttachFailure {
+        AttachFailure {
+            pid,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Kills the container if `pid` is still its process: its wait shim would
+/// otherwise wait forever (weave does the same). A later run (a restart
+/// policy) is left alone. Returns whether it killed.
+pub async fn kill_if_same(config: &ProxyConfig, id: &str, pid: u32) -> bool {
+    let path = format!("/containers/{}/json", encode_path(id));
+    let current = config
+        .docker
+        .json(&path)
+        .await
+        .ok()
+        .and_then(|v| v.get("State")?.get("Pid")?.as_u64());
+    if pid == 0 || current != Some(u64::from(pid)) {
+        return false;
+    }
+    warn!(container = %id, pid, "attach failed; killing the container");
+    let kill = format!("/containers/{}/kill", encode_path(id));
+    config.docker.call(Method::POST, &kill, None).await.is_ok()
+}
+
+/// Attaches a started container if it was created through the proxy;
+/// with `if_missing`, only when it has no `ethwe` on our bridge yet (a
+/// Docker start event after the start request already attached it).
+pub async fn attach_started(
+    config: &ProxyConfig,
+    id: &str,
+    if_missing: bool,
+) -> Result<(), AttachFailure> {
+    let _one_at_a_time = config.attach_lock.lock().await;
     let inspect = config
         .docker
         .json(&format!("/containers/{}/json", encode_path(id)))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| AttachFailure::new(0, e))?;
     if !intercept::waits_for_mesh(&inspect) {
         return Ok(());
     }
@@ -231,11 +281,6 @@ pub async fn attach_started(config: &ProxyConfig, id: &str) -> Result<(), String
         .and_then(|h| h.get("NetworkMode"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    // The shim is in place, so the container expects an attach even if it
-    // would not qualify now; default to the default subnet then.
-    let specs = intercept::mesh_addrs(&env, mode, config.default_ipalloc)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_else(|| vec![intercept::AddrSpec::Default]);
     let full_id = inspect.get("Id").and_then(Value::as_str).unwrap_or(id);
     let state = inspect.get("State");
     let running = state
@@ -248,7 +293,17 @@ pub async fn attach_started(config: &ProxyConfig, id: &str) -> Result<(), String
         .and_then(|p| u32::try_from(p).ok())
         .unwrap_or(0);
     if !running || pid == 0 {
-        return Err(format!("container {id} is not running"));
+        // Already gone (attached by the start event, ran and exited):
+        // nothing to attach, and nothing wrong.
+        return Ok(());
+    }
+    // The shim is in place, so the container expects an attach even if it
+    // would not qualify now; default to the default subnet then.
+    let specs = intercept::mesh_addrs(&env, mode, config.default_ipalloc)
+        .map_err(|e| AttachFailure::new(pid, e))?
+        .unwrap_or_else(|| vec![intercept::AddrSpec::Default]);
+    if if_missing && attach::is_attached(pid).await {
+        return Ok(());
     }
     let addrs = attach::attach(
         config.router_api,
@@ -258,7 +313,7 @@ pub async fn attach_started(config: &ProxyConfig, id: &str) -> Result<(), String
         config.multicast_route,
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| AttachFailure::new(pid, e))?;
     let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     info!(container = %full_id, addrs = %shown.join(" "), "attached");
     Ok(())

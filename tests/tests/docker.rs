@@ -10,7 +10,9 @@
 //! 3. `docker exec -it` and `docker run -it` through the proxy, driven by a
 //!    real pseudo-terminal (`script`).
 //! 4. `meshnet ps` lists the containers with their MACs and addresses.
-//! 5. The network plugin: dockerd lives in the root network namespace and
+//! 5. Containers Docker restarts by itself are attached again; dead ones
+//!    give their addresses back to IPAM after the grace period.
+//! 6. The network plugin: dockerd lives in the root network namespace and
 //!    moves plugin interfaces from there, so host A is a router in the root
 //!    namespace (plugin on, its own run dir and API port, underlay veth into
 //!    the lab's TEST-NET segment) and host B a namespace; `docker run
@@ -601,4 +603,104 @@ fn plugin_network_reaches_another_host() {
         "meshnet stop left the network:\n{ls}"
     );
     assert!(!Path::new(PLUGIN_SOCKET).exists());
+}
+
+/// `GET /ip/{id}` on `host`'s router: the addresses IPAM holds for `id`.
+fn ipam_addrs(host: &Host, id: &str) -> Vec<String> {
+    let url = format!("http://127.0.0.1:6784/ip/{id}");
+    let out = host
+        .exec(&["curl", "-s", "--max-time", "10", &url])
+        .expect("running curl");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| {
+            w.split_once('/').is_some_and(|(ip, len)| {
+                ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok()
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn restarted_containers_are_reattached_and_dead_ones_give_addresses_back() {
+    require_docker();
+    let mut names = Containers::new("restart");
+    let lab = lab_on_one_segment("dk-restart", &["a"]);
+    let a = lab.host("a");
+    launch(a, &["--nickname", "a", "--ipalloc-init=consensus=1"]);
+    let proxy = proxy_of(a);
+
+    // Docker restarts this one by itself (no start request through the
+    // proxy): the first run fails, the second must see ethwe again.
+    let flaky = names.name("flaky");
+    let script =
+        "ip -4 -o addr show ethwe >> /runs; test $(wc -l < /runs) -ge 2 && exec sleep 600; exit 1";
+    docker_ok_at(
+        Some(&proxy),
+        &[
+            "run",
+            "-d",
+            "--restart",
+            "on-failure:5",
+            "--name",
+            &flaky,
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let runs = wait_for(
+        "the restarted container's second run",
+        Duration::from_secs(60),
+        || {
+            let out = docker(&["exec", &flaky, "cat", "/runs"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.lines().count() >= 2)
+                .then_some(text.clone())
+                .ok_or(text)
+        },
+    );
+    let addrs: Vec<&str> = runs
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .unwrap_or("")
+        })
+        .collect();
+    assert!(addrs.iter().all(|a| a.starts_with("10.")), "{runs}");
+    assert_eq!(
+        addrs[0], addrs[1],
+        "IPAM gives a container the same address again"
+    );
+
+    // A container that exits keeps its address for the grace period, then
+    // gives it back.
+    let done = names.name("done");
+    docker_ok_at(Some(&proxy), &["run", "--name", &done, "busybox", "true"]);
+    let id = docker_ok(&["inspect", "-f", "{{.Id}}", &done])
+        .trim()
+        .to_string();
+    let held = ipam_addrs(a, &id);
+    assert_eq!(
+        held.len(),
+        1,
+        "IPAM should still hold the exited container's address: {held:?}"
+    );
+    wait_for(
+        "the dead container's address to be released",
+        Duration::from_secs(90),
+        || {
+            let now = ipam_addrs(a, &id);
+            now.is_empty().then_some(()).ok_or(now)
+        },
+    );
+    // The running container keeps its address.
+    let flaky_id = docker_ok(&["inspect", "-f", "{{.Id}}", &flaky])
+        .trim()
+        .to_string();
+    assert_eq!(ipam_addrs(a, &flaky_id), [addrs[0]]);
 }
