@@ -704,3 +704,97 @@ fn restarted_containers_are_reattached_and_dead_ones_give_addresses_back() {
         .to_string();
     assert_eq!(ipam_addrs(a, &flaky_id), [addrs[0]]);
 }
+
+#[test]
+fn everyday_commands_pass_through_the_proxy() {
+    require_docker();
+    let mut names = Containers::new("pass");
+    let lab = lab_on_one_segment("dk-pass", &["a"]);
+    let a = lab.host("a");
+    launch(a, &["--nickname", "a", "--ipalloc-init=consensus=1"]);
+    let proxy = proxy_of(a);
+    let socket = a.run_dir().join("meshnet.sock");
+    let p = Some(proxy.as_str());
+
+    // /_ping and API version prefixes reach Docker unchanged.
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10", "--unix-socket"])
+            .arg(&socket)
+            .arg(format!("http://docker{path}"))
+            .output()
+            .expect("running curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("/_ping"), "OK");
+    assert!(curl("/v1.41/version").contains("\"ApiVersion\""));
+
+    // A streaming container: attach and logs -f follow it to its end.
+    let ticker = names.name("ticker");
+    let script = "sleep 1; for i in 1 2 3; do echo tick$i; sleep 0.2; done";
+    docker_ok_at(
+        p,
+        &[
+            "run", "-d", "--name", &ticker, "busybox", "sh", "-c", script,
+        ],
+    );
+    let attached = docker_ok_at(p, &["attach", &ticker]);
+    assert!(attached.contains("tick3"), "{attached:?}");
+    let logs = docker_ok_at(p, &["logs", "-f", &ticker]);
+    assert_eq!(
+        logs.lines().collect::<Vec<_>>(),
+        ["tick1", "tick2", "tick3"]
+    );
+
+    // cp both ways.
+    let holder = names.name("holder");
+    docker_ok_at(p, &["run", "-dit", "--name", &holder, "busybox"]);
+    let file = lab.dir().join("cp-in.txt");
+    std::fs::write(&file, "copied in\n").expect("writing a file");
+    docker_ok_at(
+        p,
+        &["cp", &file.to_string_lossy(), &format!("{holder}:/cp.txt")],
+    );
+    assert_eq!(
+        docker_ok(&["exec", &holder, "cat", "/cp.txt"]),
+        "copied in\n"
+    );
+    let back = lab.dir().join("cp-out.txt");
+    docker_ok_at(
+        p,
+        &["cp", &format!("{holder}:/cp.txt"), &back.to_string_lossy()],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("reading"),
+        "copied in\n"
+    );
+
+    // build (its RUN step is the daemon's, not the proxy's, business).
+    let ctx = lab.dir().join("build");
+    std::fs::create_dir_all(&ctx).expect("build dir");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo built > /built\n",
+    )
+    .expect("Dockerfile");
+    let tag = format!("{}-image", names.name("image"));
+    docker_ok_at(p, &["build", "-q", "-t", &tag, &ctx.to_string_lossy()]);
+    let built = docker_ok_at(p, &["run", "--rm", &tag, "cat", "/built"]);
+    let _ = docker(&["rmi", "-f", &tag]);
+    assert_eq!(built, "built\n");
+
+    // events: a bounded window that contains this test's containers.
+    let events = docker_ok_at(
+        p,
+        &[
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            &format!("container={holder}"),
+        ],
+    );
+    assert!(events.contains(" start "), "{events}");
+}
