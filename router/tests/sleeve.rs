@@ -660,6 +660,10 @@ async fn pmtu_follows_a_small_underlay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(mtu, Some(1116), "verified path MTU");
+    // Full-size TCP segments no longer fit: the sleeve segments TSO frames to the path MTU
+    // and answers single oversized DF packets with ICMP frag-needed, so TCP still flows.
+    let (sent, got, _) = tcp_transfer(&c1, &c2, ip("10.32.0.2"), 5 << 20).await;
+    assert_eq!(sent, got, "5 MiB over the narrow path");
     s1.stop();
     s2.stop();
 }

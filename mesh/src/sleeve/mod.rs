@@ -13,6 +13,7 @@
 pub mod crypto;
 pub mod forward;
 pub mod health;
+pub mod icmp;
 pub mod wire;
 
 pub use crypto::{CryptoError, Opener, ReplayWindow, Sealer};

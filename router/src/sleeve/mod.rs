@@ -21,7 +21,7 @@ mod pump;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -179,6 +179,8 @@ pub struct CounterSnapshot {
 pub(crate) struct SendPath {
     pub(crate) sealer: Sealer,
     pub(crate) addr: SocketAddr,
+    /// Verified path MTU (overlay bytes), 0 until known; refreshed by the timer loop.
+    pub(crate) pmtu: AtomicU16,
     pub(crate) tx_packets: AtomicU64,
     pub(crate) drops: AtomicU64,
 }
@@ -406,6 +408,7 @@ impl Sleeve {
         let path = Arc::new(SendPath {
             sealer: Sealer::new(hello.key_id, self.encrypt.then_some(&hello.key)),
             addr,
+            pmtu: AtomicU16::new(0),
             tx_packets: AtomicU64::new(0),
             drops: AtomicU64::new(0),
         });

@@ -52,7 +52,12 @@ impl Default for Splitter {
 impl Splitter {
     /// Hands every plain frame contained in `buf` (virtio header + Ethernet frame, as read
     /// from the TAP) to `each`, with checksums completed.
-    pub fn split(&mut self, buf: &mut [u8], mut each: impl FnMut(&[u8])) -> Result<(), SplitError> {
+    pub fn split(
+        &mut self,
+        buf: &mut [u8],
+        max_ip_len: Option<u16>,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), SplitError> {
         let hdr =
             VirtioNetHdr::decode(buf).map_err(|_| SplitError::Malformed("short virtio header"))?;
         let frame = buf
@@ -84,6 +89,13 @@ impl Splitter {
             .hdr_len
             .checked_sub(ETH as u16)
             .ok_or(SplitError::Malformed("hdr_len inside the Ethernet header"))?;
+        if let Some(limit) = max_ip_len {
+            // Segments of at most `limit` IP bytes: headers plus a smaller gso_size.
+            let headers = l3hdr.hdr_len;
+            if limit > headers {
+                l3hdr.gso_size = l3hdr.gso_size.min(limit - headers);
+            }
+        }
         let (eth, l3) = frame.split_at_mut(ETH);
         let n = gso_split(l3, l3hdr, &mut self.segs, &mut self.sizes, ETH, is_v6)
             .map_err(SplitError::Split)?;
@@ -153,7 +165,7 @@ mod tests {
         let mut sp = Splitter::default();
         let mut buf = super_frame(3000, 1336);
         let mut out: Vec<Vec<u8>> = Vec::new();
-        sp.split(&mut buf, |f| out.push(f.to_vec())).unwrap();
+        sp.split(&mut buf, None, |f| out.push(f.to_vec())).unwrap();
         assert_eq!(out.len(), 3);
         assert_eq!(
             out.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -179,6 +191,16 @@ mod tests {
     }
 
     #[test]
+    fn a_path_mtu_limit_makes_smaller_segments() {
+        let mut sp = Splitter::default();
+        let mut buf = super_frame(3000, 1336);
+        let mut sizes = Vec::new();
+        sp.split(&mut buf, Some(1000), |f| sizes.push(f.len() - 14))
+            .unwrap();
+        assert_eq!(sizes, vec![1000, 1000, 1000, 40 + 120]);
+    }
+
+    #[test]
     fn plain_frame_with_partial_checksum_is_completed() {
         let mut sp = Splitter::default();
         let mut buf = vec![0u8; VNET_LEN];
@@ -195,7 +217,7 @@ mod tests {
         buf.extend_from_slice(&[0u8; 34]);
         buf.extend_from_slice(&[0, 1, 0, 2, 0, 12, 0x12, 0x34, 1, 2, 3, 4]);
         let mut got = Vec::new();
-        sp.split(&mut buf, |f| got = f.to_vec()).unwrap();
+        sp.split(&mut buf, None, |f| got = f.to_vec()).unwrap();
         assert_eq!(got.len(), 46);
         // The UDP part plus the pseudo-header sum (the seed that was in the field) now
         // verifies: it folds to all ones.
@@ -212,7 +234,7 @@ mod tests {
         }
         .encode(&mut bad)
         .unwrap();
-        assert!(sp.split(&mut bad, |_| {}).is_err());
-        assert!(sp.split(&mut [0u8; 4], |_| {}).is_err());
+        assert!(sp.split(&mut bad, None, |_| {}).is_err());
+        assert!(sp.split(&mut [0u8; 4], None, |_| {}).is_err());
     }
 }

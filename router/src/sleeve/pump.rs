@@ -11,7 +11,7 @@
 //!
 //! Both wait in `poll(2)` with a [`POLL_MS`] timeout so a stop request is seen promptly.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -19,14 +19,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use meshnet_mesh::PeerName;
-use meshnet_mesh::sleeve::wire::{INNER_LEN, OUTER_LEN};
+use meshnet_mesh::sleeve::icmp;
+use meshnet_mesh::sleeve::wire::{ETH_LEN, INNER_LEN, OUTER_LEN};
 use meshnet_mesh::sleeve::{
     Control, CryptoError, Destination, Forwarding, INITIAL_TTL, Inner, Kind, LocalOut, Outer, Relay,
 };
 use quinn_udp::{RecvMeta, Transmit};
 use tracing::{debug, trace};
 
-use super::gro::Coalescer;
+use super::gro::{Coalescer, FrameSink};
 use super::offload::{Splitter, VNET_LEN};
 use super::{RecvKey, SendPath, Shared, lock};
 
@@ -255,7 +256,14 @@ fn service_timers(s: &Shared, buf: &mut [u8]) -> i32 {
         let Some((peer, c)) = next else { break };
         send_control(s, &senders, peer, c, buf);
     }
-    let until = lock(&s.health).poll_timeout();
+    let until = {
+        let health = lock(&s.health);
+        for (peer, path) in senders.iter() {
+            let mtu = health.status(*peer, now).and_then(|st| st.mtu).unwrap_or(0);
+            path.pmtu.store(mtu, Ordering::Relaxed);
+        }
+        health.poll_timeout()
+    };
     match until {
         Some(t) => {
             let ms = t.saturating_duration_since(Instant::now()).as_millis();
@@ -296,6 +304,25 @@ fn route<'a>(
     Some((inner, hops))
 }
 
+/// A frame larger than the neighbour's verified path MTU: tell its sender (ICMP frag-needed,
+/// for IPv4 with DF) and drop it; the sender's stack then sends smaller packets.
+fn too_big(s: &Shared, frame: &[u8], pmtu: u16) {
+    bump(&s.counters.forward, 1);
+    let mut out = [0u8; icmp::FRAG_NEEDED_MAX];
+    let Some(n) = icmp::frag_needed(frame, pmtu, &mut out) else {
+        return;
+    };
+    let answer = &out[..n];
+    let r = if s.offload {
+        (&s.tap).write_frame(&[IoSlice::new(&[0u8; VNET_LEN]), IoSlice::new(answer)])
+    } else {
+        s.tap.send(answer)
+    };
+    if r.is_err() {
+        bump(&s.counters.tap_write, 1);
+    }
+}
+
 fn push_all(
     s: &Shared,
     senders: &Senders,
@@ -306,7 +333,14 @@ fn push_all(
 ) {
     for hop in hops.hops(s.local, s.local) {
         match senders.get(&hop) {
-            Some(path) => batch.push(s, path, inner, frame),
+            Some(path) => {
+                let pmtu = path.pmtu.load(Ordering::Relaxed);
+                if pmtu != 0 && frame.len().saturating_sub(ETH_LEN) > usize::from(pmtu) {
+                    too_big(s, frame, pmtu);
+                } else {
+                    batch.push(s, path, inner, frame)
+                }
+            }
             None => bump(&s.counters.no_path, 1),
         }
     }
@@ -358,7 +392,15 @@ pub(super) fn tx_loop(s: &Shared) {
                     else {
                         continue;
                     };
-                    let r = sp.split(read, |frame| {
+                    // Segment to the smallest verified path MTU among the next hops, so a
+                    // TSO stream fits a narrower path without ICMP round trips.
+                    let pmtu = hops
+                        .hops(s.local, s.local)
+                        .filter_map(|h| senders.get(&h))
+                        .map(|p| p.pmtu.load(Ordering::Relaxed))
+                        .filter(|&m| m != 0)
+                        .min();
+                    let r = sp.split(read, pmtu, |frame| {
                         push_all(s, &senders, &mut batch, &inner, &hops, frame)
                     });
                     if let Err(e) = r {
