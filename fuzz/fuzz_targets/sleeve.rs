@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     // Both receiver modes: sealed (must fail authentication) and clear.
     let mut sealed = Opener::new(Some(&[0x42; 32]));
     let mut pkt = data.to_vec();
-    assert!(sealed.open(&outer, &mut pkt).is_err(), "forged packet accepted");
+    assert!(
+        sealed.open(&outer, &mut pkt).is_err(),
+        "forged packet accepted"
+    );
     let mut clear = Opener::new(None);
     let mut pkt = data.to_vec();
     if let Ok(range) = clear.open(&outer, &mut pkt) {
