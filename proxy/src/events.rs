@@ -115,6 +115,61 @@ async fn watch_once(
     Ok(())
 }
 
+/// At proxy start: attaches every running container this proxy created that
+/// is not attached (started while the router was down, so its shim waits).
+/// The router's API comes up after the proxy, so each is retried with
+/// backoff (2 s, ×1.5, up to a minute), as weave does.
+pub async fn reattach_all(config: Arc<ProxyConfig>, shutdown: CancellationToken) {
+    let filter = serde_json::json!({ "label": [format!("{PROXY_LABEL}={}", config.owner())] });
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("filters", &filter.to_string())
+        .finish();
+    let list = match config
+        .docker
+        .json(&format!("/containers/json?{query}"))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            debug!(error = %e, "cannot list containers to re-attach");
+            return;
+        }
+    };
+    let ids: Vec<String> = list
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("Id")?.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in ids {
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(2);
+            loop {
+                match server::attach_started(&config, &id, true).await {
+                    Ok(()) => return,
+                    Err(f) if wait > Duration::from_secs(60) => {
+                        warn!(container = %id, error = %f.message, "cannot re-attach a container; killing it");
+                        server::kill_if_same(&config, &id, f.pid).await;
+                        return;
+                    }
+                    Err(f) => {
+                        debug!(container = %id, error = %f.message, "re-attach failed; retrying")
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = wait.mul_f64(1.5);
+            }
+        });
+    }
+}
+
 /// Attaches a container Docker started by itself; kills that run if the
 /// attach fails, as weave does, rather than leave it waiting forever.
 async fn attach_on_start(config: &ProxyConfig, id: &str) {

@@ -125,6 +125,7 @@ pub async fn start(config: ProxyConfig, shutdown: CancellationToken) -> Result<(
 
     let config = Arc::new(config);
     tokio::spawn(events::watch(config.clone(), shutdown.clone()));
+    tokio::spawn(events::reattach_all(config.clone(), shutdown.clone()));
     tokio::spawn(async move {
         loop {
             tokio::select! {

@@ -798,3 +798,40 @@ fn everyday_commands_pass_through_the_proxy() {
     );
     assert!(events.contains(" start "), "{events}");
 }
+
+#[test]
+fn containers_started_while_the_router_was_down_are_attached_at_launch() {
+    require_docker();
+    let mut names = Containers::new("relaunch");
+    let lab = lab_on_one_segment("dk-relaunch", &["a"]);
+    let a = lab.host("a");
+    let args = ["--nickname", "a", "--ipalloc-init=consensus=1"];
+    launch(a, &args);
+    let late = names.name("late");
+    let script = "ip -4 -o addr show ethwe; exec sleep 600";
+    docker_ok_at(
+        Some(&proxy_of(a)),
+        &["create", "--name", &late, "busybox", "sh", "-c", script],
+    );
+    meshnet_on(a, &["stop"]);
+    // Started behind meshnet's back: its wait shim holds the program back.
+    docker_ok(&["start", &late]);
+    assert_eq!(
+        docker_ok(&["logs", &late]),
+        "",
+        "the program ran without ethwe"
+    );
+    launch(a, &args);
+    let logs = wait_for(
+        "the late container to be attached",
+        Duration::from_secs(60),
+        || {
+            let logs = docker_ok(&["logs", &late]);
+            logs.contains("inet 10.")
+                .then_some(logs.clone())
+                .ok_or(logs)
+        },
+    );
+    let cidr = logs.split_whitespace().skip_while(|w| *w != "inet").nth(1);
+    assert!(cidr.is_some_and(|c| in_default_range(ip_of(c))), "{logs}");
+}
