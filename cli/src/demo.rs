@@ -100,6 +100,7 @@ fn demo(lab: &mut Lab) -> Result<()> {
             bail!("ping {ip} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
+    crate::demo_docker::run(lab, &["host1", "host3"])?;
     Ok(())
 }
 

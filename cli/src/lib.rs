@@ -10,6 +10,7 @@ mod cleanup;
 mod client;
 mod container;
 mod demo;
+mod demo_docker;
 mod docker;
 mod env;
 mod expose;
