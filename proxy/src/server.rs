@@ -105,12 +105,10 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     })
 }
 
+/// Every rewrite error is the request's fault (a bad body, a bad
+/// `MESHNET_CIDR`, no command): 400, said to be meshnet's.
 fn intercept_error(e: InterceptError) -> Response<Body> {
-    let status = match e {
-        InterceptError::BadAddr { .. } | InterceptError::BadJson(_) => StatusCode::BAD_REQUEST,
-        InterceptError::NoCommand => StatusCode::BAD_REQUEST,
-    };
-    own_error(status, e)
+    own_error(StatusCode::BAD_REQUEST, e)
 }
 
 /// `POST /containers/create`: rewrite the body so the shim runs first,

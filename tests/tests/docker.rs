@@ -727,6 +727,16 @@ fn everyday_commands_pass_through_the_proxy() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(curl("/_ping"), "OK");
+    // The socket is no more open than Docker's own.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ours = std::fs::metadata(&socket).expect("proxy socket");
+        let docker = std::fs::metadata("/var/run/docker.sock").expect("docker socket");
+        assert_eq!(
+            (ours.uid(), ours.gid(), ours.mode() & 0o777),
+            (docker.uid(), docker.gid(), docker.mode() & 0o777)
+        );
+    }
     assert!(curl("/v1.41/version").contains("\"ApiVersion\""));
 
     // A streaming container: attach and logs -f follow it to its end.
