@@ -147,6 +147,16 @@ impl Mesh {
                 }
             }
         }
+        // A delta or record can name a peer we hold no record of (its own
+        // record may have raced ahead, been judged unreachable and collected);
+        // ask the neighbour that mentioned it rather than wait for the next
+        // periodic digest.
+        if changed {
+            let unknown = self.topo.placeholders();
+            if !unknown.is_empty() {
+                self.send_topology(conn, &TopologyMsg::Request(unknown));
+            }
+        }
         if changed || self.topo.has_pending() {
             self.topology_changed();
         }

@@ -288,6 +288,15 @@ impl Topology {
         }
     }
 
+    /// Peers known only as the far end of someone's connection.
+    pub fn placeholders(&self) -> Vec<PeerName> {
+        self.peers
+            .iter()
+            .filter(|(n, p)| **n != self.ours && p.is_placeholder())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     /// Applies a delta from the network.
     pub fn apply_delta(&mut self, d: &PeerDelta) -> DeltaOutcome {
         if d.to_version <= d.from_version {

@@ -9,8 +9,6 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use netlink_packet_route::link::InfoBridgePort;
-use rtnetlink::LinkBridgePort;
 use socket2::{Domain, Protocol, Socket, Type};
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
@@ -103,37 +101,7 @@ pub async fn attach_port(
     let port = nl.link(tap).await?;
     nl.set_mtu(port.index, mtu).await?;
     nl.set_master(port.index, br.index).await?;
-    set_isolated(netns, port.index.0, true).await?;
+    nl.set_isolated(port.index, true).await?;
     nl.set_up(port.index).await?;
     Ok(())
-}
-
-/// Sets bridge-port `isolated` (IFLA_BRPORT_ISOLATED) on interface `index` in `netns`, like
-/// `bridge link set dev X isolated on`. The datapath's `Netlink` has no such call yet, so this
-/// opens its own rtnetlink connection in the namespace.
-pub async fn set_isolated(netns: &Netns, index: u32, on: bool) -> Result<(), DatapathError> {
-    let rt = tokio::runtime::Handle::current();
-    let opened = netns
-        .run("opening a netlink socket", move || {
-            let _guard = rt.enter();
-            rtnetlink::new_connection()
-        })
-        .await?;
-    let (conn, handle, _) = opened.map_err(|e| DatapathError::Netlink {
-        op: format!("opening a netlink socket in {netns}"),
-        source: e,
-    })?;
-    tokio::spawn(conn);
-    let msg = LinkBridgePort::new(index)
-        .append_info_data(InfoBridgePort::Isolated(on))
-        .build();
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(|e| DatapathError::Netlink {
-            op: format!("setting bridge port #{index} isolated={on} in {netns}"),
-            source: io::Error::other(e.to_string()),
-        })
 }
