@@ -84,51 +84,6 @@ async fn underlay(a: &Netns, b: &Netns, names: (&str, &str), a_cidr: &str, b_cid
     bnl.set_up(ub.index).await.unwrap();
 }
 
-/// Turns TX checksum offload on `ethwe` in `container` back on (`ethtool -K ethwe tx on`).
-///
-/// `datapath::attach` turns it off, as weave does for its pcap-based sleeve. Our sleeve reads
-/// the TAP with a virtio-net header, so partial checksums are completed in userspace, and
-/// with checksum offload on the container's TCP stack hands over 64 KiB TSO super-frames
-/// (without it the kernel segments before the veth and the TAP sees MTU-sized frames).
-async fn tx_checksum_on(container: &Netns) {
-    container
-        .run("ethtool tx on", || -> std::io::Result<()> {
-            #[repr(C)]
-            struct EthtoolValue {
-                cmd: u32,
-                data: u32,
-            }
-            const ETHTOOL_STXCSUM: u32 = 0x17;
-            const SIOCETHTOOL: libc::c_ulong = 0x8946;
-            let sock = UdpSocket::bind("127.0.0.1:0").or_else(|_| UdpSocket::bind("0.0.0.0:0"))?;
-            let mut value = EthtoolValue {
-                cmd: ETHTOOL_STXCSUM,
-                data: 1,
-            };
-            // SAFETY: ifreq is plain old data; all-zeros is valid.
-            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-            for (d, s) in ifr.ifr_name.iter_mut().zip(b"ethwe") {
-                *d = *s as libc::c_char;
-            }
-            ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
-            // SAFETY: ifr points at value; both outlive the call.
-            let rc = unsafe {
-                libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&sock),
-                    SIOCETHTOOL as _,
-                    &raw mut ifr,
-                )
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-        .await
-        .unwrap()
-        .expect("ETHTOOL_STXCSUM");
-}
-
 /// A host with its bridge and one attached container at `addr`, and its sleeve.
 async fn host(h: &Netns, c: &Netns, addr: &str, name: PeerName, encrypt: bool) -> Sleeve {
     let nl = Netlink::connect(h).await.unwrap();
@@ -136,7 +91,6 @@ async fn host(h: &Netns, c: &Netns, addr: &str, name: PeerName, encrypt: bool) -
     datapath::attach(h, c, BRIDGE, &[net(addr)], MTU, false)
         .await
         .unwrap();
-    tx_checksum_on(c).await;
     Sleeve::start(SleeveConfig {
         bridge: BRIDGE.into(),
         tap_name: TAP_NAME.into(),

@@ -13,8 +13,6 @@ use super::arp::{ETH_P_ARP, gratuitous_arp};
 
 /// `SIOCETHTOOL` from `<linux/sockios.h>`.
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
-/// `ETHTOOL_STXCSUM` from `<linux/ethtool.h>`: set TX checksum offload.
-const ETHTOOL_STXCSUM: u32 = 0x17;
 /// `ETHTOOL_GTXCSUM`: get TX checksum offload.
 const ETHTOOL_GTXCSUM: u32 = 0x16;
 
@@ -68,14 +66,6 @@ pub(crate) fn send_gratuitous_arps(ifindex: u32, mac: Mac, ips: &[Ipv4Addr]) -> 
         }
     }
     Ok(())
-}
-
-/// Turns TX checksum offload on or off for `ifname` (`ethtool -K IF tx off`).
-///
-/// With it on, frames that reach userspace (the sleeve's TAP) can carry a
-/// partial checksum and TCP stalls while ping works (DESIGN §9).
-pub(crate) fn set_tx_checksum(ifname: &str, on: bool) -> io::Result<()> {
-    ethtool_value(ifname, ETHTOOL_STXCSUM, u32::from(on)).map(drop)
 }
 
 /// Whether TX checksum offload is on for `ifname` (`ethtool -k IF`).
