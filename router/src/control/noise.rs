@@ -207,13 +207,13 @@ fn decode_hello(
     Ok((hello, remote_static))
 }
 
-/// Runs the initiator side (after the header and password flag).
-pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
+/// A handshake state with our static key, the prologue and (with a
+/// password) the PSK at position 3.
+fn handshake_state(
     private_key: &[u8],
     psk: Option<&Psk>,
-    hello: &meshnet_mesh::Hello,
-) -> Result<Established, HandshakeError> {
+    initiator: bool,
+) -> Result<HandshakeState, HandshakeError> {
     let mut b = builder(psk)
         .local_private_key(private_key)
         .map_err(crypto)?
@@ -222,7 +222,21 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     if let Some(psk) = psk {
         b = b.psk(3, &psk.0).map_err(crypto)?;
     }
-    let mut hs = b.build_initiator().map_err(crypto)?;
+    if initiator {
+        b.build_initiator().map_err(crypto)
+    } else {
+        b.build_responder().map_err(crypto)
+    }
+}
+
+/// Runs the initiator side (after the header and password flag).
+pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    private_key: &[u8],
+    psk: Option<&Psk>,
+    hello: &meshnet_mesh::Hello,
+) -> Result<Established, HandshakeError> {
+    let mut hs = handshake_state(private_key, psk, true)?;
     let mut buf = vec![0u8; MAX_NOISE_MSG];
     let mut payload = vec![0u8; MAX_NOISE_MSG];
 
@@ -278,15 +292,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     psk: Option<&Psk>,
     hello: &meshnet_mesh::Hello,
 ) -> Result<PendingResponder, HandshakeError> {
-    let mut b = builder(psk)
-        .local_private_key(private_key)
-        .map_err(crypto)?
-        .prologue(PROLOGUE)
-        .map_err(crypto)?;
-    if let Some(psk) = psk {
-        b = b.psk(3, &psk.0).map_err(crypto)?;
-    }
-    let mut hs = b.build_responder().map_err(crypto)?;
+    let mut hs = handshake_state(private_key, psk, false)?;
     let mut buf = vec![0u8; MAX_NOISE_MSG];
     let mut payload = vec![0u8; MAX_NOISE_MSG];
 
