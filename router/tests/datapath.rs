@@ -1,149 +1,23 @@
 //! Real-kernel tests of `meshnet_router::datapath` (needs root).
 //!
 //! Every test builds its own "hosts" and "containers" as network namespaces
-//! named `mnt-dp-<pid>-<n>-<tag>`, which the [`Namespaces`] guard deletes
+//! named `mnt-dp-<pid>-<n>-<role>`, which the [`Namespaces`] guard deletes
 //! on drop, also when an assertion panics. Traffic stays inside those
 //! namespaces: overlay 10.32.0.0/12 and underlay TEST-NET-1 192.0.2.0/24.
-//! There is no `ping` binary on these machines, so [`ping`] sends one ICMP
-//! echo from a raw socket opened inside the source namespace.
+//! The guard, the underlay and [`ping`] live in [`common`].
+
+mod common;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use common::{BRIDGE, MTU, Namespaces, attach_at, ip, net, ping, test_net_1_underlay};
 use meshnet_router::datapath::{
     self, DatapathError, FdbDesired, FdbEntry, FdbOp, HOST_VETH_PREFIX, IfIndex, LinkKind, Mac,
     Netlink, Netns, VxlanSpec, plan_fdb,
 };
-use socket2::{Domain, Protocol, Socket, Type};
-
-const BRIDGE: &str = "meshnet";
-const MTU: u32 = 1376;
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Owns the namespaces a test creates; deletes them on drop.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn new() -> Self {
-        Self { names: Vec::new() }
-    }
-
-    /// Creates a uniquely named namespace and opens it.
-    fn add(&mut self, tag: &str) -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("mnt-dp-{}-{n}-{tag}", std::process::id());
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(st.success(), "ip netns add {name} failed (are we root?)");
-        self.names.push(name.clone());
-        Netns::named(&name).expect("open the namespace we just created")
-    }
-
-    /// The `ip netns` name of a namespace this guard created.
-    fn name_of(&self, ns: &Netns) -> String {
-        ns.label()
-            .strip_prefix("netns:")
-            .expect("a named namespace")
-            .to_owned()
-    }
-
-    /// A name in our prefix that does not exist.
-    fn missing_name(&self) -> String {
-        format!("mnt-dp-{}-missing", std::process::id())
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn net(s: &str) -> Ipv4Net {
-    s.parse().expect("test CIDR")
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("test IP")
-}
-
-fn icmp_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Sends one ICMP echo request from inside `from` to `to` and waits up to
-/// two seconds for the matching reply (`ping -c 1 -W 2`).
-async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
-    static SEQ: AtomicUsize = AtomicUsize::new(1);
-    let seq = (SEQ.fetch_add(1, Ordering::SeqCst) & 0xffff) as u16;
-    let id = (std::process::id() & 0xffff) as u16;
-    from.run("ping", move || -> std::io::Result<bool> {
-        // A raw ICMP socket; std's UdpSocket only wraps the fd for its
-        // plain send_to/recv/timeouts, which work on any datagram-like fd.
-        let sock: UdpSocket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?.into();
-        let mut req = vec![8u8, 0, 0, 0];
-        req.extend_from_slice(&id.to_be_bytes());
-        req.extend_from_slice(&seq.to_be_bytes());
-        req.extend_from_slice(b"meshnet-datapath-test");
-        let ck = icmp_checksum(&req);
-        req[2..4].copy_from_slice(&ck.to_be_bytes());
-        sock.send_to(&req, SocketAddrV4::new(to, 0))?;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut buf = [0u8; 1500];
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            let n = match sock.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
-            };
-            let pkt = &buf[..n];
-            let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            if pkt.len() < ihl + 8 {
-                continue;
-            }
-            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-            let icmp = &pkt[ihl..];
-            if icmp[0] == 0
-                && src == to
-                && icmp[4..6] == id.to_be_bytes()
-                && icmp[6..8] == seq.to_be_bytes()
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    })
-    .await
-    .expect("ping thread")
-    .expect("ping socket")
-}
 
 /// Polls `ip neigh` in `ns` for up to a second until `addr` maps to `mac`.
 async fn neighbour_becomes(names: &Namespaces, ns: &Netns, addr: &str, mac: Mac) -> bool {
@@ -174,7 +48,7 @@ async fn host_veths(nl: &Netlink) -> BTreeSet<String> {
 /// every error path leaves nothing behind.
 #[tokio::test]
 async fn attach_detach_on_one_host() {
-    let mut ns = Namespaces::new();
+    let mut ns = Namespaces::new("dp");
     let h = ns.add("h");
     let c1 = ns.add("c1");
     let c2 = ns.add("c2");
@@ -188,12 +62,8 @@ async fn attach_detach_on_one_host() {
     let again = hnl.ensure_bridge(BRIDGE, MTU).await.unwrap();
     assert_eq!(again.index, br.index, "ensure_bridge is idempotent");
 
-    let a1 = datapath::attach(&h, &c1, BRIDGE, &[net("10.32.0.1/12")], MTU, true)
-        .await
-        .unwrap();
-    let a2 = datapath::attach(&h, &c2, BRIDGE, &[net("10.32.0.2/12")], MTU, true)
-        .await
-        .unwrap();
+    let a1 = attach_at(&h, &c1, "10.32.0.1/12", true).await;
+    let a2 = attach_at(&h, &c2, "10.32.0.2/12", true).await;
     assert!(a1.created && a2.created);
     assert!(
         a1.host_veth.starts_with(HOST_VETH_PREFIX) && a1.host_veth.len() <= 15,
@@ -215,9 +85,7 @@ async fn attach_detach_on_one_host() {
             .unwrap()
             .deleted
     );
-    let a2 = datapath::attach(&h, &c2, BRIDGE, &[net("10.32.0.2/12")], MTU, true)
-        .await
-        .unwrap();
+    let a2 = attach_at(&h, &c2, "10.32.0.2/12", true).await;
     assert!(a2.created);
     assert!(
         neighbour_becomes(&ns, &c1, "10.32.0.2", a2.mac).await,
@@ -253,9 +121,7 @@ async fn attach_detach_on_one_host() {
     assert_eq!((hv.master, hv.mtu, hv.up), (Some(br.index), MTU, true));
 
     // Same address again: a no-op on the same interface.
-    let same = datapath::attach(&h, &c1, BRIDGE, &[net("10.32.0.1/12")], MTU, true)
-        .await
-        .unwrap();
+    let same = attach_at(&h, &c1, "10.32.0.1/12", true).await;
     assert!(!same.created && same.added.is_empty());
     assert_eq!(
         (same.addrs.clone(), same.host_veth.clone()),
@@ -264,9 +130,7 @@ async fn attach_detach_on_one_host() {
     assert_eq!(c1nl.link("ethwe").await.unwrap().index, ethwe.index);
 
     // A second address adds to the same ethwe and is reachable.
-    let more = datapath::attach(&h, &c1, BRIDGE, &[net("10.32.0.9/12")], MTU, true)
-        .await
-        .unwrap();
+    let more = attach_at(&h, &c1, "10.32.0.9/12", true).await;
     assert_eq!(more.added, vec![net("10.32.0.9/12")]);
     assert_eq!(c1nl.link("ethwe").await.unwrap().index, ethwe.index);
     assert!(
@@ -377,10 +241,9 @@ struct Host {
     vx: IfIndex,
 }
 
+/// `underlay` is already addressed `addr` and up.
 async fn fastdp_host(ns: &Netns, underlay: IfIndex, addr: &str) -> Host {
     let nl = Netlink::connect(ns).await.unwrap();
-    nl.add_address(underlay, net(addr)).await.unwrap();
-    nl.set_up(underlay).await.unwrap();
     let br = nl.ensure_bridge(BRIDGE, MTU).await.unwrap();
     let spec = VxlanSpec {
         name: "vxlan-6784".into(),
@@ -408,22 +271,14 @@ async fn fastdp_host(ns: &Netns, underlay: IfIndex, addr: &str) -> Host {
 /// other over kernel VXLAN programmed only through our FDB calls.
 #[tokio::test]
 async fn fastdp_vxlan_between_two_hosts() {
-    let mut ns = Namespaces::new();
+    let mut ns = Namespaces::new("dp");
     let (h1, h2) = (ns.add("h1"), ns.add("h2"));
     let (c1, c2) = (ns.add("c1"), ns.add("c2"));
     let (ip1, ip2) = (ip("192.0.2.1"), ip("192.0.2.2"));
 
-    let setup = Netlink::connect(&h1).await.unwrap();
-    let (u1, u2) = setup.create_veth("mnt-ul0", "mnt-ul1").await.unwrap();
-    setup.set_netns(u2.index, &h2).await.unwrap();
-    let u2 = Netlink::connect(&h2)
-        .await
-        .unwrap()
-        .link("mnt-ul1")
-        .await
-        .unwrap();
-    let a = fastdp_host(&h1, u1.index, "192.0.2.1/24").await;
-    let b = fastdp_host(&h2, u2.index, "192.0.2.2/24").await;
+    let (u1, u2) = test_net_1_underlay(&h1, &h2).await;
+    let a = fastdp_host(&h1, u1, "192.0.2.1/24").await;
+    let b = fastdp_host(&h2, u2, "192.0.2.2/24").await;
 
     assert!(a.nl.fdb_append(a.vx, ip2).await.unwrap());
     assert!(
@@ -446,12 +301,8 @@ async fn fastdp_vxlan_between_two_hosts() {
         "converged"
     );
 
-    let a1 = datapath::attach(&h1, &c1, BRIDGE, &[net("10.32.0.1/12")], MTU, true)
-        .await
-        .unwrap();
-    let a2 = datapath::attach(&h2, &c2, BRIDGE, &[net("10.32.0.2/12")], MTU, true)
-        .await
-        .unwrap();
+    let a1 = attach_at(&h1, &c1, "10.32.0.1/12", true).await;
+    let a2 = attach_at(&h2, &c2, "10.32.0.2/12", true).await;
     assert!(ping(&c1, ip("10.32.0.2")).await, "c1 -> c2 across VXLAN");
     assert!(ping(&c2, ip("10.32.0.1")).await, "c2 -> c1 across VXLAN");
 
@@ -517,17 +368,13 @@ async fn fastdp_vxlan_between_two_hosts() {
 /// router does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_with_prefix_sweeps_host_veths() {
-    let mut ns = Namespaces::new();
+    let mut ns = Namespaces::new("dp");
     let h = ns.add("h");
     let (c1, c2) = (ns.add("c1"), ns.add("c2"));
     let hnl = Netlink::connect(&h).await.unwrap();
     hnl.ensure_bridge(BRIDGE, MTU).await.unwrap();
-    let a1 = datapath::attach(&h, &c1, BRIDGE, &[net("10.32.0.1/12")], MTU, false)
-        .await
-        .unwrap();
-    let a2 = datapath::attach(&h, &c2, BRIDGE, &[net("10.32.0.2/12")], MTU, false)
-        .await
-        .unwrap();
+    let a1 = attach_at(&h, &c1, "10.32.0.1/12", false).await;
+    let a2 = attach_at(&h, &c2, "10.32.0.2/12", false).await;
     let c1nl = Netlink::connect(&c1).await.unwrap();
     let ethwe = c1nl.link("ethwe").await.unwrap();
     assert!(

@@ -3,68 +3,23 @@
 //!
 //! Each test builds a "host" network namespace (standing in for the root
 //! namespace), "containers" and an "outside" network as namespaces named
-//! `mnt-ex-<pid>-<n>-<tag>`, which [`Namespaces`] deletes on drop, also when
+//! `mnt-ex-<pid>-<n>-<role>`, which [`Namespaces`] deletes on drop, also when
 //! an assertion panics; deleting a namespace takes its interfaces and its
 //! nftables tables with it. Addresses: overlay 10.32.0.0/12, outside
-//! TEST-NET-1 192.0.2.0/24. There is no `ping` binary here, so [`ping`]
-//! sends one ICMP echo from a raw socket inside the source namespace.
+//! TEST-NET-1 192.0.2.0/24. The guard, the veth set-up and the ICMP echo
+//! live in [`common`]; here a missing route counts as a failed ping.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use common::{BRIDGE, Namespaces, bridged_container, ip, net, ping_or_no_route as ping, underlay};
 use meshnet_router::datapath::{self, Netlink, Netns};
 use meshnet_router::expose::{self, LINK_PREFIX};
 use meshnet_router::nft::{self, ChainRef};
 use socket2::{Domain, Protocol, Socket, Type};
-
-const BRIDGE: &str = "meshnet";
-const MTU: u32 = 1376;
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Owns the namespaces a test creates; deletes them on drop.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn new() -> Self {
-        Self { names: Vec::new() }
-    }
-
-    /// Creates a uniquely named namespace; returns it and its name.
-    fn add(&mut self, tag: &str) -> (Netns, String) {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("mnt-ex-{}-{n}-{tag}", std::process::id());
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(st.success(), "ip netns add {name} failed (are we root?)");
-        self.names.push(name.clone());
-        let ns = Netns::named(&name).expect("open the namespace we just created");
-        (ns, name)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn net(s: &str) -> Ipv4Net {
-    s.parse().expect("test CIDR")
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("test IP")
-}
 
 /// Runs `ip ARGS` (test setup only) and insists it succeeds.
 fn ip_cmd(args: &[&str]) {
@@ -88,81 +43,6 @@ fn nft_in(name: &str, args: &[&str]) {
         "nft {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn icmp_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Sends one ICMP echo request from inside `from` to `to` and waits up to
-/// two seconds for the matching reply (`ping -c 1 -W 2`).
-async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
-    static SEQ: AtomicUsize = AtomicUsize::new(1);
-    let seq = (SEQ.fetch_add(1, Ordering::SeqCst) & 0xffff) as u16;
-    // A fresh ICMP id per ping: conntrack keys ICMP by id, and a reused id
-    // would ride on an earlier ping's NAT binding.
-    let id = ((std::process::id() & 0xffff) as u16 ^ 0x5a5a).wrapping_add(seq);
-    from.run("ping", move || -> std::io::Result<bool> {
-        let sock: UdpSocket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?.into();
-        let mut req = vec![8u8, 0, 0, 0];
-        req.extend_from_slice(&id.to_be_bytes());
-        req.extend_from_slice(&seq.to_be_bytes());
-        req.extend_from_slice(b"meshnet-expose-test");
-        let ck = icmp_checksum(&req);
-        req[2..4].copy_from_slice(&ck.to_be_bytes());
-        // No route at all (before expose, after hide) is a failed ping too.
-        if let Err(e) = sock.send_to(&req, SocketAddrV4::new(to, 0)) {
-            return match e.kind() {
-                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
-                    Ok(false)
-                }
-                _ => Err(e),
-            };
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut buf = [0u8; 1500];
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            let n = match sock.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
-            };
-            let pkt = &buf[..n];
-            let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            if pkt.len() < ihl + 8 {
-                continue;
-            }
-            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-            let icmp = &pkt[ihl..];
-            if icmp[0] == 0
-                && src == to
-                && icmp[4..6] == id.to_be_bytes()
-                && icmp[6..8] == seq.to_be_bytes()
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    })
-    .await
-    .expect("ping thread")
-    .expect("ping socket")
 }
 
 /// Listens in `ns` for the first ICMP echo request and returns its source
@@ -220,51 +100,35 @@ fn our_table_rules(rules: &nft::Ruleset) -> usize {
 
 /// A host with the bridge and one attached container at 10.32.0.2/12.
 async fn host_with_container(names: &mut Namespaces) -> (Netns, String, Netns, String, Netlink) {
-    let (host, host_name) = names.add("host");
-    let (c, c_name) = names.add("c");
-    let nl = Netlink::connect(&host).await.expect("netlink in host");
-    nl.ensure_bridge(BRIDGE, MTU).await.expect("bridge");
-    datapath::attach(&host, &c, BRIDGE, &[net("10.32.0.2/12")], MTU, true)
-        .await
-        .expect("attach c");
+    let host = names.add("host");
+    let c = names.add("c");
+    let (nl, _) = bridged_container(&host, &c, "10.32.0.2/12", true).await;
+    let (host_name, c_name) = (names.name_of(&host), names.name_of(&c));
     (host, host_name, c, c_name, nl)
+}
+
+/// Outside network: host 192.0.2.1/24 (`mntout0`) <-> outside 192.0.2.2/24
+/// (`mntout1`). The outside has no route to 10.32.0.0/12, so only
+/// masqueraded traffic can be answered.
+async fn outside_network(host: &Netns, outside: &Netns) {
+    underlay(
+        host,
+        outside,
+        ("mntout0", "mntout1"),
+        "192.0.2.1/24",
+        "192.0.2.2/24",
+    )
+    .await;
 }
 
 /// Scenario: expose gives the host a path into the overlay and the overlay
 /// a masqueraded path out; hide undoes it; reset's cleanup sweeps it all.
 #[tokio::test]
 async fn expose_masquerade_hide_and_cleanup() {
-    let mut names = Namespaces::new();
+    let mut names = Namespaces::new("ex");
     let (host, host_name, c, c_name, nl) = host_with_container(&mut names).await;
-    let (outside, out_name) = names.add("out");
-
-    // Outside network: host 192.0.2.1/24 <-> outside 192.0.2.2/24. The
-    // outside has no route to 10.32.0.0/12, so only masqueraded traffic
-    // can be answered.
-    ip_cmd(&[
-        "-n", &host_name, "link", "add", "mntout0", "type", "veth", "peer", "name", "mntout1",
-        "netns", &out_name,
-    ]);
-    ip_cmd(&[
-        "-n",
-        &host_name,
-        "addr",
-        "add",
-        "192.0.2.1/24",
-        "dev",
-        "mntout0",
-    ]);
-    ip_cmd(&["-n", &host_name, "link", "set", "mntout0", "up"]);
-    ip_cmd(&[
-        "-n",
-        &out_name,
-        "addr",
-        "add",
-        "192.0.2.2/24",
-        "dev",
-        "mntout1",
-    ]);
-    ip_cmd(&["-n", &out_name, "link", "set", "mntout1", "up"]);
+    let outside = names.add("out");
+    outside_network(&host, &outside).await;
 
     assert!(!ping(&host, ip("10.32.0.2")).await, "not exposed yet");
 
@@ -400,13 +264,11 @@ async fn expose_masquerade_hide_and_cleanup() {
 /// frames bridged between two containers until `ensure_bridge_forwarding`.
 #[tokio::test]
 async fn bridge_forwarding_survives_a_docker_like_drop_policy() {
-    let mut names = Namespaces::new();
+    let mut names = Namespaces::new("ex");
     let (host, host_name, c1, c1_name, _nl) = host_with_container(&mut names).await;
-    let (_outside, out_name) = names.add("out");
-    let (c2, _) = names.add("c2");
-    datapath::attach(&host, &c2, BRIDGE, &[net("10.32.0.3/12")], MTU, true)
-        .await
-        .expect("attach c2");
+    let outside = names.add("out");
+    let c2 = names.add("c2");
+    common::attach_at(&host, &c2, "10.32.0.3/12", true).await;
     assert!(
         ping(&c1, ip("10.32.0.3")).await,
         "bridged before any firewall"
@@ -490,30 +352,7 @@ async fn bridge_forwarding_survives_a_docker_like_drop_policy() {
     // Masquerading out through Docker's drop policy: the request leaves
     // through `iifname meshnet oifname != meshnet`, the un-NATed reply comes
     // back through the exposed subnet's accept.
-    ip_cmd(&[
-        "-n", &host_name, "link", "add", "mntout0", "type", "veth", "peer", "name", "mntout1",
-        "netns", &out_name,
-    ]);
-    ip_cmd(&[
-        "-n",
-        &host_name,
-        "addr",
-        "add",
-        "192.0.2.1/24",
-        "dev",
-        "mntout0",
-    ]);
-    ip_cmd(&["-n", &host_name, "link", "set", "mntout0", "up"]);
-    ip_cmd(&[
-        "-n",
-        &out_name,
-        "addr",
-        "add",
-        "192.0.2.2/24",
-        "dev",
-        "mntout1",
-    ]);
-    ip_cmd(&["-n", &out_name, "link", "set", "mntout1", "up"]);
+    outside_network(&host, &outside).await;
     ip_cmd(&[
         "-n",
         &c1_name,

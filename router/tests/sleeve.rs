@@ -1,98 +1,39 @@
 //! Real-kernel tests of the sleeve datapath (needs root).
 //!
 //! Each test builds "hosts" and "containers" as network namespaces named
-//! `mnt-sl-<pid>-<n>-<tag>`, which the [`Namespaces`] guard deletes on drop, also when an
+//! `mnt-sl-<pid>-<n>-<role>`, which the [`Namespaces`] guard deletes on drop, also when an
 //! assertion panics (the TAPs, veths and bridges inside go with them). Hosts are joined by veth
 //! underlays on TEST-NET-1 192.0.2.0/24 and TEST-NET-2 198.51.100.0/24; containers use
 //! 10.32.0.0/12. One `Sleeve` runs per host, its TAP and UDP socket created inside the host
-//! namespace. Hellos are exchanged directly, as the router would over TCP.
+//! namespace. Hellos are exchanged directly, as the router would over TCP. The guard, the
+//! underlay, the bridge set-up and [`ping`] live in [`common`].
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::mem::MaybeUninit;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use common::{MTU, Namespaces, bridged_container, ip, ping, test_net_1_underlay, underlay};
 use meshnet_mesh::PeerName;
 use meshnet_mesh::sleeve::{Forwarding, PeerPath};
-use meshnet_router::datapath::{self, Netlink, Netns};
+use meshnet_router::datapath::{Netlink, Netns};
 use meshnet_router::sleeve::{Sleeve, SleeveConfig, TAP_NAME, UDP_PORT};
-use socket2::{Domain, Protocol, Socket, Type};
-
-const BRIDGE: &str = "meshnet";
-const MTU: u32 = 1376;
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Owns the namespaces a test creates; deletes them on drop.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn new() -> Self {
-        Self { names: Vec::new() }
-    }
-
-    fn add(&mut self, tag: &str) -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("mnt-sl-{}-{n}-{tag}", std::process::id());
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(st.success(), "ip netns add {name} failed (are we root?)");
-        self.names.push(name.clone());
-        Netns::named(&name).expect("open the namespace we just created")
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn net(s: &str) -> Ipv4Net {
-    s.parse().expect("test CIDR")
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("test IP")
-}
+use socket2::Socket;
 
 fn peer(n: u64) -> PeerName {
     PeerName::new(0x0200_0000_0000 | n).expect("48-bit name")
 }
 
-/// Joins hosts `a` and `b` with a veth underlay, addresses `a_cidr` / `b_cidr`.
-async fn underlay(a: &Netns, b: &Netns, names: (&str, &str), a_cidr: &str, b_cidr: &str) {
-    let anl = Netlink::connect(a).await.unwrap();
-    let bnl = Netlink::connect(b).await.unwrap();
-    let (ua, ub) = anl.create_veth(names.0, names.1).await.unwrap();
-    anl.set_netns(ub.index, b).await.unwrap();
-    let ub = bnl.link(names.1).await.unwrap();
-    anl.add_address(ua.index, net(a_cidr)).await.unwrap();
-    bnl.add_address(ub.index, net(b_cidr)).await.unwrap();
-    anl.set_up(ua.index).await.unwrap();
-    bnl.set_up(ub.index).await.unwrap();
-}
-
 /// A host with its bridge and one attached container at `addr`, and its sleeve.
 async fn host(h: &Netns, c: &Netns, addr: &str, name: PeerName, encrypt: bool) -> Sleeve {
-    let nl = Netlink::connect(h).await.unwrap();
-    nl.ensure_bridge(BRIDGE, MTU).await.unwrap();
-    datapath::attach(h, c, BRIDGE, &[net(addr)], MTU, false)
-        .await
-        .unwrap();
+    bridged_container(h, c, addr, false).await;
     Sleeve::start(SleeveConfig {
-        bridge: BRIDGE.into(),
+        bridge: common::BRIDGE.into(),
         tap_name: TAP_NAME.into(),
         udp_port: UDP_PORT,
         mtu: MTU,
@@ -148,74 +89,6 @@ fn fwd(
         unicast: unicast.iter().copied().collect(),
         broadcast: broadcast.iter().cloned().collect(),
     }
-}
-
-fn icmp_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// One ICMP echo from inside `from` to `to`, waiting up to two seconds (`ping -c1 -W2`).
-async fn ping(from: &Netns, to: Ipv4Addr) -> bool {
-    static SEQ: AtomicUsize = AtomicUsize::new(1);
-    let seq = (SEQ.fetch_add(1, Ordering::SeqCst) & 0xffff) as u16;
-    let id = (std::process::id() & 0xffff) as u16;
-    from.run("ping", move || -> std::io::Result<bool> {
-        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
-        let mut req = vec![8u8, 0, 0, 0];
-        req.extend_from_slice(&id.to_be_bytes());
-        req.extend_from_slice(&seq.to_be_bytes());
-        req.extend_from_slice(b"meshnet-sleeve-test");
-        let ck = icmp_checksum(&req);
-        req[2..4].copy_from_slice(&ck.to_be_bytes());
-        sock.send_to(&req, &SocketAddrV4::new(to, 0).into())?;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            let n = match sock.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
-            };
-            // SAFETY: recv initialised the first n bytes.
-            let pkt: Vec<u8> = buf[..n]
-                .iter()
-                .map(|b| unsafe { b.assume_init() })
-                .collect();
-            let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            if pkt.len() < ihl + 8 {
-                continue;
-            }
-            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-            let icmp = &pkt[ihl..];
-            if icmp[0] == 0
-                && src == to
-                && icmp[4..6] == id.to_be_bytes()
-                && icmp[6..8] == seq.to_be_bytes()
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    })
-    .await
-    .expect("ping thread")
-    .expect("ping socket")
 }
 
 /// Pings until one answer or `tries` attempts (the first ones also resolve ARP and let
@@ -393,20 +266,28 @@ fn is_sleeve_udp(f: &[u8]) -> bool {
     f.len() > 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 && f[36..38] == UDP_PORT.to_be_bytes()
 }
 
-/// Two hosts; ping, a marker that must (encrypted) or must not (plain) be readable on the
-/// underlay, and a 50 MB TCP transfer with matching checksums.
-async fn two_hosts(encrypt: bool) {
-    let mut ns = Namespaces::new();
+/// Two hosts on one underlay (`mnt-ul0` 192.0.2.1/24 in h1, `mnt-ul1` 192.0.2.2/24 in h2;
+/// both ends' MTU set to `underlay_mtu` if given), each with a container (10.32.0.1/12,
+/// 10.32.0.2/12) and a running sleeve that has the other host as its direct neighbour.
+struct Pair {
+    h1: Netns,
+    c1: Netns,
+    c2: Netns,
+    p2: PeerName,
+    s1: Sleeve,
+    s2: Sleeve,
+}
+
+async fn pair(ns: &mut Namespaces, underlay_mtu: Option<u32>, encrypt: bool) -> Pair {
     let (h1, h2) = (ns.add("h1"), ns.add("h2"));
     let (c1, c2) = (ns.add("c1"), ns.add("c2"));
-    underlay(
-        &h1,
-        &h2,
-        ("mnt-ul0", "mnt-ul1"),
-        "192.0.2.1/24",
-        "192.0.2.2/24",
-    )
-    .await;
+    let (u1, u2) = test_net_1_underlay(&h1, &h2).await;
+    if let Some(mtu) = underlay_mtu {
+        for (h, l) in [(&h1, u1), (&h2, u2)] {
+            let nl = Netlink::connect(h).await.unwrap();
+            nl.set_mtu(l, mtu).await.unwrap();
+        }
+    }
     let (p1, p2) = (peer(1), peer(2));
     let mut s1 = host(&h1, &c1, "10.32.0.1/12", p1, encrypt).await;
     let mut s2 = host(&h2, &c2, "10.32.0.2/12", p2, encrypt).await;
@@ -423,19 +304,51 @@ async fn two_hosts(encrypt: bool) {
         &[(p1, p1)],
         &[(p2, vec![p1]), (p1, vec![])],
     ));
+    Pair {
+        h1,
+        c1,
+        c2,
+        p2,
+        s1,
+        s2,
+    }
+}
+
+/// Polls `s`'s status of `p` every 100 ms, `tries` times, for the path MTU PMTU discovery
+/// verified.
+async fn verified_mtu(s: &Sleeve, p: PeerName, tries: usize) -> Option<u16> {
+    let mut mtu = None;
+    for _ in 0..tries {
+        mtu = s.status()[&p].mtu;
+        if mtu.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    mtu
+}
+
+/// Two hosts; ping, a marker that must (encrypted) or must not (plain) be readable on the
+/// underlay, and a 50 MB TCP transfer with matching checksums.
+async fn two_hosts(encrypt: bool) {
+    let mut ns = Namespaces::new("sl");
+    let t = pair(&mut ns, None, encrypt).await;
 
     assert!(
-        ping_eventually(&c1, ip("10.32.0.2"), 5).await,
+        ping_eventually(&t.c1, ip("10.32.0.2"), 5).await,
         "c1 -> c2 over the sleeve"
     );
-    assert!(ping(&c2, ip("10.32.0.1")).await, "c2 -> c1 over the sleeve");
+    assert!(
+        ping(&t.c2, ip("10.32.0.1")).await,
+        "c2 -> c1 over the sleeve"
+    );
 
     // The marker on the underlay.
     let stop = Arc::new(AtomicBool::new(false));
-    let cap = capture(&h1, "mnt-ul0", stop.clone());
+    let cap = capture(&t.h1, "mnt-ul0", stop.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     const MARKER: &[u8] = b"MESHNET-SECRET-MARKER-7f3a9c";
-    send_marker(&c1, ip("10.32.0.2"), MARKER).await;
+    send_marker(&t.c1, ip("10.32.0.2"), MARKER).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let frames = cap.await.unwrap();
@@ -452,7 +365,7 @@ async fn two_hosts(encrypt: bool) {
 
     // 50 MB of TCP.
     let total = 50 << 20;
-    let (sent, got, secs) = tcp_transfer(&c1, &c2, ip("10.32.0.2"), total).await;
+    let (sent, got, secs) = tcp_transfer(&t.c1, &t.c2, ip("10.32.0.2"), total).await;
     assert_eq!(sent, got, "stream checksums");
     eprintln!(
         "sleeve (encrypt={encrypt}): 50 MiB in {secs:.2} s = {:.2} Gb/s (debug builds are slow)",
@@ -460,20 +373,16 @@ async fn two_hosts(encrypt: bool) {
     );
 
     // PMTU discovery verifies the full MTU on this 1500-byte underlay.
-    let mut mtu = None;
-    for _ in 0..50 {
-        mtu = s1.status()[&p2].mtu;
-        if mtu.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(mtu, Some(MTU as u16), "verified path MTU");
-    let st1 = s1.status();
-    let st = &st1[&p2];
+    assert_eq!(
+        verified_mtu(&t.s1, t.p2, 50).await,
+        Some(MTU as u16),
+        "verified path MTU"
+    );
+    let st1 = t.s1.status();
+    let st = &st1[&t.p2];
     assert!(st.tx_packets > 1000 && st.rx_packets > 100, "{st:?}");
     assert!(st.healthy, "heartbeats acknowledged: {st:?}");
-    let c = s1.counters();
+    let c = t.s1.counters();
     assert_eq!((c.auth, c.replay, c.malformed), (0, 0, 0), "{c:?}");
     // TSO on the TAP: the sender read far fewer (super-)frames than it sent packets.
     assert!(
@@ -484,13 +393,13 @@ async fn two_hosts(encrypt: bool) {
     );
 
     // Stopping removes the TAP.
-    s1.stop();
-    let nl = Netlink::connect(&h1).await.unwrap();
+    t.s1.stop();
+    let nl = Netlink::connect(&t.h1).await.unwrap();
     assert!(
         nl.link_by_name(TAP_NAME).await.unwrap().is_none(),
         "TAP removed"
     );
-    s2.stop();
+    t.s2.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,17 +415,10 @@ async fn two_hosts_encrypted() {
 /// h1 – h2 – h3 on two underlay segments: c1 reaches c3 only through h2's relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_relay_through_the_middle() {
-    let mut ns = Namespaces::new();
+    let mut ns = Namespaces::new("sl");
     let (h1, h2, h3) = (ns.add("h1"), ns.add("h2"), ns.add("h3"));
     let (c1, c2, c3) = (ns.add("c1"), ns.add("c2"), ns.add("c3"));
-    underlay(
-        &h1,
-        &h2,
-        ("mnt-ul0", "mnt-ul1"),
-        "192.0.2.1/24",
-        "192.0.2.2/24",
-    )
-    .await;
+    test_net_1_underlay(&h1, &h2).await;
     underlay(
         &h2,
         &h3,
@@ -569,55 +471,21 @@ async fn three_hosts_relay_through_the_middle() {
 /// and the search settles on the largest overlay MTU that fits, 1200 − 84 = 1116.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pmtu_follows_a_small_underlay() {
-    let mut ns = Namespaces::new();
-    let (h1, h2) = (ns.add("h1"), ns.add("h2"));
-    let (c1, c2) = (ns.add("c1"), ns.add("c2"));
-    underlay(
-        &h1,
-        &h2,
-        ("mnt-ul0", "mnt-ul1"),
-        "192.0.2.1/24",
-        "192.0.2.2/24",
-    )
-    .await;
-    for (h, n) in [(&h1, "mnt-ul0"), (&h2, "mnt-ul1")] {
-        let nl = Netlink::connect(h).await.unwrap();
-        let l = nl.link(n).await.unwrap();
-        nl.set_mtu(l.index, 1200).await.unwrap();
-    }
-    let (p1, p2) = (peer(1), peer(2));
-    let mut s1 = host(&h1, &c1, "10.32.0.1/12", p1, true).await;
-    let mut s2 = host(&h2, &c2, "10.32.0.2/12", p2, true).await;
-    introduce(&mut s1, p1, "192.0.2.1", &mut s2, p2, "192.0.2.2");
-    s1.set_forwarding(fwd(
-        p1,
-        &[(p2, "192.0.2.2")],
-        &[(p2, p2)],
-        &[(p1, vec![p2]), (p2, vec![])],
-    ));
-    s2.set_forwarding(fwd(
-        p2,
-        &[(p1, "192.0.2.1")],
-        &[(p1, p1)],
-        &[(p2, vec![p1]), (p1, vec![])],
-    ));
+    let mut ns = Namespaces::new("sl");
+    let t = pair(&mut ns, Some(1200), true).await;
     assert!(
-        ping_eventually(&c1, ip("10.32.0.2"), 5).await,
+        ping_eventually(&t.c1, ip("10.32.0.2"), 5).await,
         "small frames still pass"
     );
-    let mut mtu = None;
-    for _ in 0..100 {
-        mtu = s1.status()[&p2].mtu;
-        if mtu.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(mtu, Some(1116), "verified path MTU");
+    assert_eq!(
+        verified_mtu(&t.s1, t.p2, 100).await,
+        Some(1116),
+        "verified path MTU"
+    );
     // Full-size TCP segments no longer fit: the sleeve segments TSO frames to the path MTU
     // and answers single oversized DF packets with ICMP frag-needed, so TCP still flows.
-    let (sent, got, _) = tcp_transfer(&c1, &c2, ip("10.32.0.2"), 5 << 20).await;
+    let (sent, got, _) = tcp_transfer(&t.c1, &t.c2, ip("10.32.0.2"), 5 << 20).await;
     assert_eq!(sent, got, "5 MiB over the narrow path");
-    s1.stop();
-    s2.stop();
+    t.s1.stop();
+    t.s2.stop();
 }
