@@ -10,11 +10,15 @@
 #   RUNS=5 SECS=5 PINGS=50 benches/datapath/bench.sh   # the defaults
 #   MESHNET_BIN=path/to/meshnet ...                    # skip the release build
 #
-# Topology, rebuilt for every configuration so none inherits another's state:
+# Topology, one separate copy per configuration (all built first, so none
+# inherits another's state and the iperf runs can be interleaved):
 #   [c1] --veth MTU 1376-- [h1] ==veth underlay MTU 1500, 192.0.2.0/24== [h2] --veth-- [c2]
-# Containers c1/c2 are 10.2.1.1/24 and 10.2.1.2/24. Everything lives in
-# namespaces named mnb-<pid>-*; an EXIT/INT/TERM trap kills what runs in them
-# and deletes them, so Ctrl-C or a failure leaves nothing behind.
+# Containers c1/c2 are 10.2.1.1/24 and 10.2.1.2/24. The iperf runs go round
+# robin over the configurations (run 1 of each, then run 2 of each, ...), so a
+# change in the load of a shared machine hits every configuration alike.
+# Everything lives in namespaces named mnb-<pid>-<config>-*; an EXIT/INT/TERM
+# trap kills what runs in them and deletes them, so Ctrl-C or a failure leaves
+# nothing behind.
 set -euo pipefail
 
 RUNS=${RUNS:-5}
@@ -72,7 +76,9 @@ if [ -z "${MESHNET_BIN:-}" ]; then
 fi
 [ -x "$MESHNET_BIN" ] || die "no meshnet binary at $MESHNET_BIN"
 
-ns() { echo "$PREFIX-$1"; }
+# The configuration being built or measured; namespaces and dirs are per config.
+CFG=none
+ns() { echo "$PREFIX-$CFG-$1"; }
 in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
 
 new_ns() {
@@ -81,10 +87,8 @@ new_ns() {
     ip -n "$(ns "$1")" link set lo up
 }
 
-# Fresh h1, h2, c1, c2 with the underlay between h1 and h2; containers not yet wired.
+# h1, h2, c1, c2 of configuration $CFG with the underlay between h1 and h2; containers not yet wired.
 topology() {
-    remove_namespaces
-    rm -rf "$WORK/h1" "$WORK/h2"
     for n in h1 h2 c1 c2; do new_ns "$n"; done
     ip -n "$(ns h1)" link add uplink mtu $UNDERLAY_MTU type veth peer name uplink netns "$(ns h2)" mtu $UNDERLAY_MTU
     ip -n "$(ns h1)" addr add $H1_ADDR/24 dev uplink
@@ -115,8 +119,8 @@ hand_vxlan() {
 
 meshnet_in() {
     local h=$1; shift
-    mkdir -p "$WORK/$h/run" "$WORK/$h/data"
-    MESHNET_RUN_DIR="$WORK/$h/run" MESHNET_DATA_DIR="$WORK/$h/data" \
+    mkdir -p "$WORK/$CFG/$h/run" "$WORK/$CFG/$h/data"
+    MESHNET_RUN_DIR="$WORK/$CFG/$h/run" MESHNET_DATA_DIR="$WORK/$CFG/$h/data" \
         MESHNET_HTTP_ADDR=127.0.0.1:6784 in_ns "$h" "$MESHNET_BIN" "$@"
 }
 
@@ -141,7 +145,7 @@ meshnet_mesh() {
 
 router_pids() {
     local h
-    for h in "$@"; do cat "$WORK/$h/run/router.pid"; done
+    for h in "$@"; do cat "$WORK/$CFG/$h/run/router.pid"; done
 }
 
 # utime+stime (clock ticks) summed over pids.
@@ -157,63 +161,69 @@ cpu_ticks() {
 
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 
-# measure NAME CLIENT_NS SERVER_NS SERVER_ADDR [ROUTER_HOSTS...]
-# Appends one result line: name Mbit/s rtt_ms router_cpu_pct.
-measure() {
-    local name=$1 cns=$2 sns=$3 addr=$4; shift 4
-    local pids=() h
-    for h in "$@"; do pids+=("$(router_pids "$h")"); done
+# Configurations: name, client ns, server ns, server address, router hosts.
+CONFIGS=(
+    "raw-underlay h1 h2 $H2_ADDR"
+    "hand-vxlan c1 c2 $C2_ADDR"
+    "meshnet-fastdp c1 c2 $C2_ADDR h1 h2"
+    "meshnet-sleeve c1 c2 $C2_ADDR h1 h2"
+    "meshnet-encrypted c1 c2 $C2_ADDR h1 h2"
+)
+
+echo "building the five topologies ..." >&2
+CFG=raw-underlay topology
+CFG=hand-vxlan topology
+CFG=hand-vxlan hand_vxlan
+CFG=meshnet-fastdp topology
+CFG=meshnet-fastdp meshnet_mesh fastdp
+CFG=meshnet-sleeve topology
+CFG=meshnet-sleeve meshnet_mesh sleeve --no-fastdp
+CFG=meshnet-encrypted topology
+CFG=meshnet-encrypted meshnet_mesh sleeve --password "$PASSWORD"
+
+declare -A RTT TPUT TICKS SPENT
+HZ=$(getconf CLK_TCK)
+for cfg in "${CONFIGS[@]}"; do
+    read -r name cns sns addr _ <<<"$cfg"
+    CFG=$name
     in_ns "$cns" ping -c 3 -W 2 "$addr" >/dev/null || die "$name: $addr does not answer pings"
-    local rtt
-    rtt=$(in_ns "$cns" ping -q -n -c "$PINGS" -i 0.02 "$addr" | awk -F/ '/^rtt/{print $5}')
-    in_ns "$sns" iperf3 -s -B "$addr" >"$WORK/iperf3-server.log" 2>&1 &
-    local server=$!
-    sleep 0.5
-    local tp=() r t0 t1 start end
-    t0=$( [ ${#pids[@]} -gt 0 ] && cpu_ticks "${pids[@]}" || echo 0 )
-    start=$(date +%s.%N)
-    for r in $(seq 1 "$RUNS"); do
-        tp+=("$(in_ns "$cns" iperf3 -c "$addr" -t "$SECS" -f m |
-            awk '/receiver/{for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i-1)}')")
+    RTT[$name]=$(in_ns "$cns" ping -q -n -c "$PINGS" -i 0.02 "$addr" | awk -F/ '/^rtt/{print $5}')
+    in_ns "$sns" iperf3 -s -B "$addr" >"$WORK/iperf3-$name.log" 2>&1 &
+    TPUT[$name]=""
+    TICKS[$name]=0
+    SPENT[$name]=0
+done
+sleep 0.5
+
+for r in $(seq 1 "$RUNS"); do
+    echo "iperf round $r of $RUNS ..." >&2
+    for cfg in "${CONFIGS[@]}"; do
+        read -r name cns sns addr hosts <<<"$cfg"
+        CFG=$name
+        pids=()
+        for h in $hosts; do pids+=("$(router_pids "$h")"); done
+        t0=$( [ ${#pids[@]} -gt 0 ] && cpu_ticks "${pids[@]}" || echo 0 )
+        start=$(date +%s.%N)
+        mbps=$(in_ns "$cns" iperf3 -c "$addr" -t "$SECS" -f m |
+            awk '/receiver/{for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i-1)}')
+        end=$(date +%s.%N)
+        t1=$( [ ${#pids[@]} -gt 0 ] && cpu_ticks "${pids[@]}" || echo 0 )
+        [ -n "$mbps" ] || die "$name: iperf3 run $r gave no result"
+        TPUT[$name]="${TPUT[$name]} $mbps"
+        TICKS[$name]=$((TICKS[$name] + t1 - t0))
+        SPENT[$name]=$(awk -v a="${SPENT[$name]}" -v s="$start" -v e="$end" 'BEGIN{print a + e - s}')
     done
-    end=$(date +%s.%N)
-    t1=$( [ ${#pids[@]} -gt 0 ] && cpu_ticks "${pids[@]}" || echo 0 )
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    local hz mbps cpu
-    hz=$(getconf CLK_TCK)
-    mbps=$(printf '%s\n' "${tp[@]}" | median)
-    cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$start" -v e="$end" 'BEGIN{printf "%.0f", 100 * d / hz / (e - s)}')
-    [ ${#pids[@]} -gt 0 ] || cpu="-"
-    echo "$name: $mbps Mbit/s (runs: ${tp[*]}), RTT $rtt ms, router CPU $cpu%" >&2
-    echo "$name $mbps $rtt $cpu" >>"$RESULTS"
-}
+done
 
 : >"$RESULTS"
-
-echo "raw underlay ..." >&2
-topology
-measure "raw-underlay" h1 h2 $H2_ADDR
-
-echo "hand-built VXLAN ..." >&2
-topology
-hand_vxlan
-measure "hand-vxlan" c1 c2 $C2_ADDR
-
-echo "meshnet fastdp ..." >&2
-topology
-meshnet_mesh fastdp
-measure "meshnet-fastdp" c1 c2 $C2_ADDR h1 h2
-
-echo "meshnet sleeve ..." >&2
-topology
-meshnet_mesh sleeve --no-fastdp
-measure "meshnet-sleeve" c1 c2 $C2_ADDR h1 h2
-
-echo "meshnet encrypted sleeve ..." >&2
-topology
-meshnet_mesh sleeve --password "$PASSWORD"
-measure "meshnet-encrypted" c1 c2 $C2_ADDR h1 h2
+for cfg in "${CONFIGS[@]}"; do
+    read -r name _ _ _ hosts <<<"$cfg"
+    mbps=$(printf '%s\n' ${TPUT[$name]} | median)
+    cpu=$(awk -v d="${TICKS[$name]}" -v hz="$HZ" -v t="${SPENT[$name]}" 'BEGIN{printf "%.0f", 100 * d / hz / t}')
+    [ -n "$hosts" ] || cpu="-"
+    echo "$name: $mbps Mbit/s (runs:${TPUT[$name]}), RTT ${RTT[$name]} ms, router CPU $cpu%" >&2
+    echo "$name $mbps ${RTT[$name]} $cpu" >>"$RESULTS"
+done
 
 read -r _ VX_MBPS VX_RTT _ < <(grep '^hand-vxlan ' "$RESULTS")
 echo
