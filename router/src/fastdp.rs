@@ -12,8 +12,9 @@
 //!   kernel learned behind it is flushed from the VXLAN and bridge FDBs, so
 //!   its frames go to the sleeve at once instead of into a dead tunnel.
 //!
-//! Heartbeats are Ethernet frames of type [`HEARTBEAT_ETHERTYPE`] sent and
-//! received on the bridge device with an AF_PACKET socket.
+//! Heartbeats are Ethernet frames of type [`HEARTBEAT_ETHERTYPE`], sent into
+//! the VXLAN device and received on the bridge device, with an AF_PACKET
+//! socket.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -77,9 +78,10 @@ impl Fastdp {
             .await?;
         nl.set_isolated(vxlan.index, true).await?;
         let bridge_mac = bridge.mac.unwrap_or_default();
-        let heartbeats = HeartbeatSocket::open(bridge.index, bridge_mac).map_err(|e| {
-            crate::datapath::DatapathError::io("opening the fastdp heartbeat socket", e)
-        })?;
+        let heartbeats =
+            HeartbeatSocket::open(bridge.index, vxlan.index, bridge_mac).map_err(|e| {
+                crate::datapath::DatapathError::io("opening the fastdp heartbeat socket", e)
+            })?;
         Ok(Fastdp {
             hello: FastdpHello {
                 bridge_mac: bridge_mac.0,
@@ -162,16 +164,20 @@ async fn leave_fastdp(
     Ok(())
 }
 
-/// An AF_PACKET socket on the bridge device for heartbeat frames.
+/// An AF_PACKET socket for heartbeat frames: it receives on the bridge
+/// device (a heartbeat is addressed to the bridge's MAC) and sends straight
+/// into the VXLAN device, so a heartbeat never depends on what the local
+/// bridge has learned (a bridge MAC learned on the sleeve's port while a
+/// peer was on the sleeve would otherwise swallow every ping and pong).
 #[derive(Debug)]
 pub struct HeartbeatSocket {
     fd: AsyncFd<OwnedFd>,
-    ifindex: IfIndex,
+    tx_ifindex: IfIndex,
     mac: Mac,
 }
 
 impl HeartbeatSocket {
-    fn open(ifindex: IfIndex, mac: Mac) -> io::Result<HeartbeatSocket> {
+    fn open(ifindex: IfIndex, tx_ifindex: IfIndex, mac: Mac) -> io::Result<HeartbeatSocket> {
         let proto = HEARTBEAT_ETHERTYPE.to_be();
         // SAFETY: plain syscall; the result is checked and then owned.
         let raw = unsafe {
@@ -200,13 +206,17 @@ impl HeartbeatSocket {
         }
         // SAFETY: we own `fd` exclusively; it is deregistered when dropped.
         let fd = unsafe { AsyncFd::register(fd) }?;
-        Ok(HeartbeatSocket { fd, ifindex, mac })
+        Ok(HeartbeatSocket {
+            fd,
+            tx_ifindex,
+            mac,
+        })
     }
 
     /// Sends a heartbeat to the bridge whose MAC is `to`.
     pub fn send(&self, hb: &Heartbeat, to: [u8; 6]) -> io::Result<()> {
         let frame = hb.encode(to, self.mac.0);
-        let addr = sockaddr(self.ifindex, HEARTBEAT_ETHERTYPE.to_be(), to)?;
+        let addr = sockaddr(self.tx_ifindex, HEARTBEAT_ETHERTYPE.to_be(), to)?;
         // SAFETY: `frame` and `addr` outlive the call; lengths match.
         let n = unsafe {
             libc::sendto(
