@@ -42,7 +42,9 @@ fn allocate(c: &mut Criterion) {
     let n: u64 = 10_000;
     g.throughput(Throughput::Elements(n));
     g.bench_function("10k_new_containers_one_peer", |b| {
-        let idents: Vec<Ident> = (0..n).map(|i| Ident::new(format!("container-{i:012}"))).collect();
+        let idents: Vec<Ident> = (0..n)
+            .map(|i| Ident::new(format!("container-{i:012}")))
+            .collect();
         b.iter_batched(
             || {
                 let seeds: BTreeSet<PeerName> = [PeerName::new(1)].into();
@@ -62,7 +64,9 @@ fn allocate(c: &mut Criterion) {
         let seeds: BTreeSet<PeerName> = [PeerName::new(1)].into();
         let mut ipam = Ipam::new(Config::new(PeerName::new(1), range(), Init::Seed(seeds)), 1);
         let now = Instant::now();
-        let idents: Vec<Ident> = (0..n).map(|i| Ident::new(format!("container-{i:012}"))).collect();
+        let idents: Vec<Ident> = (0..n)
+            .map(|i| Ident::new(format!("container-{i:012}")))
+            .collect();
         for id in &idents {
             ipam.allocate(id, None, true, now).expect("allocate");
         }
@@ -99,10 +103,16 @@ fn merge(c: &mut Criterion) {
         ring: Some(newer.clone()),
     });
     let bytes = msg.encode();
-    println!("ring of {PEERS} peers, {} tokens: {} bytes on the wire", newer.len(), bytes.len());
+    println!(
+        "ring of {PEERS} peers, {} tokens: {} bytes on the wire",
+        newer.len(),
+        bytes.len()
+    );
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("encode", |b| b.iter(|| black_box(msg.encode())));
-    g.bench_function("decode_validate", |b| b.iter(|| black_box(Message::decode(&bytes).expect("decode"))));
+    g.bench_function("decode_validate", |b| {
+        b.iter(|| black_box(Message::decode(&bytes).expect("decode")))
+    });
     g.bench_function("handle_gossip_on_peer_with_1k_containers", |b| {
         b.iter_batched(
             || {
@@ -117,14 +127,16 @@ fn merge(c: &mut Criterion) {
                     paxos: None,
                     ring: Some(base.clone()),
                 });
-                ipam.handle_gossip(PeerName::new(2), &old.encode(), now).expect("ring");
+                ipam.handle_gossip(PeerName::new(2), &old.encode(), now)
+                    .expect("ring");
                 for i in 0..1000 {
                     let _ = ipam.allocate(&Ident::new(format!("c{i}")), None, true, now);
                 }
                 ipam
             },
             |mut ipam| {
-                ipam.handle_gossip(PeerName::new(2), &bytes, Instant::now()).expect("gossip");
+                ipam.handle_gossip(PeerName::new(2), &bytes, Instant::now())
+                    .expect("gossip");
                 ipam
             },
             BatchSize::LargeInput,
