@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result, anyhow, bail};
 use http::{Method, StatusCode};
 use ipnet::Ipv4Net;
+use meshnet_router::addrspec::{AddrSpec, IpamAnswerError};
 use meshnet_router::datapath::{self, Netlink, Netns};
 use meshnet_router::dataplane::BRIDGE_NAME;
 
@@ -17,46 +18,15 @@ use crate::container::{self, Container};
 /// The identity weave uses for the bridge's own addresses.
 pub const EXPOSE_IDENT: &str = "weave:expose";
 
-/// One address argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddrArg {
-    /// `net:default`: any free address in the default subnet.
-    Default,
-    /// `net:CIDR`: any free address in that subnet.
-    Net(Ipv4Net),
-    /// `CIDR` or `ip:CIDR`: exactly this address.
-    Ip(Ipv4Net),
-}
-
-/// Parses `net:default`, `net:CIDR`, `ip:CIDR` or `CIDR`.
-pub fn parse_addr(s: &str) -> Result<AddrArg> {
-    let cidr = |c: &str| -> Result<Ipv4Net> {
-        c.parse().map_err(|_| {
-            anyhow!("invalid address {s:?}: use CIDR notation such as 10.2.1.1/24, net:default or net:10.2.0.0/16")
-        })
-    };
-    if s == "net:default" {
-        return Ok(AddrArg::Default);
-    }
-    if let Some(net) = s.strip_prefix("net:") {
-        let n = cidr(net)?;
-        if n.trunc() != n {
-            bail!(
-                "invalid subnet {s:?}: host bits are set; did you mean net:{}?",
-                n.trunc()
-            );
-        }
-        return Ok(AddrArg::Net(n));
-    }
-    Ok(AddrArg::Ip(cidr(s.strip_prefix("ip:").unwrap_or(s))?))
-}
-
 /// Splits `[ADDR...] CONTAINER`.
-fn split(args: &[String]) -> Result<(Vec<AddrArg>, &str)> {
+fn split(args: &[String]) -> Result<(Vec<AddrSpec>, &str)> {
     let (container, addrs) = args
         .split_last()
         .ok_or_else(|| anyhow!("name a container: a Docker name or id, netns:NAME or pid:N"))?;
-    let addrs = addrs.iter().map(|a| parse_addr(a)).collect::<Result<_>>()?;
+    let addrs = addrs
+        .iter()
+        .map(|a| a.parse::<AddrSpec>())
+        .collect::<Result<_, _>>()?;
     Ok((addrs, container))
 }
 
@@ -76,40 +46,18 @@ async fn api(
     client::call_async(env.http_addr, method, path, form).await
 }
 
-/// Asks IPAM for the address an argument stands for.
-async fn allocate(env: &EnvArgs, ident: &str, a: AddrArg) -> Result<(Ipv4Net, bool)> {
-    let alive = [("check-alive", "true")];
-    let (path, method) = match a {
-        AddrArg::Default => (format!("/ip/{ident}"), Method::POST),
-        AddrArg::Net(n) => (
-            format!("/ip/{ident}/{}/{}", n.addr(), n.prefix_len()),
-            Method::POST,
-        ),
-        AddrArg::Ip(c) => (
-            format!("/ip/{ident}/{}/{}", c.addr(), c.prefix_len()),
-            Method::PUT,
-        ),
-    };
-    let answer = api(env, method, &path, &alive).await?;
-    match (a, answer.status) {
-        (AddrArg::Ip(c), s) if s.is_success() || s == StatusCode::NOT_FOUND => Ok((c, false)),
-        (AddrArg::Ip(c), _) => bail!("cannot use {c}: {}", answer.body.trim()),
-        (_, StatusCode::NOT_FOUND) => {
-            bail!(
+/// Asks IPAM for the address an argument stands for; the bool says whether
+/// IPAM gave it out.
+async fn allocate(env: &EnvArgs, ident: &str, a: AddrSpec) -> Result<(Ipv4Net, bool)> {
+    let (method, path) = a.request(ident, true);
+    let answer = api(env, method, &path, &[]).await?;
+    a.answer(answer.status.as_u16(), &answer.body)
+        .map_err(|e| match e {
+            IpamAnswerError::Disabled => anyhow!(
                 "IP address allocation must be enabled to use 'net:' (launch with --ipalloc-range)"
-            )
-        }
-        (_, s) if s.is_success() => {
-            let c: Ipv4Net = answer.body.trim().parse().map_err(|_| {
-                anyhow!(
-                    "the router answered {:?} instead of an address",
-                    answer.body
-                )
-            })?;
-            Ok((c, true))
-        }
-        _ => bail!("cannot allocate an address: {}", answer.body.trim()),
-    }
+            ),
+            e => anyhow!("cannot attach {a}: {e}"),
+        })
 }
 
 async fn bridge_mtu() -> Result<u32> {
@@ -129,7 +77,7 @@ fn print_ips(addrs: &[Ipv4Net]) {
 pub fn attach(env: &EnvArgs, args: &[String], multicast_route: bool) -> Result<()> {
     let (mut addrs, name) = split(args)?;
     if addrs.is_empty() {
-        addrs.push(AddrArg::Default);
+        addrs.push(AddrSpec::Default);
     }
     runtime()?.block_on(async {
         let c = container::resolve(name).await?;
@@ -206,10 +154,10 @@ pub fn detach(env: &EnvArgs, args: &[String]) -> Result<()> {
         }
         for a in &addrs {
             match a {
-                AddrArg::Ip(c) => remove.push((*c, false)),
-                AddrArg::Default | AddrArg::Net(_) => {
+                AddrSpec::Ip(c) => remove.push((*c, false)),
+                AddrSpec::Default | AddrSpec::Net(_) => {
                     let path = match a {
-                        AddrArg::Net(n) => {
+                        AddrSpec::Net(n) => {
                             format!("/ip/{}/{}/{}", c.ident, n.addr(), n.prefix_len())
                         }
                         _ => format!("/ip/{}", c.ident),
@@ -305,46 +253,6 @@ fn line(id: &str, mac: &str, addrs: &[Ipv4Net]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn address_arguments_parse_as_weave_does() {
-        assert_eq!(parse_addr("net:default").unwrap(), AddrArg::Default);
-        assert_eq!(
-            parse_addr("net:10.2.0.0/16").unwrap(),
-            AddrArg::Net("10.2.0.0/16".parse().unwrap())
-        );
-        assert_eq!(
-            parse_addr("ip:10.2.1.1/24").unwrap(),
-            AddrArg::Ip("10.2.1.1/24".parse().unwrap())
-        );
-        assert_eq!(
-            parse_addr("10.0.0.11/24").unwrap(),
-            AddrArg::Ip("10.0.0.11/24".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn bad_addresses_say_what_is_expected() {
-        for bad in [
-            "10.0.0.300/24",
-            "net:bogus",
-            "10.0.0.1",
-            "ip:",
-            "net:10.2.0.1/16",
-        ] {
-            let e = parse_addr(bad).unwrap_err().to_string();
-            assert!(
-                e.contains(bad.trim_start_matches("ip:")) || e.contains("net:"),
-                "{bad}: {e}"
-            );
-        }
-        assert!(
-            parse_addr("net:10.2.0.1/16")
-                .unwrap_err()
-                .to_string()
-                .contains("net:10.2.0.0/16")
-        );
-    }
 
     #[test]
     fn ps_lines_follow_weave() {

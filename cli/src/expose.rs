@@ -7,14 +7,15 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, anyhow, bail};
-use http::{Method, StatusCode};
+use http::Method;
 use ipnet::Ipv4Net;
+use meshnet_router::addrspec::{AddrSpec, IpamAnswerError};
 use meshnet_router::datapath::Netns;
 use meshnet_router::dataplane::BRIDGE_NAME;
 use meshnet_router::expose;
 
 use crate::args::EnvArgs;
-use crate::attach::{AddrArg, EXPOSE_IDENT, parse_addr};
+use crate::attach::EXPOSE_IDENT;
 use crate::client;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -24,36 +25,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the I/O runtime")
 }
 
-/// The IPAM request an expose argument stands for: (method, path).
-fn ipam_request(a: AddrArg) -> (Method, String) {
-    match a {
-        AddrArg::Default => (Method::POST, format!("/ip/{EXPOSE_IDENT}")),
-        AddrArg::Net(n) => (
-            Method::POST,
-            format!("/ip/{EXPOSE_IDENT}/{}/{}", n.addr(), n.prefix_len()),
-        ),
-        AddrArg::Ip(c) => (
-            Method::PUT,
-            format!("/ip/{EXPOSE_IDENT}/{}/{}", c.addr(), c.prefix_len()),
-        ),
-    }
-}
-
-/// Interprets IPAM's answer to [`ipam_request`]: the address to expose.
-fn ipam_answer(a: AddrArg, status: StatusCode, body: &str) -> Result<Ipv4Net> {
-    match (a, status) {
-        // A claim with IPAM off (404) is the user's own address: fine.
-        (AddrArg::Ip(c), s) if s.is_success() || s == StatusCode::NOT_FOUND => Ok(c),
-        (AddrArg::Ip(c), _) => bail!("cannot claim {c} for the host: {}", body.trim()),
-        (_, StatusCode::NOT_FOUND) => bail!(
-            "IP address allocation is off (router launched without --ipalloc-range): give the address to expose, e.g. meshnet expose 10.32.0.1/12"
-        ),
-        (_, s) if s.is_success() => body
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("the router answered {body:?} instead of an address")),
-        _ => bail!("cannot allocate an address for the host: {}", body.trim()),
-    }
+/// Asks IPAM for the address an expose argument stands for (weave sends no
+/// `check-alive` for the bridge's own addresses).
+async fn allocate(env: &EnvArgs, a: AddrSpec) -> Result<Ipv4Net> {
+    let (method, path) = a.request(EXPOSE_IDENT, false);
+    let answer = client::call_async(env.http_addr, method, &path, &[]).await?;
+    a.answer(answer.status.as_u16(), &answer.body)
+        .map(|(cidr, _)| cidr)
+        .map_err(|e| match e {
+            IpamAnswerError::Disabled => anyhow!(
+                "IP address allocation is off (router launched without --ipalloc-range): give the address to expose, e.g. meshnet expose 10.32.0.1/12"
+            ),
+            e => anyhow!("cannot expose {a}: {e}"),
+        })
 }
 
 fn print_ips(addrs: &[Ipv4Net]) {
@@ -63,17 +47,18 @@ fn print_ips(addrs: &[Ipv4Net]) {
 
 /// `meshnet expose [ADDR...] [--without-masquerade]`.
 pub fn expose(env: &EnvArgs, args: &[String], masquerade: bool) -> Result<()> {
-    let mut addrs: Vec<AddrArg> = args.iter().map(|a| parse_addr(a)).collect::<Result<_>>()?;
+    let mut addrs: Vec<AddrSpec> = args
+        .iter()
+        .map(|a| a.parse::<AddrSpec>())
+        .collect::<Result<_, _>>()?;
     if addrs.is_empty() {
-        addrs.push(AddrArg::Default);
+        addrs.push(AddrSpec::Default);
     }
     runtime()?.block_on(async {
         let host = Netns::current()?;
         let mut exposed = Vec::new();
         for a in addrs {
-            let (method, path) = ipam_request(a);
-            let answer = client::call_async(env.http_addr, method, &path, &[]).await?;
-            let cidr = ipam_answer(a, answer.status, &answer.body)?;
+            let cidr = allocate(env, a).await?;
             expose::expose(&host, BRIDGE_NAME, cidr, masquerade)
                 .await
                 .with_context(|| format!("exposing {cidr}"))?;
@@ -86,8 +71,8 @@ pub fn expose(env: &EnvArgs, args: &[String], masquerade: bool) -> Result<()> {
 
 /// Parses a `hide` argument: an address (`CIDR` or `ip:CIDR`).
 fn parse_hide(s: &str) -> Result<Ipv4Net> {
-    match parse_addr(s)? {
-        AddrArg::Ip(c) => Ok(c),
+    match s.parse::<AddrSpec>()? {
+        AddrSpec::Ip(c) => Ok(c),
         _ => bail!("hide takes the exposed addresses (CIDR, e.g. 10.32.0.1/12), not {s:?}"),
     }
 }
@@ -141,45 +126,6 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn requests_follow_weave() {
-        assert_eq!(
-            ipam_request(AddrArg::Default),
-            (Method::POST, "/ip/weave:expose".to_string())
-        );
-        assert_eq!(
-            ipam_request(AddrArg::Net(net("10.2.0.0/16"))),
-            (Method::POST, "/ip/weave:expose/10.2.0.0/16".to_string())
-        );
-        assert_eq!(
-            ipam_request(AddrArg::Ip(net("10.32.0.9/12"))),
-            (Method::PUT, "/ip/weave:expose/10.32.0.9/12".to_string())
-        );
-    }
-
-    #[test]
-    fn answers() {
-        let d = AddrArg::Default;
-        assert_eq!(
-            ipam_answer(d, StatusCode::OK, "10.32.0.1/12\n").unwrap(),
-            net("10.32.0.1/12")
-        );
-        let off = ipam_answer(d, StatusCode::NOT_FOUND, "").unwrap_err();
-        assert!(
-            off.to_string().contains("meshnet expose 10.32.0.1/12"),
-            "{off}"
-        );
-        assert!(ipam_answer(d, StatusCode::OK, "garbage").is_err());
-        assert!(ipam_answer(d, StatusCode::BAD_REQUEST, "range full").is_err());
-        let ip = AddrArg::Ip(net("10.32.0.9/12"));
-        assert_eq!(
-            ipam_answer(ip, StatusCode::NOT_FOUND, "").unwrap(),
-            net("10.32.0.9/12")
-        );
-        let taken = ipam_answer(ip, StatusCode::CONFLICT, "owned by c1").unwrap_err();
-        assert!(taken.to_string().contains("owned by c1"), "{taken}");
     }
 
     #[test]

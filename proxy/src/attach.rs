@@ -14,7 +14,7 @@ use ipnet::Ipv4Net;
 use meshnet_router::datapath::{self, Netlink, Netns};
 use meshnet_router::dataplane::BRIDGE_NAME;
 
-use crate::intercept::AddrSpec;
+use meshnet_router::addrspec::{AddrSpec, IpamAnswerError};
 
 /// Why a container could not be attached.
 #[derive(Debug, thiserror::Error)]
@@ -75,42 +75,15 @@ async fn allocate(
     ident: &str,
     spec: AddrSpec,
 ) -> Result<(Ipv4Net, bool), AttachError> {
-    let (method, path) = match spec {
-        AddrSpec::Default => (Method::POST, format!("/ip/{ident}?check-alive=true")),
-        AddrSpec::Net(n) => (
-            Method::POST,
-            format!(
-                "/ip/{ident}/{}/{}?check-alive=true",
-                n.addr(),
-                n.prefix_len()
-            ),
-        ),
-        AddrSpec::Ip(c) => (
-            Method::PUT,
-            format!(
-                "/ip/{ident}/{}/{}?check-alive=true",
-                c.addr(),
-                c.prefix_len()
-            ),
-        ),
-    };
+    let (method, path) = spec.request(ident, true);
     let (status, body) = router_call(api, method, &path).await?;
-    match (spec, status) {
-        // An explicit address outside IPAM's range is the user's business.
-        (AddrSpec::Ip(c), s) if s.is_success() || s == StatusCode::NOT_FOUND => Ok((c, false)),
-        (_, StatusCode::NOT_FOUND) => Err(AttachError::NoIpam),
-        (_, s) if s.is_success() => {
-            let c = body.parse().map_err(|_| AttachError::Refused {
-                what: format!("{spec:?}"),
-                body: format!("answered {body:?} instead of an address"),
-            })?;
-            Ok((c, true))
-        }
-        _ => Err(AttachError::Refused {
-            what: format!("{spec:?}"),
-            body,
-        }),
-    }
+    spec.answer(status.as_u16(), &body).map_err(|e| match e {
+        IpamAnswerError::Disabled => AttachError::NoIpam,
+        e => AttachError::Refused {
+            what: spec.to_string(),
+            body: e.to_string(),
+        },
+    })
 }
 
 /// Gives every address of `ident` back to IPAM.

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use ipnet::Ipv4Net;
 use serde_json::Value;
 
 /// Where the shim directory is mounted in containers, and the shim itself.
@@ -74,36 +73,14 @@ fn strip_version(path: &str) -> &str {
     path
 }
 
-/// One address a container asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddrSpec {
-    /// `net:default`: any free address in IPAM's default subnet.
-    Default,
-    /// `net:CIDR`: any free address in that subnet.
-    Net(Ipv4Net),
-    /// `CIDR` or `ip:CIDR`: exactly this address.
-    Ip(Ipv4Net),
-}
+pub use meshnet_router::addrspec::AddrSpec;
 
-/// Parses `net:default`, `net:CIDR`, `ip:CIDR` or `CIDR`.
+/// Parses one address of a `MESHNET_CIDR`/`WEAVE_CIDR` list.
 pub fn parse_addr(var: &str, s: &str) -> Result<AddrSpec, InterceptError> {
-    let bad = || InterceptError::BadAddr {
+    s.parse().map_err(|_| InterceptError::BadAddr {
         var: var.into(),
         addr: s.into(),
-    };
-    if s == "net:default" {
-        return Ok(AddrSpec::Default);
-    }
-    if let Some(net) = s.strip_prefix("net:") {
-        let n: Ipv4Net = net.parse().map_err(|_| bad())?;
-        return Ok(AddrSpec::Net(n.trunc()));
-    }
-    let c: Ipv4Net = s
-        .strip_prefix("ip:")
-        .unwrap_or(s)
-        .parse()
-        .map_err(|_| bad())?;
-    Ok(AddrSpec::Ip(c))
+    })
 }
 
 /// The mesh addresses of a container from its `Env` (`KEY=VALUE` strings)
@@ -274,6 +251,7 @@ pub fn waits_for_mesh(inspect: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::Ipv4Net;
     use serde_json::json;
 
     #[test]

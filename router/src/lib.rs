@@ -9,6 +9,8 @@
 //! - [`control`]: TCP/6783 connections: header, Noise handshake, encrypted transport.
 //! - [`driver`]: the task that owns the `Mesh` and drains its outputs.
 //! - [`api`], [`status`], [`metrics`]: the HTTP API and weave-format renderings.
+//! - [`addrspec`]: the address arguments (`net:default`, `net:CIDR`, `ip:CIDR`)
+//!   and their IPAM requests, shared by the CLI and the Docker proxy.
 //! - [`ipam`]: the address ring wired to gossip, persistence and the API.
 //! - [`persist`]: crash-safe state files.
 //! - [`datapath`]: kernel state over netlink (bridge, veth, vxlan, FDB).
@@ -18,6 +20,7 @@
 //! - [`expose`], [`nft`]: host addresses on the bridge, masquerading and
 //!   forwarding rules (nftables), and `reset`'s cleanup.
 
+pub mod addrspec;
 pub mod api;
 pub mod config;
 pub mod control;
