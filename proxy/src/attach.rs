@@ -4,12 +4,8 @@
 //! giving the addresses back when the container is gone.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use ipnet::Ipv4Net;
 use meshnet_router::datapath::{self, Netlink, Netns};
 use meshnet_router::dataplane::BRIDGE_NAME;
@@ -33,39 +29,19 @@ pub enum AttachError {
     Datapath(#[from] datapath::DatapathError),
 }
 
-/// One call to the router's API: status and body.
+/// One call to the router's API: status and (trimmed) body.
 pub async fn router_call(
     addr: SocketAddr,
     method: Method,
     path: &str,
 ) -> Result<(StatusCode, String), AttachError> {
-    let err = |reason: String| AttachError::Router { addr, reason };
-    let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+    let answer = meshnet_router::api_client::call(addr, method, path, &[])
         .await
-        .map_err(|_| err("connect timed out".into()))?
-        .map_err(|e| err(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| err(e.to_string()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
-        .await
-        .map_err(|_| err(format!("no answer to {path} within 60 s")))?
-        .map_err(|e| err(e.to_string()))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| err(e.to_string()))?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).trim().to_string()))
+        .map_err(|e| AttachError::Router {
+            addr,
+            reason: e.to_string(),
+        })?;
+    Ok((answer.status, answer.body.trim().to_string()))
 }
 
 /// Asks IPAM for one address; the bool says whether IPAM gave it out (and

@@ -8,7 +8,8 @@
 //! - [`identity`]: the persistent Noise static key and the peer name derived from it.
 //! - [`control`]: TCP/6783 connections: header, Noise handshake, encrypted transport.
 //! - [`driver`]: the task that owns the `Mesh` and drains its outputs.
-//! - [`api`], [`status`], [`metrics`]: the HTTP API and weave-format renderings.
+//! - [`api`], [`status`], [`metrics`]: the HTTP API and weave-format renderings;
+//!   [`api_client`]: its client side, for the CLI and the proxy.
 //! - [`addrspec`]: the address arguments (`net:default`, `net:CIDR`, `ip:CIDR`)
 //!   and their IPAM requests, shared by the CLI and the Docker proxy.
 //! - [`ipam`]: the address ring wired to gossip, persistence and the API.
@@ -22,6 +23,7 @@
 
 pub mod addrspec;
 pub mod api;
+pub mod api_client;
 pub mod config;
 pub mod control;
 pub mod datapath;
