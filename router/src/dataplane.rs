@@ -26,6 +26,15 @@ use crate::sleeve::{Sleeve, SleeveConfig, SleevePeerStatus};
 /// Name of the bridge containers attach to (weave's is `weave`).
 pub const BRIDGE_NAME: &str = "meshnet";
 
+/// Why the data plane could not start; each keeps its own advice.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Datapath(#[from] datapath::DatapathError),
+    #[error(transparent)]
+    Sleeve(#[from] crate::sleeve::SleeveError),
+}
+
 /// Data-plane settings from `launch`.
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
@@ -91,7 +100,7 @@ impl Dataplane {
         cfg: DataplaneConfig,
         local: PeerName,
         encryption: bool,
-    ) -> datapath::Result<(Dataplane, Heartbeats)> {
+    ) -> Result<(Dataplane, Heartbeats), DataplaneError> {
         let nl = Netlink::connect(&Netns::current()?).await?;
         let bridge = nl.ensure_bridge(BRIDGE_NAME, cfg.mtu).await?;
         // A bridge takes the lowest MAC of its ports unless one is set; fix it
@@ -125,10 +134,7 @@ impl Dataplane {
             local,
             netns: None,
         })
-        .await
-        .map_err(|e| {
-            datapath::DatapathError::io("starting the sleeve", std::io::Error::other(e.to_string()))
-        })?;
+        .await?;
         info!(
             bridge = BRIDGE_NAME,
             mtu = cfg.mtu,

@@ -64,7 +64,7 @@ pub enum RouterError {
     #[error(transparent)]
     Persist(#[from] persist::PersistError),
     #[error("cannot set up the data plane: {0}")]
-    Dataplane(#[from] datapath::DatapathError),
+    Dataplane(#[from] dataplane::DataplaneError),
     #[error(
         "cannot listen on {addr}: {source} (is another router running here? `meshnet stop` stops it; or choose another address)"
     )]
