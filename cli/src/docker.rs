@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use meshnet_proxy::plugin::{PLUGIN_SOCKET, PluginConfig};
 use meshnet_proxy::{DEFAULT_DOCKER_API, DockerAddr, ProxyConfig};
 use tokio_util::sync::CancellationToken;
@@ -54,8 +54,11 @@ impl Setup {
             .parse()
             .map_err(|e| anyhow!("--docker-api: {e}"))?;
         let plugin = match args.plugin {
+            Some(true) if !in_docker_netns() => bail!(
+                "--plugin needs the router in Docker's network namespace (dockerd moves each container's interface from there), and this is another one: containers on the network could not start. Run `meshnet launch` in the host's namespace, or leave --plugin off"
+            ),
             Some(p) => p,
-            None => in_root_netns() && reachable(&addr),
+            None => in_docker_netns() && reachable(&addr),
         };
         Ok(Setup {
             docker_api,
@@ -157,8 +160,25 @@ impl Plugin {
     }
 }
 
-/// True in the machine's own network namespace (that of pid 1), where
-/// dockerd lives and moves plugin interfaces from.
+/// Where dockerd writes its pid.
+const DOCKER_PID_FILES: [&str; 2] = ["/var/run/docker.pid", "/run/docker.pid"];
+
+/// True in dockerd's network namespace (read through its pid file), where
+/// it moves plugin interfaces from; without a readable pid file, the
+/// machine's own namespace (that of pid 1).
+pub fn in_docker_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dockerd = DOCKER_PID_FILES.iter().find_map(|f| {
+        let pid: u32 = std::fs::read_to_string(f).ok()?.trim().parse().ok()?;
+        std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()
+    });
+    match (dockerd, std::fs::metadata("/proc/self/ns/net")) {
+        (Some(d), Ok(own)) => d.ino() == own.ino() && d.dev() == own.dev(),
+        _ => in_root_netns(),
+    }
+}
+
+/// True in the machine's own network namespace (that of pid 1).
 pub fn in_root_netns() -> bool {
     use std::os::unix::fs::MetadataExt;
     /// The kernel's fixed inode number of the initial network namespace

@@ -82,15 +82,19 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
                 .map_err(std::io::Error::from)
         });
     }
+    let made = Leftovers::before_launch();
     let mut child = cmd.spawn().context("starting the router process")?;
 
     let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
+    let failure = loop {
         if let Some(status) = child.try_wait().context("watching the router process")? {
-            bail!(
-                "the router exited ({status}) before it was ready:\n{}",
-                log_tail(&log_path, log_start)
+            break anyhow!(
+                "the router exited ({status}) before it was ready: {}",
+                log_error(&log_path, log_start)
             );
+        }
+        if let Err(e) = api_reachable(env.http_addr) {
+            break e;
         }
         if let Ok(answer) = client::call(env.http_addr, Method::GET, "/report", &[])
             && answer.status.is_success()
@@ -102,14 +106,112 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!(
-                "the router did not answer on {} within {READY_TIMEOUT:?}; its log says:\n{}",
+            break anyhow!(
+                "the router did not answer on {} within {READY_TIMEOUT:?}; {}",
                 env.http_addr,
-                log_tail(&log_path, log_start)
+                log_error(&log_path, log_start)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    end_child(&mut child);
+    made.remove(&env.run_dir);
+    Err(failure)
+}
+
+/// How long a failed launch waits for its router to exit after SIGTERM
+/// before it kills it.
+const FAILED_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Stops a router that did not become ready: SIGTERM (it cleans up its
+/// sockets), then SIGKILL; waits until it is gone.
+fn end_child(child: &mut std::process::Child) {
+    if let Ok(None) = child.try_wait() {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + FAILED_STOP_WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// What a launch may create, noted before it starts, so a failed launch
+/// removes only what it made.
+struct Leftovers {
+    /// The bridge existed before (a stopped router's, with containers on it).
+    had_bridge: bool,
+}
+
+impl Leftovers {
+    fn before_launch() -> Leftovers {
+        Leftovers {
+            had_bridge: bridge_exists(),
+        }
+    }
+
+    /// After the failed router is gone: its pid file, its proxy socket and,
+    /// unless they were there before, the bridge, VXLAN device and nft table.
+    fn remove(&self, run_dir: &Path) {
+        if matches!(running_pid(run_dir), Ok(Some(_))) {
+            return;
+        }
+        for f in [PID_FILE, meshnet_proxy::SOCKET_FILE] {
+            let _ = std::fs::remove_file(run_dir.join(f));
+        }
+        if !self.had_bridge
+            && let Err(e) = crate::cleanup::sweep()
+        {
+            eprintln!("meshnet: cannot remove what the failed launch made: {e:#}");
+        }
+    }
+}
+
+fn bridge_exists() -> bool {
+    std::path::Path::new("/sys/class/net")
+        .join(meshnet_router::dataplane::BRIDGE_NAME)
+        .exists()
+}
+
+/// Fails at once when the API address cannot be reached at all (as opposed
+/// to nothing listening yet): a loopback interface that is down.
+fn api_reachable(addr: std::net::SocketAddr) -> Result<()> {
+    /// `IFF_UP` in `/sys/class/net/lo/flags`.
+    const IFF_UP: u32 = 0x1;
+    let lo_up = || {
+        std::fs::read_to_string("/sys/class/net/lo/flags")
+            .ok()
+            .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+            .is_none_or(|f| f & IFF_UP != 0)
+    };
+    if addr.ip().is_loopback() && !lo_up() {
+        bail!(
+            "cannot reach the router's API address {addr}: the loopback interface is down; bring it up with `ip link set lo up`"
+        );
+    }
+    match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NetworkUnreachable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::AddrNotAvailable
+            ) || e.raw_os_error() == Some(libc::ENETUNREACH) =>
+        {
+            let hint = if addr.ip().is_loopback() {
+                "; is the loopback interface down? (bring it up with `ip link set lo up`)"
+            } else {
+                ""
+            };
+            bail!("cannot reach the router's API address {addr}: {e}{hint}")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -152,14 +254,23 @@ fn child_args(a: &LaunchArgs) -> Vec<String> {
     v
 }
 
-fn log_tail(path: &Path, from: u64) -> String {
+/// The router's last error since `from` (its fatal `meshnet: ...` line,
+/// else its last ERROR, else its last WARN line), and where the log is.
+fn log_error(path: &Path, from: u64) -> String {
     let Ok(mut f) = File::open(path) else {
         return format!("(no log at {})", path.display());
     };
     let _ = f.seek(SeekFrom::Start(from));
     let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
-    let start = lines.len().saturating_sub(20);
-    lines[start..].join("\n")
+    let last = |pred: &dyn Fn(&str) -> bool| lines.iter().rev().find(|l| pred(l)).cloned();
+    let found = last(&|l| l.starts_with("meshnet: "))
+        .map(|l| l["meshnet: ".len()..].to_string())
+        .or_else(|| last(&|l| l.contains(" ERROR ")))
+        .or_else(|| last(&|l| l.contains(" WARN ")));
+    match found {
+        Some(e) => format!("{e}\n(full log: {})", path.display()),
+        None => format!("its log ({}) shows no error", path.display()),
+    }
 }
 
 /// Validates flags into a router configuration.
@@ -185,6 +296,9 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
     c.port = a.port;
     c.conn_limit = a.conn_limit;
     c.discovery = !a.no_discovery;
+    for p in &a.peers {
+        meshnet_mesh::check_peer(p).map_err(|e| anyhow!("{e}"))?;
+    }
     c.peers = a.peers.clone();
     c.http_addr = env.http_addr;
     c.status_addr = match a.status_addr.as_str() {
@@ -367,13 +481,12 @@ pub fn running_pid(run_dir: &Path) -> Result<Option<i32>> {
     let pid: Option<i32> = std::fs::read_to_string(run_dir.join(PID_FILE))
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    // A router killed with SIGKILL shows as a zombie while its other threads
-    // still tear down and hold the lock; give it a moment to let go rather
-    // than call it running.
-    if let Some(p) = pid
-        && !crate::lab::process_alive(p)
-    {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    // A router killed with SIGKILL still holds the lock until its last
+    // thread has torn down (it may show as a zombie, be exiting, or not yet
+    // have taken the signal); give it time to let go rather than call it
+    // running. A router gone without a trace (no pid) is waited for too.
+    if pid.is_none_or(dying) {
+        let deadline = Instant::now() + DEAD_ROUTER_WAIT;
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
             let Ok(file) = File::open(&lock_path) else {
@@ -385,6 +498,40 @@ pub fn running_pid(run_dir: &Path) -> Result<Option<i32>> {
         }
     }
     Ok(Some(pid.unwrap_or(0)))
+}
+
+/// How long `launch` and `stop` wait for a dying router to let go of its lock.
+const DEAD_ROUTER_WAIT: Duration = Duration::from_secs(10);
+
+/// True when `pid` is gone, a zombie, exiting, or has SIGKILL pending.
+fn dying(pid: i32) -> bool {
+    if !crate::lab::process_alive(pid) {
+        return true;
+    }
+    /// `PF_EXITING` in `/proc/PID/stat`'s flags field.
+    const PF_EXITING: u64 = 0x4;
+    let sigkill = 1u64 << (libc::SIGKILL - 1);
+    let exiting = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let (_, rest) = s.rsplit_once(')')?;
+            // After `(comm)`: state, ppid, pgrp, session, tty, tpgid, flags.
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|f| f & PF_EXITING != 0);
+    let pending = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .is_some_and(|s| {
+            s.lines().any(|l| {
+                let mut kv = l.splitn(2, ':');
+                matches!(kv.next(), Some("SigPnd" | "ShdPnd"))
+                    && kv
+                        .next()
+                        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                        .is_some_and(|m| m & sigkill != 0)
+            })
+        });
+    exiting || pending
 }
 
 /// `meshnet stop`: SIGTERM the router and wait for it to exit.

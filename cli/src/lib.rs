@@ -71,6 +71,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Report => print_answer(&env, Method::GET, "/report", &[])?,
         Command::Connect { replace, peers } => {
+            for p in &peers {
+                meshnet_mesh::check_peer(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             let mut form: Vec<(&str, &str)> = peers.iter().map(|p| ("peer", p.as_str())).collect();
             if replace {
                 form.push(("replace", "true"));
@@ -84,14 +87,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Attach {
             no_multicast_route,
             args,
-        } => attach::attach(&env, &args, !no_multicast_route)?,
-        Command::Detach { args } => attach::detach(&env, &args)?,
-        Command::Ps { containers } => attach::ps(&containers)?,
+        } => {
+            require_router(&env)?;
+            attach::attach(&env, &args, !no_multicast_route)?
+        }
+        Command::Detach { args } => {
+            require_router(&env)?;
+            attach::detach(&env, &args)?
+        }
+        Command::Ps { containers } => {
+            require_router(&env)?;
+            attach::ps(&containers)?
+        }
         Command::Expose {
             without_masquerade,
             addrs,
         } => expose::expose(&env, &addrs, !without_masquerade)?,
-        Command::Hide { addrs } => expose::hide(&env, &addrs)?,
+        Command::Hide { addrs } => {
+            require_router(&env)?;
+            expose::hide(&env, &addrs)?
+        }
         Command::Rmpeer { peers } => {
             for p in peers {
                 print_answer(&env, Method::DELETE, &format!("/peer/{p}"), &[])?;
@@ -122,6 +137,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config => return Ok(env::config(&env)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails, saying how to start it, unless the router answers.
+fn require_router(env: &EnvArgs) -> Result<()> {
+    client::call(env.http_addr, Method::GET, "/status", &[]).map(drop)
 }
 
 /// Calls the router; prints a success body to stdout, anything else to

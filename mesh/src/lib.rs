@@ -38,6 +38,7 @@ pub use status::{
     BroadcastRouteStatus, ConnState, LocalConnStatus, PeerConnStatus, PeerStatus, RouteStatus,
     Status,
 };
+pub use targets::check_peer;
 pub use wire::{
     DecodeError, GossipMsg, GossipUnicastMsg, HEADER_LEN, Header, HeaderError, Hello,
     MAX_MESSAGE_LEN, Message, PROTOCOL_MAX, PROTOCOL_MIN,

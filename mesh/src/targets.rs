@@ -144,13 +144,19 @@ pub(crate) fn parse_target(s: &str, default_port: u16) -> Result<(String, bool),
     }
     match port {
         None => Ok((format!("{host}:{default_port}"), true)),
-        Some(p)
-            if !p.is_empty() && p.len() <= 32 && p.bytes().all(|c| c.is_ascii_alphanumeric()) =>
-        {
-            Ok((format!("{host}:{p}"), false))
-        }
-        Some(_) => Err(bad("port must be a number or service name")),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|c| c.is_ascii_digit()) => {
+                Ok((format!("{host}:{n}"), false))
+            }
+            _ => Err(bad(&format!("port {p:?} is not a number from 1 to 65535"))),
+        },
     }
+}
+
+/// Checks a peer argument (`host[:port]`) the way [`crate::Mesh::connect`]
+/// will, so a command line can refuse it before anything starts.
+pub fn check_peer(s: &str) -> Result<(), String> {
+    parse_target(s, 6783).map(drop)
 }
 
 /// The IP of an `ip:port` / `[v6]:port` string, if it is one.
@@ -185,10 +191,7 @@ mod tests {
             parse_target("node1:7000", 6783),
             Ok(("node1:7000".into(), false))
         );
-        assert_eq!(
-            parse_target("node1:http", 6783),
-            Ok(("node1:http".into(), false))
-        );
+
         assert_eq!(parse_target("[::1]:5", 6783), Ok(("[::1]:5".into(), false)));
         assert_eq!(
             parse_target("[2001:db8::1]", 6783),
@@ -199,7 +202,8 @@ mod tests {
             Ok(("[2001:db8::1]:6783".into(), true))
         );
         for bad in [
-            "", "a:", ":1", "a:1:2x", "a b", "a:1/2", "[::1", "[x]:1", "[::1]x", "a:-1",
+            "", "a:", ":1", "a:1:2x", "a b", "a:1/2", "[::1", "[x]:1", "[::1]x", "a:-1", "a:99999",
+            "a:abc", "a:0", "a:http", "a:+1",
         ] {
             assert!(parse_target(bad, 6783).is_err(), "{bad:?} accepted");
         }
