@@ -8,9 +8,11 @@
 //!   over `gossip.rs` (message dispatch, channels), `maker.rs` (connection targets),
 //!   `topology.rs` (records, deltas, merge, GC), `routes.rs` (BFS routes, broadcast trees,
 //!   neighbour choice) and `targets.rs` (target parsing and backoff).
+//! - [`dns`]: the service-discovery name table (a CRDT) of the `dns` gossip channel.
 //! - [`status`]: the status snapshot (weave's JSON field names).
 //! - `sim` (feature `sim`, and in tests): a deterministic N-peer simulator.
 
+pub mod dns;
 mod gossip;
 pub mod ids;
 mod maker;
