@@ -4,8 +4,12 @@
 //! Everything decided here is decided by [`Overlay`] (sans-IO); this module
 //! feeds it connection events, fastdp hellos and heartbeats, sends the
 //! heartbeats it asks for, and hands its path changes to the kernel task.
+//! It also computes the fastdp admission set (the underlay addresses of
+//! connected peers allowed on fastdp) that [`crate::admission`] keeps in the
+//! kernel: no VXLAN device exists until that filter is in place, and none
+//! at all when a password is set without trusted subnets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -14,7 +18,7 @@ use meshnet_mesh::overlay::{
     SUBTAG_FASTDP, SUBTAG_SLEEVE,
 };
 use meshnet_mesh::{ConnId, Mesh, PeerName};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use meshnet_mesh::sleeve::{Forwarding, PeerPath, SleeveHello};
@@ -64,6 +68,8 @@ struct DpPeer {
     hello: Option<FastdpHello>,
     /// The sleeve UDP port the peer told us.
     sleeve_port: Option<u16>,
+    /// Its VXLAN is let in (connected, allowed on fastdp, IPv4).
+    admitted: bool,
 }
 
 /// The data plane of one router.
@@ -77,6 +83,10 @@ pub struct Dataplane {
     /// The last routing snapshot given to the sleeve.
     forwarding: Forwarding,
     kernel: mpsc::UnboundedSender<KernelCmd>,
+    /// The fastdp admission set, kept in the kernel by [`crate::admission::run`].
+    admission: watch::Sender<BTreeSet<Ipv4Addr>>,
+    /// Plaintext VXLAN is possible at all: no password, or trusted subnets.
+    plaintext: bool,
     overlay: Overlay,
     peers: BTreeMap<PeerName, DpPeer>,
     local: PeerName,
@@ -94,14 +104,17 @@ const FORWARDING_REFRESH: std::time::Duration = std::time::Duration::from_secs(1
 pub type Heartbeats = mpsc::UnboundedReceiver<(Heartbeat, [u8; 6])>;
 
 impl Dataplane {
-    /// Creates the bridge and (unless disabled) the VXLAN device, and starts
-    /// the kernel and heartbeat tasks.
+    /// Creates the bridge and (unless disabled, or impossible because a
+    /// password is set and no subnet is trusted) the VXLAN device behind its
+    /// admission filter, and starts the kernel and heartbeat tasks.
     pub async fn setup(
         cfg: DataplaneConfig,
         local: PeerName,
         encryption: bool,
+        trusted_subnets: bool,
     ) -> Result<(Dataplane, Heartbeats), DataplaneError> {
-        let nl = Netlink::connect(&Netns::current()?).await?;
+        let netns = Netns::current()?;
+        let nl = Netlink::connect(&netns).await?;
         let bridge = nl.ensure_bridge(BRIDGE_NAME, cfg.mtu).await?;
         // A bridge takes the lowest MAC of its ports unless one is set; fix it
         // to the peer name so the fastdp hello stays true as ports come and go.
@@ -117,12 +130,32 @@ impl Dataplane {
         }
         let (kernel, cmds) = mpsc::unbounded_channel();
         let (hb_tx, hb_rx) = mpsc::unbounded_channel();
-        let fastdp = if cfg.fastdp {
+        let plaintext = !encryption || trusted_subnets;
+        let (admission, admitted) = watch::channel(BTreeSet::new());
+        // Nothing may be admitted before the filter is in: install it (empty)
+        // first, and run without fastdp if that fails.
+        let filtered = if cfg.fastdp || !plaintext {
+            match crate::admission::sync(&netns, &BTreeSet::new()).await {
+                Ok(_) => true,
+                Err(e) => {
+                    warn!(error = %e, "fast datapath off: cannot install its admission filter (nftables); peers use the sleeve");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        let fastdp = if cfg.fastdp && plaintext && filtered {
             let f = Fastdp::setup(&nl, &bridge, cfg.mtu).await?;
             tokio::spawn(f.heartbeats.clone().receive(hb_tx));
             tokio::spawn(fastdp::run_kernel(nl.clone(), f.vxlan.index, cmds));
+            tokio::spawn(crate::admission::run(netns, admitted));
             Some(f)
         } else {
+            // A VXLAN device left by an earlier run must not keep listening.
+            if let Some(old) = nl.link_by_name(fastdp::VXLAN_NAME).await? {
+                nl.delete_link(old.index).await?;
+            }
             None
         };
         let sleeve = Sleeve::start(SleeveConfig {
@@ -153,6 +186,8 @@ impl Dataplane {
                     ..Forwarding::default()
                 },
                 kernel,
+                admission,
+                plaintext,
                 overlay: Overlay::new(),
                 peers: BTreeMap::new(),
                 local,
@@ -181,12 +216,14 @@ impl Dataplane {
             std::net::IpAddr::V4(ip) => Some(ip),
             std::net::IpAddr::V6(_) => None,
         };
-        let allowed = if self.fastdp.is_none() {
+        let allowed = if !self.plaintext
+            || (self.encryption && !(meta.remote_trusts_us && meta.we_trust_remote))
+        {
+            Err(NoFastdp::Encrypted)
+        } else if self.fastdp.is_none() {
             Err(NoFastdp::Disabled)
         } else if ip.is_none() {
             Err(NoFastdp::NotOffered)
-        } else if self.encryption && !(meta.remote_trusts_us && meta.we_trust_remote) {
-            Err(NoFastdp::Encrypted)
         } else {
             Ok(())
         };
@@ -198,10 +235,12 @@ impl Dataplane {
                 remote_ip: meta.remote_ip,
                 hello: None,
                 sleeve_port: None,
+                admitted: allowed.is_ok(),
             },
         ) {
             self.forget_kernel(&old);
         }
+        self.publish_admission();
         match self.sleeve.new_recv_key(peer) {
             Ok(hello) => {
                 let mut bytes = vec![SUBTAG_SLEEVE];
@@ -227,7 +266,26 @@ impl Dataplane {
             self.forget_kernel(&old);
             self.overlay.handle_peer_down(peer);
             self.sleeve.forget_peer(peer);
+            self.publish_admission();
         }
+    }
+
+    /// The underlay addresses whose VXLAN is let in.
+    pub fn admitted(&self) -> BTreeSet<Ipv4Addr> {
+        self.peers
+            .values()
+            .filter(|p| p.admitted)
+            .filter_map(|p| p.ip)
+            .collect()
+    }
+
+    fn publish_admission(&self) {
+        let want = self.admitted();
+        self.admission.send_if_modified(|cur| {
+            let changed = *cur != want;
+            *cur = want;
+            changed
+        });
     }
 
     fn forget_kernel(&self, old: &DpPeer) {
@@ -244,7 +302,10 @@ impl Dataplane {
         match bytes.first() {
             Some(&SUBTAG_FASTDP) => match FastdpHello::decode(bytes) {
                 Ok(hello) => {
-                    let Some(p) = self.peers.get_mut(&peer) else {
+                    // A hello from a peer we do not admit changes nothing:
+                    // no plaintext VXLAN is ever sent to it.
+                    let Some(p) = self.peers.get_mut(&peer).filter(|p| p.admitted) else {
+                        warn!(%peer, "ignoring a fastdp hello from a peer not allowed on fastdp");
                         return;
                     };
                     p.hello = Some(hello);

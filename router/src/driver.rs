@@ -37,6 +37,8 @@ pub struct Snapshot {
     >,
     /// Overlay MTU, when there is a data plane.
     pub mtu: Option<u32>,
+    /// Underlay addresses let in on the fast datapath (UDP 6784).
+    pub fastdp_admitted: Vec<std::net::Ipv4Addr>,
     /// The sleeve's view of each peer (health, path MTU, counters).
     pub sleeve: std::collections::BTreeMap<meshnet_mesh::PeerName, crate::sleeve::SleevePeerStatus>,
     /// Wall-clock time the snapshot was taken (to render retry times).
@@ -290,6 +292,11 @@ impl Driver {
                         .map(Dataplane::paths)
                         .unwrap_or_default(),
                     mtu: self.dataplane.as_ref().map(Dataplane::mtu),
+                    fastdp_admitted: self
+                        .dataplane
+                        .as_ref()
+                        .map(|d| d.admitted().into_iter().collect())
+                        .unwrap_or_default(),
                     sleeve: self
                         .dataplane
                         .as_ref()

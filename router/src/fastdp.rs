@@ -6,8 +6,11 @@
 //! [`meshnet_mesh::overlay::Overlay`]; this module only applies them:
 //! - a peer that offered fastdp gets a static FDB entry for its bridge MAC
 //!   (so heartbeats reach it through VXLAN even while it is on the sleeve);
-//! - a peer on fastdp is added to the all-zeros flood entry, and container
-//!   MACs behind it are learned by the kernel;
+//! - a peer on fastdp is added to the all-zeros flood entry: the VXLAN
+//!   device never learns (VXLAN is unauthenticated, so it sends only to the
+//!   VTEPs programmed here), and only admitted peers' packets reach it at
+//!   all ([`crate::admission`]); the bridge learns which MACs are behind
+//!   the VXLAN port from those packets;
 //! - a peer leaving fastdp is removed from the flood entry, and every MAC the
 //!   kernel learned behind it is flushed from the VXLAN and bridge FDBs, so
 //!   its frames go to the sleeve at once instead of into a dead tunnel.
@@ -71,7 +74,9 @@ impl Fastdp {
                 port: VXLAN_PORT,
                 local: None,
                 underlay: None,
-                learning: true,
+                // Never learn a remote from a packet: VXLAN is unauthenticated,
+                // so the kernel sends only to the VTEPs we program.
+                learning: false,
                 master: Some(bridge.index),
                 mtu: Some(mtu),
             })

@@ -18,10 +18,13 @@
 //! - [`dataplane`], [`fastdp`], [`sleeve`]: the bridge, the kernel fast
 //!   datapath, the userspace sleeve, and per-peer overlay selection, driven
 //!   by connection events.
+//! - [`admission`]: the nftables set of underlay addresses allowed to send
+//!   us VXLAN, kept in step with the connections.
 //! - [`expose`], [`nft`]: host addresses on the bridge, masquerading and
 //!   forwarding rules (nftables), and `reset`'s cleanup.
 
 pub mod addrspec;
+pub mod admission;
 pub mod api;
 pub mod api_client;
 pub mod config;
@@ -153,7 +156,10 @@ pub async fn run(
     };
 
     let dataplane = match config.dataplane.clone() {
-        Some(c) => Some(dataplane::Dataplane::setup(c, name, encryption).await?),
+        Some(c) => Some(
+            dataplane::Dataplane::setup(c, name, encryption, !config.trusted_subnets.is_empty())
+                .await?,
+        ),
         None => None,
     };
 

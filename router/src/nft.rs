@@ -607,14 +607,18 @@ fn run_nft(args: &[&str], stdin: Option<&str>, op: &str) -> Result<String, NftEr
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Lists the ruleset of `netns`.
-pub async fn list(netns: &Netns) -> Result<Ruleset, NftError> {
-    let out = netns
+/// The ruleset of `netns` as `nft -j list ruleset` prints it.
+pub async fn list_json(netns: &Netns) -> Result<String, NftError> {
+    netns
         .run("listing nftables", || {
             run_nft(&["-j", "list", "ruleset"], None, "listing the ruleset")
         })
-        .await??;
-    Ruleset::parse(&out)
+        .await?
+}
+
+/// Lists the ruleset of `netns`.
+pub async fn list(netns: &Netns) -> Result<Ruleset, NftError> {
+    Ruleset::parse(&list_json(netns).await?)
 }
 
 /// Applies `batch` in `netns` as one transaction (all or nothing).
@@ -637,14 +641,20 @@ pub async fn sync(netns: &Netns, desired: &Desired) -> Result<bool, NftError> {
     }
 }
 
-/// Removes our table and every rule we inserted elsewhere; returns whether
-/// anything was there.
+/// Removes our tables (this one and the fastdp admission table) and every
+/// rule we inserted elsewhere; returns whether anything was there.
 pub async fn remove_all(netns: &Netns) -> Result<bool, NftError> {
-    let current = list(netns).await?;
-    match plan_removal(&current) {
-        Some(batch) => apply(netns, &batch).await.map(|()| true),
-        None => Ok(false),
+    let json = list_json(netns).await?;
+    let mut removed = false;
+    if let Some(batch) = crate::admission::plan_removal(&crate::admission::Current::parse(&json)?) {
+        apply(netns, &batch).await?;
+        removed = true;
     }
+    if let Some(batch) = plan_removal(&Ruleset::parse(&json)?) {
+        apply(netns, &batch).await?;
+        removed = true;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -299,6 +299,7 @@ pub fn report(snap: &Snapshot) -> Value {
             "TerminationCount": m.termination_count,
             "Targets": m.targets,
             "TrustedSubnets": snap.trusted_subnets,
+            "FastdpAdmitted": snap.fastdp_admitted.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }
     });
     if let Some(ipam) = &snap.ipam {

@@ -9,6 +9,8 @@
 //! Needs root, `ping`, `tcpdump`, `nft`, `bridge` (iproute2) and a built
 //! binary. Each scenario owns its lab, which removes everything on failure.
 
+// Shared with the datapath scenarios; this file uses only part of it.
+#[allow(dead_code)]
 #[path = "datapath/traffic.rs"]
 mod traffic;
 
@@ -72,7 +74,14 @@ fn attacker_tunnel(atk: &Host, victim: &Host) {
     );
     exec_ok(
         atk,
-        &["ip", "addr", "add", &format!("{ATTACKER_IP}/24"), "dev", "vx"],
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ATTACKER_IP}/24"),
+            "dev",
+            "vx",
+        ],
     );
     exec_ok(atk, &["ip", "link", "set", "vx", "up"]);
 }
@@ -114,12 +123,25 @@ fn udp_between(pcap: &[u8], src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> usize {
 /// (while the capture does see the attacker's own VXLAN, so it proves
 /// something), the container never hears of the attacker, and the victim's
 /// bridge learns nothing about it.
-fn assert_attack_fails(victim: &Host, atk: &Host, container: &Container, lab_dir: &std::path::Path) {
+fn assert_attack_fails(
+    victim: &Host,
+    atk: &Host,
+    container: &Container,
+    lab_dir: &std::path::Path,
+) {
     attacker_tunnel(atk, victim);
     let capture = Capture::start(victim, lab_dir);
     let out = atk
         .exec(&[
-            "ping", "-n", "-c", ATTACK_PINGS, "-i", "0.5", "-W", "1", VICTIM_IP,
+            "ping",
+            "-n",
+            "-c",
+            ATTACK_PINGS,
+            "-i",
+            "0.5",
+            "-W",
+            "1",
+            VICTIM_IP,
         ])
         .expect("attacker ping");
     let pcap = capture.finish();
@@ -209,7 +231,10 @@ fn attacker_vxlan_cannot_reach_a_container_when_it_is_not_a_peer() {
     let c2 = attach(&mut lab, "h2", "c2", "10.2.1.2/24");
     // The legitimate fastdp peer works before and after the attack.
     assert_pings(&c2, &c1);
-    let vx = exec_ok(lab.host("h1"), &["ip", "-d", "link", "show", "vethwe-vxlan"]);
+    let vx = exec_ok(
+        lab.host("h1"),
+        &["ip", "-d", "link", "show", "vethwe-vxlan"],
+    );
     assert!(
         vx.contains(&format!("vxlan id {MESH_VNI} ")),
         "the attacker must use the mesh's real VNI: {vx}"
@@ -221,4 +246,31 @@ fn attacker_vxlan_cannot_reach_a_container_when_it_is_not_a_peer() {
     );
     assert_pings(&c2, &c1);
     wait_for_fastdp(lab.host("h1"), 1);
+}
+
+#[test]
+fn attacker_inside_a_trusted_subnet_is_still_not_a_peer() {
+    require_root();
+    let mut lab = lab_on_one_segment("admtrust", &["h1", "h2", "atk"]);
+    let trust = "--trusted-subnets=192.0.2.0/24";
+    for (h, extra) in [("h1", None), ("h2", Some(control_addr(lab.host("h1"))))] {
+        let mut args = vec!["launch", "--nickname", h, trust];
+        args.extend(extra.as_deref());
+        let mut cmd = lab.host(h).command(&args);
+        cmd.env("MESHNET_PASSWORD", "correct horse battery staple");
+        meshnet_tests::launch_with(lab.host(h), &mut cmd);
+    }
+    // Both ends trust each other's subnet: plaintext fastdp between them.
+    for h in ["h1", "h2"] {
+        wait_for_fastdp(lab.host(h), 1);
+    }
+    let c1 = attach(&mut lab, "h1", "c1", &format!("{VICTIM_IP}/24"));
+    let c2 = attach(&mut lab, "h2", "c2", "10.2.1.2/24");
+    assert_pings(&c2, &c1);
+    assert_attack_fails(lab.host("h1"), lab.host("atk"), &c1, lab.dir());
+    assert_eq!(
+        admitted(lab.host("h1")),
+        vec![lab.host("h2").addr().to_string()]
+    );
+    assert_pings(&c2, &c1);
 }
