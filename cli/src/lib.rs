@@ -2,12 +2,14 @@
 //!
 //! Layout: [`args`] (clap definitions), `launch` (start/stop the router
 //! process), `client` (HTTP to the router's API), `demo` (a mesh in network
-//! namespaces), [`lab`] (the namespace harness shared with the tests).
+//! namespaces), [`lab`] (the namespace harness shared with the tests),
+//! [`cni`] (the binary as a CNI plugin, chosen by its name or `CNI_COMMAND`).
 
 pub mod args;
 mod attach;
 mod cleanup;
 mod client;
+pub mod cni;
 mod container;
 mod demo;
 mod demo_docker;
@@ -27,6 +29,11 @@ use args::{Cli, Command, EnvArgs};
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let nargs = std::env::args_os().count();
+    if let Some(role) = cni::role(&argv0, nargs, std::env::var_os("CNI_COMMAND").is_some()) {
+        return cni::main(role);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

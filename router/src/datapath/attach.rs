@@ -74,29 +74,45 @@ pub struct ContainerAddrs {
     pub addrs: Vec<Ipv4Net>,
 }
 
+/// How [`attach_with`] builds a container's interface.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachSpec<'a> {
+    /// The host bridge the host end joins.
+    pub bridge: &'a str,
+    /// The container-side name ([`CONTAINER_IFNAME`], or `CNI_IFNAME`).
+    pub ifname: &'a str,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// Whether to add `224.0.0.0/4 dev IFNAME` last.
+    pub multicast_route: bool,
+    /// Hairpin mode on the bridge port (a pod reaching itself through NAT).
+    pub hairpin: bool,
+}
+
 /// Our interface pair, found by [`find_ours`].
 struct Ours {
     ethwe: LinkInfo,
     host: LinkInfo,
 }
 
-/// Finds `ethwe` in the container if its peer is on `bridge`.
-/// Errors if an `ethwe` exists that is not ours.
+/// Finds `ifname` in the container if its peer is on `bridge`.
+/// Errors if an `ifname` exists that is not ours.
 async fn find_ours(
     host: &Netlink,
     ct: &Netlink,
     bridge: &LinkInfo,
     container: &Netns,
+    ifname: &str,
 ) -> Result<Option<Ours>> {
     // Interface indexes are per namespace: two hosts built alike have the
     // same numbers, so the peer index alone could point at another host's
     // veth. Our host-side name encodes the container's netns inode.
     let (expected, _) = veth_names(HOST_VETH_PREFIX, PEER_VETH_PREFIX, container.inode());
-    let Some(ethwe) = ct.link_by_name(CONTAINER_IFNAME).await? else {
+    let Some(ethwe) = ct.link_by_name(ifname).await? else {
         return Ok(None);
     };
     let foreign = || DatapathError::ForeignInterface {
-        name: CONTAINER_IFNAME.into(),
+        name: ifname.into(),
         bridge: bridge.name.clone(),
     };
     let peer = match (ethwe.kind == LinkKind::Veth, ethwe.peer_index) {
@@ -172,6 +188,36 @@ pub async fn attach(
     mtu: u32,
     multicast_route: bool,
 ) -> Result<Attached> {
+    let spec = AttachSpec {
+        bridge,
+        ifname: CONTAINER_IFNAME,
+        mtu,
+        multicast_route,
+        hairpin: false,
+    };
+    attach_with(host, container, &spec, addrs).await
+}
+
+/// [`attach`] with the container-side name and bridge-port settings given
+/// (the CNI plugin: `CNI_IFNAME`, hairpin mode, no multicast route).
+pub async fn attach_with(
+    host: &Netns,
+    container: &Netns,
+    spec: &AttachSpec<'_>,
+    addrs: &[Ipv4Net],
+) -> Result<Attached> {
+    let AttachSpec {
+        bridge,
+        ifname,
+        mtu,
+        multicast_route,
+        ..
+    } = *spec;
+    if !super::plan::valid_ifname(ifname) {
+        return Err(DatapathError::BadLinkName {
+            name: ifname.into(),
+        });
+    }
     if host.same_as(container) {
         return Err(DatapathError::HostNetns);
     }
@@ -188,7 +234,7 @@ pub async fn attach(
             netns: host.label().into(),
         })?;
 
-    if let Some(ours) = find_ours(&hnl, &cnl, &br, container).await? {
+    if let Some(ours) = find_ours(&hnl, &cnl, &br, container, ifname).await? {
         let existing = cnl.addresses(ours.ethwe.index).await?;
         let plan = plan_addresses(&existing, addrs);
         let added = add_addresses(&cnl, ours.ethwe.index, &plan.add).await?;
@@ -215,24 +261,10 @@ pub async fn attach(
         }
     }
     let (hveth, pveth) = hnl.create_veth(&host_name, &peer_name).await?;
-    match setup_new(
-        &hnl,
-        &cnl,
-        container,
-        &br,
-        &hveth,
-        &pveth,
-        addrs,
-        mtu,
-        multicast_route,
-    )
-    .await
-    {
+    match setup_new(&hnl, &cnl, container, &br, &hveth, &pveth, addrs, spec).await {
         Ok((mac, added)) => Ok(Attached {
             mac,
-            addrs: cnl
-                .addresses(cnl.link(CONTAINER_IFNAME).await?.index)
-                .await?,
+            addrs: cnl.addresses(cnl.link(ifname).await?.index).await?,
             added,
             host_veth: host_name,
             created: true,
@@ -257,31 +289,36 @@ async fn setup_new(
     hveth: &LinkInfo,
     pveth: &LinkInfo,
     addrs: &[Ipv4Net],
-    mtu: u32,
-    multicast_route: bool,
+    spec: &AttachSpec<'_>,
 ) -> Result<(Mac, Vec<Ipv4Net>)> {
-    hnl.set_mtu(hveth.index, mtu).await?;
-    hnl.set_mtu(pveth.index, mtu).await?;
+    let ifname = spec.ifname;
+    hnl.set_mtu(hveth.index, spec.mtu).await?;
+    hnl.set_mtu(pveth.index, spec.mtu).await?;
     hnl.set_master(hveth.index, br.index).await?;
+    if spec.hairpin {
+        hnl.set_hairpin(hveth.index, true).await?;
+    }
     hnl.set_netns(pveth.index, container).await?;
     let moved = cnl.link(&pveth.name).await?;
-    cnl.rename(moved.index, CONTAINER_IFNAME).await?;
+    cnl.rename(moved.index, ifname).await?;
+    let name = ifname.to_owned();
     container
-        .run("configuring ethwe", || -> std::io::Result<()> {
-            // TX checksum offload stays on (weave turned it off for its
-            // pcap sleeve): our sleeve reads the TAP with a virtio-net header
-            // and completes partial checksums itself, and with offload on the
-            // container hands over 64 KiB TSO frames instead of MTU-sized ones.
-            for (key, value) in ARP_SYSCTLS {
-                sys::write_net_sysctl(&format!("ipv4/neigh/{CONTAINER_IFNAME}/{key}"), value)?;
-            }
-            Ok(())
-        })
+        .run(
+            "configuring the container interface",
+            move || -> std::io::Result<()> {
+                // TX checksum offload stays on (weave turned it off for its
+                // pcap sleeve): our sleeve reads the TAP with a virtio-net header
+                // and completes partial checksums itself, and with offload on the
+                // container hands over 64 KiB TSO frames instead of MTU-sized ones.
+                for (key, value) in ARP_SYSCTLS {
+                    sys::write_net_sysctl(&format!("ipv4/neigh/{name}/{key}"), value)?;
+                }
+                Ok(())
+            },
+        )
         .await?
-        .map_err(|e| {
-            DatapathError::io(format!("configuring {CONTAINER_IFNAME} in {container}"), e)
-        })?;
-    let ethwe = cnl.link(CONTAINER_IFNAME).await?;
+        .map_err(|e| DatapathError::io(format!("configuring {ifname} in {container}"), e))?;
+    let ethwe = cnl.link(ifname).await?;
     let mac = ethwe.mac.unwrap_or_default();
     let plan = plan_addresses(&[], addrs);
     let added = add_addresses(cnl, ethwe.index, &plan.add).await?;
@@ -289,7 +326,7 @@ async fn setup_new(
     cnl.set_up(ethwe.index).await?;
     wait_running(hnl, hveth.index, cnl, ethwe.index).await?;
     announce(container, ethwe.index, mac, &added).await;
-    if multicast_route {
+    if spec.multicast_route {
         // Last, as in weave: tools that wait for the interface key on it.
         cnl.add_route(multicast_net(), ethwe.index).await?;
     }
@@ -380,7 +417,7 @@ pub async fn detach(
         bridge: bridge.into(),
     };
     let br = bridge_of(&hnl, bridge).await?.ok_or_else(not_attached)?;
-    let ours = find_ours(&hnl, &cnl, &br, container)
+    let ours = find_ours(&hnl, &cnl, &br, container, CONTAINER_IFNAME)
         .await?
         .ok_or_else(not_attached)?;
     let existing = cnl.addresses(ours.ethwe.index).await?;
@@ -410,12 +447,22 @@ pub async fn container_addrs(
     container: &Netns,
     bridge: &str,
 ) -> Result<Option<ContainerAddrs>> {
+    container_addrs_named(host, container, bridge, CONTAINER_IFNAME).await
+}
+
+/// [`container_addrs`] for an interface called `ifname` (a CNI attachment).
+pub async fn container_addrs_named(
+    host: &Netns,
+    container: &Netns,
+    bridge: &str,
+    ifname: &str,
+) -> Result<Option<ContainerAddrs>> {
     let hnl = Netlink::connect(host).await?;
     let cnl = Netlink::connect(container).await?;
     let Some(br) = bridge_of(&hnl, bridge).await? else {
         return Ok(None);
     };
-    let ours = match find_ours(&hnl, &cnl, &br, container).await {
+    let ours = match find_ours(&hnl, &cnl, &br, container, ifname).await {
         Ok(Some(o)) => o,
         Ok(None) | Err(DatapathError::ForeignInterface { .. }) => return Ok(None),
         Err(e) => return Err(e),

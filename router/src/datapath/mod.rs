@@ -26,8 +26,9 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use attach::{
-    Attached, CONTAINER_IFNAME, ContainerAddrs, Detached, HOST_VETH_PREFIX, PEER_VETH_PREFIX,
-    attach, container_addrs, detach, multicast_net, net_sysctl, tx_checksum,
+    AttachSpec, Attached, CONTAINER_IFNAME, ContainerAddrs, Detached, HOST_VETH_PREFIX,
+    PEER_VETH_PREFIX, attach, attach_with, container_addrs, container_addrs_named, detach,
+    multicast_net, net_sysctl, tx_checksum,
 };
 pub use error::{DatapathError, Result};
 pub use netlink::{IfIndex, LinkInfo, LinkKind, Netlink, VxlanConfig, VxlanSpec};

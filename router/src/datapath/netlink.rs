@@ -477,8 +477,36 @@ impl Netlink {
         tolerate(r, libc::EEXIST)
     }
 
+    /// Adds `dst via gw dev link` in the main table (a pod's default
+    /// route). Returns false if it already existed.
+    pub async fn add_route_via(&self, dst: Ipv4Net, gw: Ipv4Addr, link: IfIndex) -> Result<bool> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .gateway(gw)
+            .output_interface(link.0)
+            .build();
+        let r = self
+            .handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("adding route {dst} via {gw} in {}", self.netns), e));
+        tolerate(r, libc::EEXIST)
+    }
+
     /// Destinations of main-table IPv4 routes through `link`.
     pub async fn routes(&self, link: IfIndex) -> Result<Vec<Ipv4Net>> {
+        Ok(self
+            .routes_via(link)
+            .await?
+            .into_iter()
+            .map(|(dst, _)| dst)
+            .collect())
+    }
+
+    /// Main-table IPv4 routes through `link`: destination and gateway.
+    pub async fn routes_via(&self, link: IfIndex) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>)>> {
         let msgs: Vec<_> = self
             .handle
             .route()
@@ -507,8 +535,12 @@ impl Netlink {
                     _ => None,
                 })
                 .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let gw = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
             if let Ok(net) = Ipv4Net::new(dst, msg.header.destination_prefix_length) {
-                out.push(net);
+                out.push((net, gw));
             }
         }
         Ok(out)
@@ -770,6 +802,26 @@ impl Netlink {
             .map_err(|e| {
                 nl_err(
                     format!("setting isolation on port {} in {}", port.0, self.netns),
+                    e,
+                )
+            })
+    }
+
+    /// Sets hairpin mode on a bridge port (`bridge link set dev PORT
+    /// hairpin on`): frames may leave by the port they came in, so a pod
+    /// reaches itself through a service address that NAT sends back to it.
+    pub async fn set_hairpin(&self, port: IfIndex, on: bool) -> Result<()> {
+        let msg = rtnetlink::LinkBridgePort::new(port.0)
+            .append_info_data(netlink_packet_route::link::InfoBridgePort::HairpinMode(on))
+            .build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                nl_err(
+                    format!("setting hairpin mode on port {} in {}", port.0, self.netns),
                     e,
                 )
             })
