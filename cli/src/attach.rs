@@ -48,8 +48,8 @@ async fn api(
 
 /// Asks IPAM for the address an argument stands for; the bool says whether
 /// IPAM gave it out.
-async fn allocate(env: &EnvArgs, ident: &str, a: AddrSpec) -> Result<(Ipv4Net, bool)> {
-    let (method, path) = a.request(ident, true);
+async fn allocate(env: &EnvArgs, c: &Container, a: AddrSpec) -> Result<(Ipv4Net, bool)> {
+    let (method, path) = a.request(&c.ident, c.docker);
     let answer = api(env, method, &path, &[]).await?;
     a.answer(answer.status.as_u16(), &answer.body)
         .map_err(|e| match e {
@@ -89,7 +89,7 @@ pub fn attach(env: &EnvArgs, args: &[String], multicast_route: bool) -> Result<(
         let mut wanted = Vec::new();
         let mut allocated = Vec::new();
         for a in &addrs {
-            match allocate(env, &c.ident, *a).await {
+            match allocate(env, &c, *a).await {
                 Ok((cidr, from_ipam)) => {
                     if from_ipam && !before.contains(&cidr) {
                         allocated.push(cidr);
@@ -183,14 +183,31 @@ pub fn detach(env: &EnvArgs, args: &[String]) -> Result<()> {
             bail!("{} has none of those addresses", c.arg);
         }
         datapath::detach(&host, &c.netns, BRIDGE_NAME, &only).await?;
-        let ipam: Vec<Ipv4Addr> = remove
+        // Every removed address IPAM holds for this container goes back,
+        // explicit ones (claimed at attach) too.
+        let held = api(env, Method::GET, &format!("/ip/{}", c.ident), &[]).await?;
+        let held: Vec<Ipv4Addr> = if held.status.is_success() {
+            held.body
+                .split_whitespace()
+                .filter_map(|w| w.parse::<Ipv4Net>().ok())
+                .map(|n| n.addr())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for ip in only
             .iter()
-            .filter(|(a, from_ipam)| *from_ipam && only.contains(a))
-            .map(|(a, _)| a.addr())
-            .collect();
-        for ip in ipam {
-            // Explicit addresses that IPAM never gave out answer 400; that is fine.
-            let _ = api(env, Method::DELETE, &format!("/ip/{}/{ip}", c.ident), &[]).await;
+            .map(Ipv4Net::addr)
+            .filter(|ip| held.contains(ip))
+        {
+            let answer = api(env, Method::DELETE, &format!("/ip/{}/{ip}", c.ident), &[]).await?;
+            if !answer.status.is_success() {
+                bail!(
+                    "removed {ip} from {} but IPAM did not release it: {}",
+                    c.arg,
+                    answer.body.trim()
+                );
+            }
         }
         print_ips(&only);
         Ok(())

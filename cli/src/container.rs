@@ -15,6 +15,9 @@ pub struct Container {
     /// The IPAM identity: the Docker container id, or the argument itself.
     pub ident: String,
     pub netns: Netns,
+    /// A Docker container: IPAM releases its addresses when it dies
+    /// (weave's `check-alive`); a netns or process is the user's to detach.
+    pub docker: bool,
 }
 
 /// Resolves a container argument.
@@ -33,6 +36,7 @@ pub async fn resolve(arg: &str) -> Result<Container> {
         arg: arg.to_string(),
         ident: arg.to_string(),
         netns,
+        docker: false,
     })
 }
 
@@ -70,6 +74,7 @@ async fn docker(name: &str) -> Result<Container> {
         arg: name.to_string(),
         ident: id,
         netns: Netns::of_pid(u32::try_from(pid).unwrap_or(0))?,
+        docker: true,
     })
 }
 
@@ -99,6 +104,7 @@ pub async fn all() -> Vec<Container> {
                     arg: arg.clone(),
                     ident: arg,
                     netns: ns,
+                    docker: false,
                 });
             }
         }

@@ -202,7 +202,7 @@ impl Ipam {
                 id: _,
                 range,
                 conflicts,
-            } => self.handle_denied(src, range, &conflicts),
+            } => self.handle_denied(src, range, &conflicts, now),
             Message::Release { addrs } => self.handle_release(src, &addrs),
             Message::Verify { addrs } => self.handle_verify(src, &addrs),
         }
@@ -416,7 +416,40 @@ impl Ipam {
                     kind: SpaceKind::Donate,
                 };
                 self.unicast(donor, &m);
+            } else {
+                self.fail_full(&ring, subnet);
             }
+        }
+    }
+
+    /// No free address here and no reachable peer left to ask: the
+    /// allocations waiting in `subnet` fail now, saying how full it is,
+    /// rather than wait for space nobody can give.
+    fn fail_full(&mut self, ring: &Ring, subnet: Cidr) {
+        let me = self.cfg.name;
+        let host = subnet.host_range().intersect(&self.universe);
+        let others_free: u64 = ring
+            .iter()
+            // A peer that just denied us has none, whatever it advertised.
+            .filter(|(r, e)| {
+                e.peer != me && r.overlaps(&host) && !self.denied_donors.contains(&e.peer)
+            })
+            .map(|(r, e)| u64::from(e.free.min(r.intersect(&host).size())))
+            .sum();
+        let size = u64::from(host.size());
+        let used = size.saturating_sub(others_free);
+        let failed: Vec<RequestId> = self
+            .pending_allocs
+            .iter()
+            .filter(|(_, p)| p.subnet == subnet)
+            .map(|(id, _)| *id)
+            .collect();
+        for request in failed {
+            self.pending_allocs.remove(&request);
+            self.events.push_back(Event::Failed {
+                request,
+                error: Error::Full { subnet, used, size },
+            });
         }
     }
 
@@ -574,7 +607,7 @@ impl Ipam {
         }
     }
 
-    fn handle_denied(&mut self, src: PeerName, range: AddrRange, conflicts: &[u32]) {
+    fn handle_denied(&mut self, src: PeerName, range: AddrRange, conflicts: &[u32], now: Instant) {
         let failed: Vec<_> = self
             .pending_claims
             .iter()
@@ -604,6 +637,8 @@ impl Ipam {
         }
         if conflicts.is_empty() {
             self.denied_donors.insert(src);
+            // Ask the next donor now, or fail if none is left.
+            self.ask_for_space(now);
         }
     }
 

@@ -209,6 +209,17 @@ pub enum Error {
     /// No ring yet.
     #[error("IP allocation ring not initialised yet; run `prime` or allocate first")]
     NoRing,
+    /// No free address in the subnet here, and no reachable peer has any
+    /// to give.
+    #[error("no free address in {subnet}: {used} of {size} in use")]
+    Full {
+        /// Asked.
+        subnet: Cidr,
+        /// Addresses in use (or held by peers that cannot be reached).
+        used: u64,
+        /// Host addresses in the subnet.
+        size: u64,
+    },
     /// After `leave`.
     #[error("IPAM is shutting down")]
     ShuttingDown,

@@ -174,19 +174,58 @@ fn donation_when_own_space_runs_out() {
     sim.advance(secs(10));
     assert!(sim.converged());
     sim.check_unique();
-    // Everything is used up now: a further request waits, status says so.
-    let id = sim.new_ident();
-    sim.allocate(1, &id);
-    for _ in 0..2 {
-        let more = sim.new_ident();
-        sim.allocate(1, &more);
+    // Two addresses are left: the third of three more requests fails once
+    // the other peer denied it, saying how full the range is, and waits no
+    // more.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = sim.new_ident();
+        sim.allocate(1, &id);
+        sim.advance(secs(2));
+        ids.push(id);
     }
     sim.advance(secs(10));
+    let failed: Vec<String> = sim.nodes[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failed { error, .. } => Some(error.to_string()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
-        sim.nodes[1].ipam.as_ref().unwrap().status_string(),
-        "waiting for IP(s) to become available"
+        failed,
+        ["no free address in 10.9.0.0/28: 14 of 14 in use"],
+        "a full range is said at once"
     );
+    assert_eq!(sim.nodes[1].ipam.as_ref().unwrap().status_string(), "ready");
+    let got = ids
+        .iter()
+        .filter(|i| sim.nodes[1].containers.contains_key(*i))
+        .count();
+    assert_eq!(got, 2);
     sim.check_unique();
+}
+
+#[test]
+fn a_full_range_with_nobody_to_ask_fails_at_once() {
+    let mut sim = Sim::new(5, "10.99.0.0/29", vec![seeds(1)]);
+    for _ in 0..6 {
+        let id = sim.new_ident();
+        done(sim.allocate(0, &id));
+    }
+    let id = sim.new_ident();
+    let Some(Allocation::Pending(req)) = sim.allocate(0, &id) else {
+        panic!("the seventh allocation should be pending")
+    };
+    let failed = sim.nodes[0].events.iter().find_map(|e| match e {
+        Event::Failed { request, error } if *request == req => Some(error.to_string()),
+        _ => None,
+    });
+    assert_eq!(
+        failed.as_deref(),
+        Some("no free address in 10.99.0.0/29: 6 of 6 in use")
+    );
 }
 
 #[test]

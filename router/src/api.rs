@@ -203,10 +203,22 @@ fn cidr(ip: &str, len: &str) -> Result<meshnet_ipam::Cidr, Box<Response>> {
     })
 }
 
-async fn ip_allocate(State(api): State<Api>, Path(id): Path<String>) -> Response {
+/// weave's `check-alive=true`: release the addresses when the container dies.
+fn check_alive(pairs: &[(String, String)]) -> bool {
+    pairs.iter().any(|(k, v)| k == "check-alive" && v == "true")
+}
+
+async fn ip_allocate(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let check_alive = check_alive(&form(q, &body));
     ask_ipam(&api, |reply| IpamRequest::Allocate {
         ident: id,
         subnet: None,
+        check_alive,
         reply,
     })
     .await
@@ -215,14 +227,18 @@ async fn ip_allocate(State(api): State<Api>, Path(id): Path<String>) -> Response
 async fn ip_allocate_in(
     State(api): State<Api>,
     Path((id, ip, len)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
 ) -> Response {
     let subnet = match cidr(&ip, &len) {
         Ok(c) => c,
         Err(r) => return *r,
     };
+    let check_alive = check_alive(&form(q, &body));
     ask_ipam(&api, |reply| IpamRequest::Allocate {
         ident: id,
         subnet: Some(subnet),
+        check_alive,
         reply,
     })
     .await
@@ -238,13 +254,15 @@ async fn ip_claim(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let no_error_on_unknown = form(q, &body)
+    let pairs = form(q, &body);
+    let no_error_on_unknown = pairs
         .iter()
         .any(|(k, v)| k == "noErrorOnUnknown" && v == "true");
     ask_ipam(&api, |reply| IpamRequest::Claim {
         ident: id,
         addr,
         no_error_on_unknown,
+        check_alive: check_alive(&pairs),
         reply,
     })
     .await

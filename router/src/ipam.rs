@@ -21,6 +21,11 @@ pub const CHANNEL: &str = "ipam";
 /// File (in the data dir) holding the persisted ring and allocations.
 pub const STATE_FILE: &str = "ipam.json";
 
+/// How long an allocation waits for the ring (IPAM consensus) before its
+/// caller is told, in words, what it waits for; under the API client's own
+/// answer timeout, so callers never see a bare timeout.
+pub const RING_WAIT: Duration = Duration::from_secs(20);
+
 /// IPAM settings from `launch`.
 #[derive(Debug, Clone)]
 pub struct IpamConfig {
@@ -36,17 +41,20 @@ pub type Reply = oneshot::Sender<(u16, String)>;
 /// Requests the HTTP API forwards to IPAM (weave's §2.3 routes).
 #[derive(Debug)]
 pub enum IpamRequest {
-    /// `POST /ip/{id}[/{subnet}]`
+    /// `POST /ip/{id}[/{subnet}][?check-alive=true]`
     Allocate {
         ident: String,
         subnet: Option<Cidr>,
+        /// Released when the container `ident` dies (weave's `check-alive`).
+        check_alive: bool,
         reply: Reply,
     },
-    /// `PUT /ip/{id}/{ip}/{len}`
+    /// `PUT /ip/{id}/{ip}/{len}[?check-alive=true]`
     Claim {
         ident: String,
         addr: Cidr,
         no_error_on_unknown: bool,
+        check_alive: bool,
         reply: Reply,
     },
     /// `GET /ip/{id}[/{subnet}]`
@@ -107,7 +115,8 @@ pub struct IpamService {
     state_file: PathBuf,
     /// Set by the driver before each input: the `Channels` callbacks carry no time.
     now: Instant,
-    waiting: BTreeMap<RequestId, Reply>,
+    /// Callers of pending requests, with when they asked.
+    waiting: BTreeMap<RequestId, (Reply, Instant)>,
     ring_waiters: Vec<Reply>,
     /// Answers that wait for the next successful persist.
     ready: Vec<(Reply, (u16, String))>,
@@ -158,12 +167,64 @@ impl IpamService {
         self.now = now;
     }
 
+    /// When [`IpamService::handle_timeout`] is due: IPAM's own timer, or
+    /// the end of a caller's [`RING_WAIT`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ipam.poll_timeout()
+        let wait_ends = self.waiting_for_ring().map(|t| t + RING_WAIT);
+        match (self.ipam.poll_timeout(), wait_ends) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the oldest caller waiting for the ring asked, if any waits.
+    fn waiting_for_ring(&self) -> Option<Instant> {
+        if self.ipam.ring().is_some() {
+            return None;
+        }
+        self.waiting.values().map(|(_, t)| *t).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.ipam.handle_timeout(now);
+        if self.ipam.poll_timeout().is_some_and(|t| t <= now) {
+            self.ipam.handle_timeout(now);
+        }
+        if self.ipam.ring().is_some() {
+            return;
+        }
+        let expired: Vec<RequestId> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, t))| now.saturating_duration_since(*t) >= RING_WAIT)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let why = self.ring_wait_reason();
+        for id in expired {
+            self.ipam.cancel(id);
+            if let Some((reply, _)) = self.waiting.remove(&id) {
+                let _ = reply.send((503, format!("{why}\n")));
+            }
+        }
+    }
+
+    /// Why there is no ring yet, and what to do, in words.
+    fn ring_wait_reason(&self) -> String {
+        match self.ipam.status().paxos {
+            Some(p) if p.elector => {
+                let peers = if p.known_nodes == 1 { "peer" } else { "peers" };
+                format!(
+                    "waiting for IPAM consensus: quorum {}, {} {peers} known — launch the other peers or use --ipalloc-init",
+                    p.quorum, p.known_nodes
+                )
+            }
+            _ => format!(
+                "waiting for the IP allocation ring ({}): no peer with IP space is reachable — connect to one, or launch with --ipalloc-init",
+                self.ipam.status_string()
+            ),
+        }
     }
 
     /// The mesh's peers changed: tell IPAM who is reachable.
@@ -192,23 +253,31 @@ impl IpamService {
             IpamRequest::Allocate {
                 ident,
                 subnet,
+                check_alive,
                 reply,
             } => {
-                let r = self.ipam.allocate(&Ident::new(ident), subnet, true, now);
-                self.answer_allocation(r, reply, 200);
+                let r = self
+                    .ipam
+                    .allocate(&Ident::new(ident), subnet, check_alive, now);
+                self.answer_allocation(r, reply, 200, now);
             }
             IpamRequest::Claim {
                 ident,
                 addr,
                 no_error_on_unknown,
+                check_alive,
                 reply,
             } => {
-                let r = self
-                    .ipam
-                    .claim(&Ident::new(ident), addr, true, no_error_on_unknown, now);
+                let r = self.ipam.claim(
+                    &Ident::new(ident),
+                    addr,
+                    check_alive,
+                    no_error_on_unknown,
+                    now,
+                );
                 match r {
                     Err(e) => self.later(reply, 400, format!("Unable to claim: {e}\n")),
-                    other => self.answer_allocation(other, reply, 204),
+                    other => self.answer_allocation(other, reply, 204, now),
                 }
             }
             IpamRequest::Lookup {
@@ -267,6 +336,7 @@ impl IpamService {
         r: Result<Allocation, meshnet_ipam::Error>,
         reply: Reply,
         done_code: u16,
+        now: Instant,
     ) {
         match r {
             Ok(Allocation::Done(c)) => {
@@ -280,7 +350,7 @@ impl IpamService {
             Ok(Allocation::Pending(id)) => {
                 // Completed by Event::Allocated (200 + address) or
                 // Event::Claimed (204).
-                self.waiting.insert(id, reply);
+                self.waiting.insert(id, (reply, now));
             }
             Err(e) => self.later(reply, 400, format!("{e}\n")),
         }
@@ -327,22 +397,22 @@ impl IpamService {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Allocated { request, addr } => {
-                if let Some(reply) = self.waiting.remove(&request) {
+                if let Some((reply, _)) = self.waiting.remove(&request) {
                     self.ready.push((reply, (200, addr.to_string())));
                 }
             }
             Event::Claimed { request, .. } => {
-                if let Some(reply) = self.waiting.remove(&request) {
+                if let Some((reply, _)) = self.waiting.remove(&request) {
                     self.ready.push((reply, (204, String::new())));
                 }
             }
             Event::Failed { request, error } => {
-                if let Some(reply) = self.waiting.remove(&request) {
+                if let Some((reply, _)) = self.waiting.remove(&request) {
                     self.ready.push((reply, (400, format!("{error}\n"))));
                 }
             }
             Event::Cancelled { request } => {
-                if let Some(reply) = self.waiting.remove(&request) {
+                if let Some((reply, _)) = self.waiting.remove(&request) {
                     self.ready.push((reply, (200, "cancelled".into())));
                 }
             }

@@ -73,12 +73,15 @@ pub fn summary(snap: &Snapshot) -> String {
     out
 }
 
-/// `meshnet status ipam` (empty while the ring is not initialised, as weave).
+/// `meshnet status ipam`: one line per ring owner; before the ring exists
+/// (where weave prints nothing), the state it is in, e.g.
+/// `awaiting consensus (quorum: 2, known: 1)`.
 pub fn ipam(snap: &Snapshot) -> String {
-    snap.ipam
-        .as_ref()
-        .map(|i| i.lines.iter().map(|l| format!("{l}\n")).collect())
-        .unwrap_or_default()
+    match &snap.ipam {
+        Some(i) if i.lines.is_empty() => format!("{}\n", i.status.status),
+        Some(i) => i.lines.iter().map(|l| format!("{l}\n")).collect(),
+        None => "IP address allocation is disabled (launch with --ipalloc-range CIDR)\n".into(),
+    }
 }
 
 fn protocol_range(min: u8, max: u8) -> String {

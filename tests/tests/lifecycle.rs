@@ -250,3 +250,73 @@ fn container_ns(lab: &mut TestLab, host: &str, name: &str) -> String {
         lab.add_container(host, name).expect("adding container")
     )
 }
+
+#[test]
+fn ipam_waits_and_full_ranges_are_said_in_words() {
+    require_root();
+    let mut lab = lab_on_one_segment("ipamsay", &["a", "b"]);
+    let c1 = container_ns(&mut lab, "a", "c1");
+    let a = lab.host("a");
+    launch(a, &["--nickname", "a", "--ipalloc-init=consensus=2"]);
+    // `status ipam` always prints its state, before and while it awaits
+    // consensus.
+    let st = ok(a, &["status", "ipam"]);
+    assert!(!st.trim().is_empty(), "status ipam printed nothing");
+    let err = fails(a, &["attach", &c1]);
+    assert!(
+        err.contains("waiting for IPAM consensus")
+            && err.contains("quorum 2, 1 peer known")
+            && err.contains("--ipalloc-init"),
+        "attach while IPAM awaits consensus: {err}"
+    );
+    let st = ok(a, &["status", "ipam"]);
+    assert!(
+        st.contains("awaiting consensus (quorum: 2, known: 1)"),
+        "status ipam: {st:?}"
+    );
+    ok(a, &["stop"]);
+
+    // /29: six usable addresses.
+    let b = lab.host("b");
+    launch(
+        b,
+        &[
+            "--nickname",
+            "b",
+            "--ipalloc-init=consensus=1",
+            "--ipalloc-range=10.99.0.0/29",
+        ],
+    );
+    let mut cs = Vec::new();
+    for i in 0..7 {
+        cs.push(container_ns(&mut lab, "b", &format!("f{i}")));
+    }
+    let b = lab.host("b");
+    for c in &cs[..6] {
+        ok(b, &["attach", c]);
+    }
+    let started = Instant::now();
+    let err = fails(b, &["attach", &cs[6]]);
+    assert!(
+        err.contains("no free address in 10.99.0.0/29: 6 of 6 in use"),
+        "a full range must be said in words: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a full range must be said at once"
+    );
+    let st = ok(b, &["status", "ipam"]);
+    assert!(st.contains("(6 active)"), "{st}");
+
+    // detach gives back exactly what it removes, explicit addresses too.
+    ok(b, &["attach", "10.2.1.1/24", &cs[0]]);
+    ok(b, &["detach", "10.2.1.1/24", &cs[0]]);
+    ok(b, &["attach", "10.2.1.1/24", &cs[1]]);
+    // The IPAM address of cs[0] is still in use: never given to another.
+    let err = fails(b, &["attach", &cs[6]]);
+    assert!(err.contains("6 of 6 in use"), "{err}");
+    // Detaching cs[0] entirely frees its IPAM address for the next one.
+    ok(b, &["detach", &cs[0]]);
+    let got = ok(b, &["attach", &cs[6]]);
+    assert!(got.trim().starts_with("10.99.0."), "{got}");
+}
