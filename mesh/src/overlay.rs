@@ -7,6 +7,10 @@
 //! it, and heartbeats that really cross the VXLAN device come back; when they
 //! stop, the peer falls back to the sleeve with the reason kept for `status`,
 //! and it returns to fastdp once heartbeats have flowed again for a while.
+//! Heartbeats come in two sizes: small ones prove the path is there, full-size
+//! ones (an Ethernet frame of the overlay MTU) prove it carries the MTU the
+//! bridge promises. A path that passes only small frames (a PMTU black hole)
+//! is not fastdp-worthy: the kernel would lose every full-size frame silently.
 //!
 //! Also here: the overlay control messages the routers exchange over their
 //! TCP connection (mesh tag 7, first byte a sub-tag), and the fastdp
@@ -41,8 +45,11 @@ pub const FASTDP_UPGRADE_AFTER: Duration = Duration::from_secs(2);
 pub const HEARTBEAT_ETHERTYPE: u16 = 0x88b5;
 /// Magic after the Ethernet header of a heartbeat frame.
 pub const HEARTBEAT_MAGIC: [u8; 4] = *b"MNFD";
-/// Length of a heartbeat frame: Ethernet header, magic, kind, name, seq.
+/// Length of a small heartbeat frame: Ethernet header, magic, kind, name, seq.
+/// Longer frames carry zero padding after `seq`.
 pub const HEARTBEAT_LEN: usize = 14 + 4 + 1 + 6 + 8;
+/// Ethernet header bytes in front of the overlay MTU in a full-size heartbeat.
+pub const ETH_HEADER_LEN: usize = 14;
 
 /// "I can do fastdp; my bridge answers heartbeats at this MAC."
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,12 +108,15 @@ pub struct Heartbeat {
     pub from: PeerName,
     /// Sequence number (echoed by the pong).
     pub seq: u64,
+    /// Length of the whole Ethernet frame, padding included (at least
+    /// [`HEARTBEAT_LEN`]); a pong has the length of the ping it answers.
+    pub len: usize,
 }
 
 impl Heartbeat {
-    /// The Ethernet frame from `src_mac` to `dst_mac`.
-    pub fn encode(&self, dst_mac: [u8; 6], src_mac: [u8; 6]) -> [u8; HEARTBEAT_LEN] {
-        let mut f = [0u8; HEARTBEAT_LEN];
+    /// The Ethernet frame from `src_mac` to `dst_mac`, zero-padded to `len`.
+    pub fn encode(&self, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+        let mut f = vec![0u8; self.len.max(HEARTBEAT_LEN)];
         f[0..6].copy_from_slice(&dst_mac);
         f[6..12].copy_from_slice(&src_mac);
         f[12..14].copy_from_slice(&HEARTBEAT_ETHERTYPE.to_be_bytes());
@@ -140,6 +150,7 @@ impl Heartbeat {
             kind,
             from: PeerName::from_bytes(name),
             seq,
+            len: frame.len(),
         })
     }
 }
@@ -175,6 +186,26 @@ pub enum NoFastdp {
     Waiting,
     /// Heartbeats stopped.
     HeartbeatTimeout,
+    /// Small heartbeats pass but full-size ones (an Ethernet frame of `mtu`)
+    /// do not: the path silently drops frames the bridge's MTU allows.
+    PathMtu {
+        /// The overlay MTU the path failed to carry.
+        mtu: u16,
+    },
+}
+
+impl NoFastdp {
+    /// A short label for metrics (`reason="path_mtu"`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            NoFastdp::Disabled => "disabled",
+            NoFastdp::Encrypted => "encrypted",
+            NoFastdp::NotOffered => "not_offered",
+            NoFastdp::Waiting => "waiting",
+            NoFastdp::HeartbeatTimeout => "heartbeat_timeout",
+            NoFastdp::PathMtu { .. } => "path_mtu",
+        }
+    }
 }
 
 impl fmt::Display for NoFastdp {
@@ -185,6 +216,7 @@ impl fmt::Display for NoFastdp {
             NoFastdp::NotOffered => "fastdp: not offered by peer",
             NoFastdp::Waiting => "fastdp: waiting for heartbeat",
             NoFastdp::HeartbeatTimeout => "fastdp: heartbeat timeout",
+            NoFastdp::PathMtu { mtu } => return write!(f, "fastdp: path MTU below {mtu}"),
         })
     }
 }
@@ -204,8 +236,11 @@ pub struct PathChange {
 struct PeerState {
     allowed: Result<(), NoFastdp>,
     hello: Option<FastdpHello>,
+    /// The last pong of any size.
     last_pong: Option<Instant>,
-    /// Start of the current run of answered heartbeats.
+    /// The last full-size pong.
+    last_full_pong: Option<Instant>,
+    /// Start of the current run of answered full-size heartbeats.
     healthy_since: Option<Instant>,
     path: Path,
     reason: Option<NoFastdp>,
@@ -213,18 +248,47 @@ struct PeerState {
     was_up: bool,
 }
 
+/// How often peers fell back from fastdp to the sleeve, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fallbacks {
+    /// All heartbeats stopped.
+    pub heartbeat_timeout: u64,
+    /// Only full-size heartbeats stopped.
+    pub path_mtu: u64,
+}
+
 /// Per-peer path selection. Call protocol: feed `handle_*`, then drain
 /// [`Overlay::poll_change`]; arm a timer for [`Overlay::poll_timeout`].
-#[derive(Debug, Default)]
+/// Each heartbeat round sends one small ping and one of
+/// [`Overlay::full_heartbeat_len`] bytes to every [`Overlay::probe_targets`].
+#[derive(Debug)]
 pub struct Overlay {
+    mtu: u16,
     peers: BTreeMap<PeerName, PeerState>,
     changes: VecDeque<PathChange>,
+    fallbacks: Fallbacks,
 }
 
 impl Overlay {
-    /// A selector with no peers.
-    pub fn new() -> Overlay {
-        Overlay::default()
+    /// A selector with no peers, for a bridge of overlay MTU `mtu`.
+    pub fn new(mtu: u16) -> Overlay {
+        Overlay {
+            mtu,
+            peers: BTreeMap::new(),
+            changes: VecDeque::new(),
+            fallbacks: Fallbacks::default(),
+        }
+    }
+
+    /// Frame length of a full-size heartbeat: an Ethernet frame carrying the
+    /// overlay MTU, the largest frame the bridge lets into the VXLAN device.
+    pub fn full_heartbeat_len(&self) -> usize {
+        ETH_HEADER_LEN + usize::from(self.mtu)
+    }
+
+    /// How often peers fell back from fastdp, by reason.
+    pub fn fallbacks(&self) -> Fallbacks {
+        self.fallbacks
     }
 
     /// A connection to `peer` came up. `allowed` says whether fastdp may be
@@ -237,6 +301,7 @@ impl Overlay {
                 allowed,
                 hello: None,
                 last_pong: None,
+                last_full_pong: None,
                 healthy_since: None,
                 path: Path::Sleeve,
                 reason: Some(reason),
@@ -263,14 +328,18 @@ impl Overlay {
         }
     }
 
-    /// A pong from `peer` came back over the VXLAN path.
-    pub fn handle_pong(&mut self, peer: PeerName, now: Instant) {
+    /// A pong of `len` frame bytes from `peer` came back over the VXLAN path.
+    pub fn handle_pong(&mut self, peer: PeerName, len: usize, now: Instant) {
+        let full = len >= self.full_heartbeat_len();
         if let Some(p) = self.peers.get_mut(&peer) {
-            let fresh = p
-                .last_pong
-                .is_none_or(|t| now.duration_since(t) > FASTDP_TIMEOUT);
-            if fresh {
-                p.healthy_since = Some(now);
+            if full {
+                let fresh = p
+                    .last_full_pong
+                    .is_none_or(|t| now.duration_since(t) > FASTDP_TIMEOUT);
+                if fresh {
+                    p.healthy_since = Some(now);
+                }
+                p.last_full_pong = Some(now);
             }
             p.last_pong = Some(now);
             self.reevaluate(peer, now);
@@ -289,12 +358,17 @@ impl Overlay {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.peers
             .values()
-            .filter_map(|p| {
-                let pong = p.last_pong?;
-                Some(match p.path {
-                    Path::Fastdp => pong + FASTDP_TIMEOUT,
-                    Path::Sleeve => p.healthy_since? + FASTDP_UPGRADE_AFTER,
-                })
+            .filter_map(|p| match p.path {
+                Path::Fastdp => Some(p.last_full_pong? + FASTDP_TIMEOUT),
+                Path::Sleeve => {
+                    let upgrade = p.healthy_since.map(|s| s + FASTDP_UPGRADE_AFTER);
+                    // A path-MTU reason turns into a timeout when small pongs stop too.
+                    let small = p
+                        .last_pong
+                        .filter(|_| matches!(p.reason, Some(NoFastdp::PathMtu { .. })))
+                        .map(|t| t + FASTDP_TIMEOUT);
+                    upgrade.into_iter().chain(small).min()
+                }
             })
             .min()
     }
@@ -328,12 +402,14 @@ impl Overlay {
     }
 
     fn reevaluate(&mut self, peer: PeerName, now: Instant) {
+        let mtu = self.mtu;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let alive = p
-            .last_pong
-            .is_some_and(|t| now.duration_since(t) <= FASTDP_TIMEOUT);
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) <= FASTDP_TIMEOUT);
+        let alive = recent(p.last_full_pong);
+        let small_alive = recent(p.last_pong);
         if !alive {
             p.healthy_since = None;
         }
@@ -344,14 +420,16 @@ impl Overlay {
                 let settled = p
                     .healthy_since
                     .is_some_and(|s| now.duration_since(s) >= FASTDP_UPGRADE_AFTER);
-                // The first time, go as soon as a pong proves the path; after a
-                // fallback, wait until it has been healthy for a while.
+                // The first time, go as soon as a full-size pong proves the
+                // path; after a fallback, wait until it has been healthy for a
+                // while (still showing why it fell back).
                 if p.path == Path::Fastdp || !p.was_up || settled {
                     Ok(())
                 } else {
-                    Err(NoFastdp::HeartbeatTimeout)
+                    Err(p.reason.unwrap_or(NoFastdp::HeartbeatTimeout))
                 }
             }
+            (Ok(()), Some(_)) if small_alive => Err(NoFastdp::PathMtu { mtu }),
             (Ok(()), Some(_)) if p.was_up => Err(NoFastdp::HeartbeatTimeout),
             (Ok(()), Some(_)) => Err(NoFastdp::Waiting),
         };
@@ -367,6 +445,11 @@ impl Overlay {
             p.path = path;
             p.reason = reason;
             if path_changed {
+                match reason {
+                    Some(NoFastdp::HeartbeatTimeout) => self.fallbacks.heartbeat_timeout += 1,
+                    Some(NoFastdp::PathMtu { .. }) => self.fallbacks.path_mtu += 1,
+                    _ => {}
+                }
                 self.changes.push_back(PathChange { peer, path, reason });
             }
         }
@@ -380,6 +463,10 @@ mod tests {
     fn name(b: u8) -> PeerName {
         PeerName::from_bytes([0x02, 0, 0, 0, 0, b])
     }
+
+    const MTU: u16 = 1376;
+    /// A full-size pong's frame length.
+    const FULL: usize = 14 + 1376;
 
     const HELLO: FastdpHello = FastdpHello {
         bridge_mac: [0x02, 1, 2, 3, 4, 5],
@@ -425,15 +512,31 @@ mod tests {
             kind: HeartbeatKind::Pong,
             from: name(9),
             seq: 77,
+            len: HEARTBEAT_LEN,
         };
         let f = hb.encode([1; 6], [2; 6]);
-        assert_eq!(&f[12..14], &[0x88, 0xb5]);
+        assert_eq!(
+            f,
+            [
+                1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x88, 0xb5, b'M', b'N', b'F', b'D', 2, 2, 0, 0,
+                0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 77
+            ]
+        );
         assert_eq!(Heartbeat::decode(&f), Some(hb));
-        let mut bad = f;
+        // Padded to a full frame: the same fields, zeros after, the length kept.
+        let full = Heartbeat { len: FULL, ..hb };
+        let padded = full.encode([1; 6], [2; 6]);
+        assert_eq!(padded.len(), FULL);
+        assert_eq!(&padded[..HEARTBEAT_LEN], &f[..]);
+        assert!(padded[HEARTBEAT_LEN..].iter().all(|&b| b == 0));
+        assert_eq!(Heartbeat::decode(&padded), Some(full));
+        // A length below the minimum still encodes the whole heartbeat.
+        assert_eq!(Heartbeat { len: 3, ..hb }.encode([1; 6], [2; 6]), f);
+        let mut bad = f.clone();
         bad[14] = b'X';
         assert_eq!(Heartbeat::decode(&bad), None);
         assert_eq!(Heartbeat::decode(&f[..20]), None);
-        let mut arp = f;
+        let mut arp = f.clone();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(Heartbeat::decode(&arp), None);
     }
@@ -441,14 +544,14 @@ mod tests {
     #[test]
     fn peer_starts_on_sleeve_and_moves_to_fastdp_at_first_pong() {
         let t0 = Instant::now();
-        let mut o = Overlay::new();
+        let mut o = Overlay::new(MTU);
         let b = name(2);
         o.handle_peer_up(b, Ok(()));
         assert_eq!(drain(&mut o)[0].reason, Some(NoFastdp::NotOffered));
         o.handle_fastdp_hello(b, HELLO, t0);
         assert_eq!(o.path(b), Some((Path::Sleeve, Some(NoFastdp::Waiting))));
         assert_eq!(o.probe_targets(), vec![(b, HELLO)]);
-        o.handle_pong(b, t0 + Duration::from_millis(10));
+        o.handle_pong(b, FULL, t0 + Duration::from_millis(10));
         assert_eq!(
             drain(&mut o),
             vec![PathChange {
@@ -463,11 +566,11 @@ mod tests {
     fn heartbeat_timeout_falls_back_and_heals_after_a_stable_run() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut o = Overlay::new();
+        let mut o = Overlay::new(MTU);
         let b = name(2);
         o.handle_peer_up(b, Ok(()));
         o.handle_fastdp_hello(b, HELLO, t0);
-        o.handle_pong(b, t0);
+        o.handle_pong(b, FULL, t0);
         drain(&mut o);
         // Pongs stop: after the timeout the peer is on the sleeve, with the reason.
         let due = o.poll_timeout().unwrap();
@@ -481,7 +584,7 @@ mod tests {
         );
         // One pong is not enough to go back...
         let t1 = due + ms(5000);
-        o.handle_pong(b, t1);
+        o.handle_pong(b, FULL, t1);
         assert!(drain(&mut o).is_empty());
         assert_eq!(
             o.path(b),
@@ -489,7 +592,7 @@ mod tests {
         );
         // ...a stable run of them is.
         for i in 1..=4 {
-            o.handle_pong(b, t1 + FASTDP_HEARTBEAT * i);
+            o.handle_pong(b, FULL, t1 + FASTDP_HEARTBEAT * i);
         }
         o.handle_timeout(t1 + FASTDP_UPGRADE_AFTER);
         assert_eq!(drain(&mut o)[0].path, Path::Fastdp);
@@ -498,16 +601,93 @@ mod tests {
     #[test]
     fn disallowed_fastdp_never_probes_and_says_why() {
         let t0 = Instant::now();
-        let mut o = Overlay::new();
+        let mut o = Overlay::new(MTU);
         let b = name(2);
         o.handle_peer_up(b, Err(NoFastdp::Encrypted));
         o.handle_fastdp_hello(b, HELLO, t0);
-        o.handle_pong(b, t0);
+        o.handle_pong(b, FULL, t0);
         assert!(o.probe_targets().is_empty());
         assert_eq!(o.path(b), Some((Path::Sleeve, Some(NoFastdp::Encrypted))));
         assert_eq!(
             o.path(b).unwrap().1.unwrap().to_string(),
             "fastdp: encryption required"
         );
+    }
+
+    #[test]
+    fn small_pongs_without_full_ones_never_make_fastdp_and_say_why() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(MTU);
+        let b = name(2);
+        o.handle_peer_up(b, Ok(()));
+        o.handle_fastdp_hello(b, HELLO, t0);
+        drain(&mut o);
+        assert_eq!(o.full_heartbeat_len(), FULL);
+        o.handle_pong(b, HEARTBEAT_LEN, t0);
+        o.handle_pong(b, FULL - 1, t0);
+        assert!(drain(&mut o).is_empty(), "a small pong proves no MTU");
+        assert_eq!(
+            o.path(b),
+            Some((Path::Sleeve, Some(NoFastdp::PathMtu { mtu: MTU })))
+        );
+        assert_eq!(
+            NoFastdp::PathMtu { mtu: MTU }.to_string(),
+            "fastdp: path MTU below 1376"
+        );
+        o.handle_pong(b, FULL, t0 + Duration::from_millis(5));
+        assert_eq!(drain(&mut o)[0].path, Path::Fastdp);
+    }
+
+    #[test]
+    fn losing_full_pongs_falls_back_counts_it_and_heals() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut o = Overlay::new(MTU);
+        let b = name(2);
+        o.handle_peer_up(b, Ok(()));
+        o.handle_fastdp_hello(b, HELLO, t0);
+        o.handle_pong(b, FULL, t0);
+        drain(&mut o);
+        // The black hole: only small pongs come back, every heartbeat round.
+        let mut t = t0;
+        while t < t0 + FASTDP_TIMEOUT + ms(600) {
+            t += FASTDP_HEARTBEAT;
+            o.handle_pong(b, HEARTBEAT_LEN, t);
+            o.handle_timeout(t);
+        }
+        let c = drain(&mut o);
+        assert_eq!(
+            c,
+            vec![PathChange {
+                peer: b,
+                path: Path::Sleeve,
+                reason: Some(NoFastdp::PathMtu { mtu: MTU })
+            }]
+        );
+        assert_eq!(
+            o.fallbacks(),
+            Fallbacks {
+                heartbeat_timeout: 0,
+                path_mtu: 1
+            }
+        );
+        // Small pongs stop too: the reason becomes a heartbeat timeout, on its own timer.
+        let due = o.poll_timeout().unwrap();
+        assert_eq!(due, t + FASTDP_TIMEOUT);
+        o.handle_timeout(due + ms(1));
+        assert_eq!(
+            o.path(b),
+            Some((Path::Sleeve, Some(NoFastdp::HeartbeatTimeout)))
+        );
+        // The path heals: full pongs for a stable run bring fastdp back.
+        let t1 = due + ms(1000);
+        for i in 0..4 {
+            o.handle_pong(b, HEARTBEAT_LEN, t1 + FASTDP_HEARTBEAT * i);
+            o.handle_pong(b, FULL, t1 + FASTDP_HEARTBEAT * i);
+        }
+        assert!(drain(&mut o).is_empty());
+        o.handle_timeout(o.poll_timeout().unwrap());
+        assert_eq!(drain(&mut o)[0].path, Path::Fastdp);
+        assert_eq!(o.fallbacks().path_mtu, 1, "a return is no fallback");
     }
 }

@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use meshnet_mesh::overlay::{
-    FASTDP_HEARTBEAT, FastdpHello, Heartbeat, HeartbeatKind, NoFastdp, Overlay, Path,
-    SUBTAG_FASTDP, SUBTAG_SLEEVE,
+    FASTDP_HEARTBEAT, Fallbacks, FastdpHello, HEARTBEAT_LEN, Heartbeat, HeartbeatKind, NoFastdp,
+    Overlay, Path, SUBTAG_FASTDP, SUBTAG_SLEEVE,
 };
 use meshnet_mesh::{ConnId, Mesh, PeerName};
 use tokio::sync::{mpsc, watch};
@@ -174,6 +174,7 @@ impl Dataplane {
             fastdp = fastdp.is_some(),
             "data plane ready"
         );
+        let overlay_mtu = u16::try_from(cfg.mtu).unwrap_or(u16::MAX);
         Ok((
             Dataplane {
                 cfg,
@@ -188,7 +189,7 @@ impl Dataplane {
                 kernel,
                 admission,
                 plaintext,
-                overlay: Overlay::new(),
+                overlay: Overlay::new(overlay_mtu),
                 peers: BTreeMap::new(),
                 local,
                 seq: 0,
@@ -349,10 +350,13 @@ impl Dataplane {
         }
         match hb.kind {
             HeartbeatKind::Ping => {
+                // As long as the ping, so a full-size pong proves the way back too (never
+                // longer than our own bridge could send).
                 let pong = Heartbeat {
                     kind: HeartbeatKind::Pong,
                     from: self.local,
                     seq: hb.seq,
+                    len: hb.len.min(self.overlay.full_heartbeat_len()),
                 };
                 if let Some(f) = &self.fastdp
                     && let Err(e) = f.heartbeats.send(&pong, src_mac)
@@ -361,7 +365,7 @@ impl Dataplane {
                 }
             }
             HeartbeatKind::Pong => {
-                self.overlay.handle_pong(hb.from, now);
+                self.overlay.handle_pong(hb.from, hb.len, now);
                 self.apply_changes();
             }
         }
@@ -394,15 +398,21 @@ impl Dataplane {
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             let targets = self.overlay.probe_targets();
             if let Some(f) = &self.fastdp {
+                // A small ping proves the path is there, a full-size one that it carries the
+                // overlay MTU (the overlay tells a PMTU black hole from a dead path by them).
+                let sizes = [HEARTBEAT_LEN, self.overlay.full_heartbeat_len()];
                 for (_, hello) in &targets {
-                    self.seq += 1;
-                    let ping = Heartbeat {
-                        kind: HeartbeatKind::Ping,
-                        from: self.local,
-                        seq: self.seq,
-                    };
-                    if let Err(e) = f.heartbeats.send(&ping, hello.bridge_mac) {
-                        warn!(error = %e, "cannot send fastdp heartbeat");
+                    for len in sizes {
+                        self.seq += 1;
+                        let ping = Heartbeat {
+                            kind: HeartbeatKind::Ping,
+                            from: self.local,
+                            seq: self.seq,
+                            len,
+                        };
+                        if let Err(e) = f.heartbeats.send(&ping, hello.bridge_mac) {
+                            warn!(error = %e, len, "cannot send fastdp heartbeat");
+                        }
                     }
                 }
             }
@@ -488,6 +498,11 @@ impl Dataplane {
     /// The sleeve's view of each peer (health, path MTU).
     pub fn sleeve_status(&self) -> BTreeMap<PeerName, SleevePeerStatus> {
         self.sleeve.status()
+    }
+
+    /// How often peers fell back from fastdp to the sleeve, by reason.
+    pub fn fastdp_fallbacks(&self) -> Fallbacks {
+        self.overlay.fallbacks()
     }
 
     /// The path serving each connected peer, and why when not fastdp.

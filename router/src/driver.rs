@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub mtu: Option<u32>,
     /// Underlay addresses let in on the fast datapath (UDP 6784).
     pub fastdp_admitted: Vec<std::net::Ipv4Addr>,
+    /// How often peers fell back from fastdp to the sleeve, by reason.
+    pub fastdp_fallbacks: meshnet_mesh::overlay::Fallbacks,
     /// The sleeve's view of each peer (health, path MTU, counters).
     pub sleeve: std::collections::BTreeMap<meshnet_mesh::PeerName, crate::sleeve::SleevePeerStatus>,
     /// Wall-clock time the snapshot was taken (to render retry times).
@@ -296,6 +298,11 @@ impl Driver {
                         .dataplane
                         .as_ref()
                         .map(|d| d.admitted().into_iter().collect())
+                        .unwrap_or_default(),
+                    fastdp_fallbacks: self
+                        .dataplane
+                        .as_ref()
+                        .map(Dataplane::fastdp_fallbacks)
                         .unwrap_or_default(),
                     sleeve: self
                         .dataplane

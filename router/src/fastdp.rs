@@ -169,6 +169,10 @@ async fn leave_fastdp(
     Ok(())
 }
 
+/// Receive buffer of the heartbeat socket: an Ethernet frame at the largest overlay MTU
+/// (`--mtu` allows up to 65535), so a full-size heartbeat is never truncated.
+const HEARTBEAT_BUF: usize = 14 + 65_535;
+
 /// An AF_PACKET socket for heartbeat frames: it receives on the bridge
 /// device (a heartbeat is addressed to the bridge's MAC) and sends straight
 /// into the VXLAN device, so a heartbeat never depends on what the local
@@ -242,7 +246,8 @@ impl HeartbeatSocket {
     /// Receives heartbeats until the channel closes; each comes with the
     /// MAC of the bridge that sent it.
     pub async fn receive(self: Arc<Self>, out: mpsc::UnboundedSender<(Heartbeat, [u8; 6])>) {
-        let mut buf = [0u8; 256];
+        // Full-size heartbeats are as long as the largest frame the bridge carries.
+        let mut buf = vec![0u8; HEARTBEAT_BUF];
         loop {
             let n = match self.fd.readable().await {
                 Ok(mut guard) => match guard.try_io(|fd| {

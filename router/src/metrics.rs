@@ -41,6 +41,22 @@ pub fn render(snap: &Snapshot) -> String {
         "Number of peer connections terminated.",
         terminations,
     );
+    let fallbacks = Family::<Labels, Counter>::default();
+    registry.register(
+        "meshnet_fastdp_fallbacks",
+        "Times a peer fell back from the fast datapath to the sleeve, by reason \
+         (heartbeat_timeout: the VXLAN path died; path_mtu: it stopped carrying full-size frames).",
+        fallbacks.clone(),
+    );
+    let f = snap.fastdp_fallbacks;
+    for (reason, n) in [
+        ("heartbeat_timeout", f.heartbeat_timeout),
+        ("path_mtu", f.path_mtu),
+    ] {
+        fallbacks
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc_by(n);
+    }
     let peers = Gauge::<i64>::default();
     peers.set(i64::try_from(snap.mesh.peers.len()).unwrap_or(i64::MAX));
     registry.register(

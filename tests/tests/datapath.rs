@@ -12,6 +12,8 @@
 //! `meshnet_tests::meshnet_bin`). Each scenario owns its lab, which removes its
 //! namespaces and files even when an assertion fails.
 
+#[path = "datapath/pmtu.rs"]
+mod pmtu;
 #[path = "datapath/traffic.rs"]
 mod traffic;
 

@@ -7,6 +7,12 @@
 //! acknowledged, then every [`HEARTBEAT_SLOW`]; a neighbour whose acks stop for
 //! [`UNHEALTHY_AFTER`] is unhealthy and fast heartbeats resume. Once healthy, path MTU is found
 //! by binary search with DF probes; the largest acknowledged size is the link's `mtu`.
+//!
+//! A path can shrink without telling anyone (a firewall or tunnel that drops big packets and
+//! sends no ICMP), so a found MTU is never trusted for long: every [`PMTU_CHECK`] one probe of
+//! exactly that size must be acknowledged, or the search starts again from [`PMTU_MIN`]. A path
+//! can also heal, so while the found MTU is below the overlay MTU a search between the two runs
+//! every [`PMTU_RAISE`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,8 +32,12 @@ pub const PMTU_MIN: u16 = 552;
 pub const PMTU_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Probes per candidate before it counts as too big (one loss must not shrink the MTU).
 pub const PMTU_TRIES: u8 = 3;
-/// How often a finished search is repeated, as routes change.
-pub const PMTU_REPROBE: Duration = Duration::from_secs(600);
+/// How often the found MTU is re-verified by one probe of its size: a path that starts
+/// dropping it silently is noticed within this plus [`PMTU_TRIES`] probe timeouts.
+pub const PMTU_CHECK: Duration = Duration::from_secs(5);
+/// How often a link below the overlay MTU searches upward again, so a healed path gets its
+/// full MTU back (one probe when it has, about ten when it has not).
+pub const PMTU_RAISE: Duration = Duration::from_secs(10);
 
 /// What the status shows for one neighbour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,16 +50,33 @@ pub struct LinkStatus {
     pub last_heard: Option<Instant>,
 }
 
+/// What the outstanding probe is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Binary search between `lo` (assumed to pass) and `hi` (known not to).
+    Search,
+    /// Re-verifying the found MTU: a loss restarts the search from the bottom.
+    Check,
+}
+
 #[derive(Clone, Debug)]
 struct Pmtu {
     max: u16,
     lo: u16,
     hi: u16,
     candidate: Option<u16>,
+    phase: Phase,
     tries: u8,
     deadline: Instant,
     verified: Option<u16>,
-    restart: Option<Instant>,
+    /// When the found MTU is probed again ([`PMTU_CHECK`]).
+    check_at: Option<Instant>,
+    /// When a search upward starts ([`PMTU_RAISE`]), while below `max`.
+    raise_at: Option<Instant>,
+    /// When a check failed. The search waits for a heartbeat acknowledged after it: a
+    /// neighbour that went silent altogether loses every probe, and that says nothing about
+    /// the path's MTU.
+    suspect: Option<Instant>,
 }
 
 impl Pmtu {
@@ -59,46 +86,128 @@ impl Pmtu {
             lo: PMTU_MIN.min(max),
             hi: max.saturating_add(1),
             candidate: None,
+            phase: Phase::Search,
             tries: 0,
             deadline: now,
             verified: None,
-            restart: None,
+            check_at: None,
+            raise_at: None,
+            suspect: None,
         }
     }
 
-    fn start(&mut self, now: Instant) {
-        self.lo = PMTU_MIN.min(self.max);
+    /// Searches between `from` (assumed to pass) and `max`, trying `max` first.
+    fn search(&mut self, from: u16, now: Instant) {
+        self.lo = from.min(self.max);
         self.hi = self.max.saturating_add(1);
-        self.candidate = Some(self.max);
+        self.probe(self.max, Phase::Search, now);
+    }
+
+    fn probe(&mut self, size: u16, phase: Phase, now: Instant) {
+        self.candidate = Some(size);
+        self.phase = phase;
         self.tries = 0;
         self.deadline = now;
-        self.restart = None;
+        self.check_at = None;
+        if phase == Phase::Search {
+            self.raise_at = None;
+        }
+    }
+
+    /// Starts whatever is due when no probe is outstanding; `last_ack` is the neighbour's
+    /// last acknowledged heartbeat.
+    fn start_due(&mut self, last_ack: Option<Instant>, now: Instant) {
+        if self.candidate.is_some() {
+            return;
+        }
+        if let Some(t) = self.suspect {
+            if last_ack.is_none_or(|a| a < t) {
+                return;
+            }
+            self.suspect = None;
+            self.search(PMTU_MIN, now);
+            return;
+        }
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        match self.verified {
+            None => self.search(PMTU_MIN, now),
+            Some(v) if due(self.raise_at) => self.search(v, now),
+            Some(v) if due(self.check_at) => self.probe(v, Phase::Check, now),
+            Some(_) => {}
+        }
+    }
+
+    /// The search interval closed: `lo` is the path MTU.
+    fn finish(&mut self, now: Instant) {
+        let mtu = self.lo;
+        self.verified = Some(mtu);
+        self.candidate = None;
+        self.check_at = Some(now + PMTU_CHECK);
+        self.raise_at = (mtu < self.max).then_some(now + PMTU_RAISE);
     }
 
     /// Moves to the next candidate, or finishes.
     fn next(&mut self, now: Instant) {
         if self.hi.saturating_sub(self.lo) <= 1 {
-            self.verified = Some(self.lo);
-            self.candidate = None;
-            self.restart = Some(now + PMTU_REPROBE);
+            self.finish(now);
         } else {
-            self.candidate = Some(self.lo + (self.hi - self.lo) / 2);
-            self.tries = 0;
-            self.deadline = now;
+            self.probe(self.lo + (self.hi - self.lo) / 2, Phase::Search, now);
         }
     }
 
     fn acked(&mut self, size: u16, now: Instant) {
-        if self.candidate == Some(size) {
-            self.lo = size;
-            self.next(now);
+        if self.candidate != Some(size) {
+            return;
+        }
+        match self.phase {
+            Phase::Search => {
+                self.lo = size;
+                self.next(now);
+            }
+            Phase::Check => {
+                // Still good; a passed check does not postpone the search upward.
+                self.candidate = None;
+                self.check_at = Some(now + PMTU_CHECK);
+            }
         }
     }
 
     fn failed(&mut self, size: u16, now: Instant) {
-        if self.candidate == Some(size) {
-            self.hi = size;
-            self.next(now);
+        if self.candidate != Some(size) {
+            return;
+        }
+        match self.phase {
+            Phase::Search => {
+                self.hi = size;
+                self.next(now);
+            }
+            // The found MTU no longer passes: once a heartbeat shows the neighbour is
+            // there, search again from the bottom.
+            Phase::Check => {
+                self.candidate = None;
+                self.check_at = None;
+                self.suspect = Some(now);
+            }
+        }
+    }
+
+    /// The link is unhealthy: drop the outstanding probe (its loss would prove nothing) and
+    /// check again as soon as it is healthy.
+    fn pause(&mut self, now: Instant) {
+        if self.candidate.take().is_some()
+            && let Some(v) = self.verified
+        {
+            self.check_at = Some(now);
+            if v < self.max {
+                self.raise_at = Some(now + PMTU_RAISE);
+            }
+        }
+    }
+
+    fn timeout(&self) -> Option<Instant> {
+        match self.candidate {
+            Some(_) => Some(self.deadline),
+            None => [self.check_at, self.raise_at].into_iter().flatten().min(),
         }
     }
 }
@@ -214,17 +323,21 @@ impl Health {
                 return Some((peer, Control::Heartbeat(l.token)));
             }
             if !l.healthy(now) {
+                l.pmtu.pause(now);
                 continue;
             }
-            let due = l.pmtu.restart.is_some_and(|r| r <= now);
-            if l.pmtu.candidate.is_none() && (l.pmtu.verified.is_none() || due) {
-                l.pmtu.start(now);
-            }
+            l.pmtu.start_due(l.last_ack, now);
             let Some(mut c) = l.pmtu.candidate.filter(|_| l.pmtu.deadline <= now) else {
                 continue;
             };
             if l.pmtu.tries >= PMTU_TRIES {
                 l.pmtu.failed(c, now);
+                if l.pmtu.suspect.is_some() {
+                    // Ask at once whether the neighbour is there at all.
+                    l.next_heartbeat = now + HEARTBEAT_SLOW;
+                    l.token += 1;
+                    return Some((peer, Control::Heartbeat(l.token)));
+                }
                 match l.pmtu.candidate {
                     Some(next) => c = next,
                     None => continue,
@@ -242,9 +355,13 @@ impl Health {
         self.links
             .values()
             .flat_map(|l| {
-                let probe = l.pmtu.candidate.map(|_| l.pmtu.deadline);
-                let restart = l.pmtu.restart.filter(|_| l.pmtu.verified.is_some());
-                [Some(l.next_heartbeat), probe, restart]
+                // Probes wait for a healthy link: a timer past its health is left to the
+                // heartbeat, which wakes us anyway.
+                let probe = l
+                    .pmtu
+                    .timeout()
+                    .filter(|&t| l.last_ack.is_some_and(|a| t < a + UNHEALTHY_AFTER));
+                [Some(l.next_heartbeat), probe]
             })
             .flatten()
             .min()
@@ -371,6 +488,86 @@ mod tests {
             let st = pair.a.status(p(2), pair.now).unwrap();
             assert_eq!(st.mtu, Some(path.min(1376)), "path mtu {path}");
         }
+    }
+
+    /// Runs until `a` reports `mtu` for b, at most `limit`; returns how long it took.
+    fn until_mtu(pair: &mut Pair, mtu: u16, limit: Duration) -> Duration {
+        let start = pair.now;
+        while pair.a.status(p(2), pair.now).unwrap().mtu != Some(mtu) {
+            assert!(
+                pair.now - start < limit,
+                "mtu {:?} after {limit:?}, want {mtu}",
+                pair.a.status(p(2), pair.now).unwrap().mtu
+            );
+            pair.run(Duration::from_millis(100));
+        }
+        pair.now - start
+    }
+
+    #[test]
+    fn a_path_that_starts_dropping_big_packets_silently_is_measured_again() {
+        let mut pair = Pair::new(1376);
+        until_mtu(&mut pair, 1376, Duration::from_secs(5));
+        // The black hole: from now on probes above 616 vanish, no error, no ICMP.
+        pair.path_mtu = 616;
+        let took = until_mtu(&mut pair, 616, Duration::from_secs(30));
+        // One check interval, its lost tries, then a search (each loss costs the tries).
+        let bound = PMTU_CHECK + PMTU_PROBE_TIMEOUT * u32::from(PMTU_TRIES) * 12;
+        assert!(took <= bound, "found after {took:?}, bound {bound:?}");
+        // It stays there while the path does.
+        pair.run(PMTU_CHECK * 4);
+        assert_eq!(pair.a.status(p(2), pair.now).unwrap().mtu, Some(616));
+    }
+
+    #[test]
+    fn a_healed_path_gets_its_full_mtu_back() {
+        let mut pair = Pair::new(700);
+        until_mtu(&mut pair, 700, Duration::from_secs(10));
+        pair.path_mtu = 1376;
+        let took = until_mtu(&mut pair, 1376, PMTU_RAISE * 2);
+        assert!(took <= PMTU_RAISE + Duration::from_secs(1), "{took:?}");
+        // At the full MTU no upward search runs: only heartbeats and a check per interval.
+        let mut h = pair.a.clone();
+        let mut probes = 0;
+        let mut now = pair.now;
+        let end = now + PMTU_RAISE * 3;
+        while now < end {
+            while let Some((_, c)) = h.poll_transmit(now) {
+                if let Control::PmtuProbe(size) = c {
+                    assert_eq!(size, 1376);
+                    probes += 1;
+                    h.handle_control(p(2), Control::PmtuAck(size), now);
+                }
+                if let Control::Heartbeat(t) = c {
+                    h.handle_control(p(2), Control::HeartbeatAck(t), now);
+                }
+            }
+            now += Duration::from_millis(100);
+        }
+        let checks = (PMTU_RAISE * 3).as_secs() / PMTU_CHECK.as_secs();
+        assert!(
+            (checks - 1..=checks + 1).contains(&probes),
+            "{probes} probes in {:?}",
+            PMTU_RAISE * 3
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_link_pauses_probing_and_checks_when_back() {
+        let mut pair = Pair::new(1376);
+        until_mtu(&mut pair, 1376, Duration::from_secs(5));
+        pair.b_alive = false;
+        pair.run(UNHEALTHY_AFTER + Duration::from_secs(1));
+        assert!(!pair.a.status(p(2), pair.now).unwrap().healthy);
+        assert_eq!(
+            pair.a.status(p(2), pair.now).unwrap().mtu,
+            Some(1376),
+            "lost probes of an unhealthy link prove nothing"
+        );
+        // While unhealthy only heartbeats wake the loop (Pair asserts progress).
+        pair.path_mtu = 800;
+        pair.b_alive = true;
+        until_mtu(&mut pair, 800, Duration::from_secs(15));
     }
 
     #[test]

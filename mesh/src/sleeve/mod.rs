@@ -6,12 +6,15 @@
 //! - [`crypto`]: AES-256-GCM seal/open in place with the counter as nonce, replay window.
 //! - [`forward`]: the [`Forwarding`] snapshot, MAC learning, per-frame decisions.
 //! - [`health`]: heartbeats and path-MTU discovery per direct neighbour.
+//! - [`icmp`], [`frag`]: what happens to a frame larger than a neighbour's path MTU (ICMP
+//!   frag-needed for DF packets, IPv4 fragmentation for the rest).
 //!
 //! The router (`meshnet_router::sleeve`) owns the TAP, the UDP socket and the threads; it
 //! reads no protocol decision from anywhere but here.
 
 pub mod crypto;
 pub mod forward;
+pub mod frag;
 pub mod health;
 pub mod icmp;
 pub mod wire;

@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use meshnet_mesh::PeerName;
-use meshnet_mesh::sleeve::icmp;
 use meshnet_mesh::sleeve::wire::{ETH_LEN, INNER_LEN, OUTER_LEN};
 use meshnet_mesh::sleeve::{
     Control, CryptoError, Destination, Forwarding, INITIAL_TTL, Inner, Kind, LocalOut, Outer, Relay,
 };
+use meshnet_mesh::sleeve::{frag, icmp};
 use quinn_udp::{RecvMeta, Transmit};
 use tracing::{debug, trace};
 
@@ -98,10 +98,12 @@ struct Batch {
     count: usize,
     max_segments: usize,
     path: Option<Arc<SendPath>>,
+    /// The overlay MTU: a neighbour whose path MTU is below it gets no GSO batches.
+    mtu: u32,
 }
 
 impl Batch {
-    fn new(max_segments: usize) -> Batch {
+    fn new(max_segments: usize, mtu: u32) -> Batch {
         Batch {
             buf: vec![0; GSO_BYTES + SLOT],
             len: 0,
@@ -109,14 +111,21 @@ impl Batch {
             count: 0,
             max_segments: max_segments.max(1),
             path: None,
+            mtu,
         }
     }
 
     /// True when a packet of `total` bytes for `path` may join: same neighbour, not larger
-    /// than the segment size, and no shorter (final) segment appended yet.
+    /// than the segment size, and no shorter (final) segment appended yet. A neighbour behind
+    /// a narrowed path gets one datagram per send: the sending host's own netfilter sees a GSO
+    /// send as one packet of the batch's total length, so a length limit there (a common way
+    /// to make such a path) would drop whole batches of packets that each fit.
     fn accepts(&self, path: &Arc<SendPath>, total: usize) -> bool {
+        let pmtu = u32::from(path.pmtu.load(Ordering::Relaxed));
+        let narrow = pmtu != 0 && pmtu < self.mtu;
         self.count == 0
-            || (self.path.as_ref().is_some_and(|p| Arc::ptr_eq(p, path))
+            || (!narrow
+                && self.path.as_ref().is_some_and(|p| Arc::ptr_eq(p, path))
                 && self.len.is_multiple_of(self.seg)
                 && total <= self.seg
                 && self.len + total <= GSO_BYTES
@@ -304,14 +313,22 @@ fn route<'a>(
     Some((inner, hops))
 }
 
-/// A frame larger than the neighbour's verified path MTU: tell its sender (ICMP frag-needed,
-/// for IPv4 with DF) and drop it; the sender's stack then sends smaller packets.
-fn too_big(s: &Shared, frame: &[u8], pmtu: u16) {
-    bump(&s.counters.forward, 1);
+/// A frame larger than the neighbour's verified path MTU. IPv4 with DF: tell its sender (ICMP
+/// frag-needed with that MTU) and drop it, the sender's stack then sends smaller packets.
+/// Other IPv4: cut it into fragments that fit and hand each to `push`. Anything else is
+/// dropped.
+fn too_big(s: &Shared, frame: &[u8], pmtu: u16, push: impl FnMut(&[u8])) {
     let mut out = [0u8; icmp::FRAG_NEEDED_MAX];
     let Some(n) = icmp::frag_needed(frame, pmtu, &mut out) else {
+        // Slow path (a path narrower than the overlay): one buffer per oversized frame.
+        let mut buf = vec![0u8; ETH_LEN + usize::from(pmtu)];
+        if let Err(e) = frag::fragment(frame, pmtu, &mut buf, push) {
+            trace!(error = %e, pmtu, "sleeve drops a frame too big for the path");
+            bump(&s.counters.forward, 1);
+        }
         return;
     };
+    bump(&s.counters.forward, 1);
     let answer = &out[..n];
     let r = if s.offload {
         (&s.tap).write_frame(&[IoSlice::new(&[0u8; VNET_LEN]), IoSlice::new(answer)])
@@ -336,7 +353,7 @@ fn push_all(
             Some(path) => {
                 let pmtu = path.pmtu.load(Ordering::Relaxed);
                 if pmtu != 0 && frame.len().saturating_sub(ETH_LEN) > usize::from(pmtu) {
-                    too_big(s, frame, pmtu);
+                    too_big(s, frame, pmtu, |f| batch.push(s, path, inner, f));
                 } else {
                     batch.push(s, path, inner, frame)
                 }
@@ -351,7 +368,7 @@ pub(super) fn tx_loop(s: &Shared) {
     let mut scratch = vec![0u8; if s.offload { VNET_LEN + 65_536 } else { SLOT }];
     let mut splitter = s.offload.then(Splitter::default);
     let mut ctrl = vec![0u8; SLOT];
-    let mut batch = Batch::new(s.udp_state.max_gso_segments());
+    let mut batch = Batch::new(s.udp_state.max_gso_segments(), s.mtu);
     let tap_fd = s.tap.as_raw_fd();
     let mut mac_sweep = Instant::now();
     while !s.stop.load(Ordering::Relaxed) {
