@@ -44,9 +44,9 @@ pub enum Command {
     Stop,
     /// Hand this peer's IP space to others, stop the router and forget all persisted state.
     Reset,
-    /// Show the router's status: summary, or `peers`, `connections`, `targets`, `ipam`.
+    /// Show the router's status: summary, or `peers`, `connections`, `targets`, `ipam`, `dns`.
     Status {
-        /// One of: peers, connections, targets, ipam.
+        /// One of: peers, connections, targets, ipam, dns.
         sub: Option<String>,
     },
     /// Print the router's full state as JSON.
@@ -114,6 +114,37 @@ pub enum Command {
     },
     /// Print the Docker CLI flag for meshnet's proxy: `docker $(meshnet config) ps`.
     Config,
+    /// Register DNS names: `dns-add [IP...] CONTAINER [-h FQDN]` (IPs default to the container's
+    /// mesh addresses, the name to its hostname.domainname or name) or `dns-add IP... -h FQDN`
+    /// (no container). A single-label name gets the DNS domain.
+    #[command(disable_help_flag = true)]
+    DnsAdd(DnsNameArgs),
+    /// Remove DNS names: `dns-remove [IP...] CONTAINER [-h FQDN]` or `dns-remove IP... -h FQDN`
+    /// (all of the container's names when no IP and no -h is given).
+    #[command(disable_help_flag = true)]
+    DnsRemove(DnsNameArgs),
+    /// Look a name up in meshnet's DNS server; prints the addresses, one per line.
+    DnsLookup {
+        /// A name, qualified or not (`web` or `web.weave.local`).
+        name: String,
+    },
+    /// Print the Docker flags that make a container use meshnet's DNS:
+    /// `docker run $(meshnet dns-args) ...` (nothing when DNS is off).
+    DnsArgs,
+}
+
+/// `[IP...] [CONTAINER] [-h FQDN]` (weave's `-h`, so help is `--help` only).
+#[derive(Debug, Args, Clone)]
+pub struct DnsNameArgs {
+    /// The name (FQDN, or a single label that gets the DNS domain).
+    #[arg(short = 'h', long = "fqdn")]
+    pub fqdn: Option<String>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// [IP...] [CONTAINER]
+    #[arg(required = true, num_args = 1..)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -186,6 +217,26 @@ pub struct LaunchArgs {
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     pub plugin: Option<bool>,
+    /// Do not run the DNS server nor gossip names (weave-kube's setting).
+    #[arg(long)]
+    pub no_dns: bool,
+    /// The DNS domain names are served in.
+    #[arg(long, default_value = meshnet_router::dns::DEFAULT_DOMAIN)]
+    pub dns_domain: String,
+    /// Where the DNS server listens, IP[:PORT] (default: the docker0 bridge's address, port 53;
+    /// without a docker0 bridge and without this flag, names are gossiped but not served).
+    #[arg(long)]
+    pub dns_listen_address: Option<String>,
+    /// TTL of DNS answers, in seconds.
+    #[arg(long, default_value_t = meshnet_router::dns::DEFAULT_TTL)]
+    pub dns_ttl: u32,
+    /// How long each upstream DNS server may take to answer (e.g. 5s).
+    #[arg(long, default_value = "5s")]
+    pub dns_fallback_timeout: String,
+    /// Where the upstream DNS servers for names outside the domain come from (re-read when it
+    /// changes; our own address is skipped).
+    #[arg(long, default_value = meshnet_router::dns::DEFAULT_RESOLV_CONF)]
+    pub resolv_conf: PathBuf,
     /// Peers to connect to, as host[:port]. None: resume the persisted list.
     pub peers: Vec<String>,
 }

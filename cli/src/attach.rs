@@ -113,6 +113,10 @@ pub fn attach(env: &EnvArgs, args: &[String], multicast_route: bool) -> Result<(
         .await
         {
             Ok(_) => {
+                if let Some(name) = &c.dns_name {
+                    let ips: Vec<Ipv4Addr> = wanted.iter().map(|a| a.addr()).collect();
+                    crate::dns::register(env, &c.ident, &ips, name).await;
+                }
                 print_ips(&wanted);
                 Ok(())
             }
@@ -208,6 +212,11 @@ pub fn detach(env: &EnvArgs, args: &[String]) -> Result<()> {
                     answer.body.trim()
                 );
             }
+        }
+        for a in &only {
+            // DNS off answers 404; the names simply go.
+            let path = format!("/name/{}/{}", c.ident, a.addr());
+            let _ = api(env, Method::DELETE, &path, &[]).await;
         }
         print_ips(&only);
         Ok(())

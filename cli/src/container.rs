@@ -18,6 +18,10 @@ pub struct Container {
     /// A Docker container: IPAM releases its addresses when it dies
     /// (weave's `check-alive`); a netns or process is the user's to detach.
     pub docker: bool,
+    /// The name DNS registers it under: a Docker container's
+    /// `hostname.domainname` when it has a domain, else its name; none for
+    /// `netns:` and `pid:` containers.
+    pub dns_name: Option<String>,
 }
 
 /// Resolves a container argument.
@@ -37,6 +41,7 @@ pub async fn resolve(arg: &str) -> Result<Container> {
         ident: arg.to_string(),
         netns,
         docker: false,
+        dns_name: None,
     })
 }
 
@@ -70,11 +75,17 @@ async fn docker(name: &str) -> Result<Container> {
         bail!("container {name} is not running: start it first (docker start {name})");
     }
     let id = info.id.unwrap_or_else(|| name.to_string());
+    let config = info.config.unwrap_or_default();
+    let dns_name = match (config.hostname, config.domainname) {
+        (Some(h), Some(d)) if !h.is_empty() && !d.is_empty() => Some(format!("{h}.{d}")),
+        _ => info.name.map(|n| n.trim_start_matches('/').to_string()),
+    };
     Ok(Container {
         arg: name.to_string(),
         ident: id,
         netns: Netns::of_pid(u32::try_from(pid).unwrap_or(0))?,
         docker: true,
+        dns_name,
     })
 }
 
@@ -105,6 +116,7 @@ pub async fn all() -> Vec<Container> {
                     ident: arg,
                     netns: ns,
                     docker: false,
+                    dns_name: None,
                 });
             }
         }

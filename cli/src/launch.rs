@@ -249,6 +249,16 @@ fn child_args(a: &LaunchArgs) -> Vec<String> {
     if !a.trusted_subnets.is_empty() {
         v.push(format!("--trusted-subnets={}", a.trusted_subnets.join(",")));
     }
+    if a.no_dns {
+        v.push("--no-dns".into());
+    }
+    v.push(format!("--dns-domain={}", a.dns_domain));
+    if let Some(x) = &a.dns_listen_address {
+        v.push(format!("--dns-listen-address={x}"));
+    }
+    v.push(format!("--dns-ttl={}", a.dns_ttl));
+    v.push(format!("--dns-fallback-timeout={}", a.dns_fallback_timeout));
+    v.push(format!("--resolv-conf={}", a.resolv_conf.display()));
     v.push("--".into());
     v.extend(a.peers.iter().cloned());
     v
@@ -318,6 +328,7 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
         })
         .collect::<Result<_>>()?;
     c.ipam = ipam_config(a)?;
+    c.dns = dns_config(a)?;
     if !(576..=65535).contains(&a.mtu) {
         bail!(
             "invalid --mtu {}: use a value from 576 to 65535 (default 1376)",
@@ -330,6 +341,38 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
         sleeve_port: a.port,
     });
     Ok(c)
+}
+
+/// Validates the `--dns-*` flags.
+fn dns_config(a: &LaunchArgs) -> Result<Option<meshnet_router::dns::DnsConfig>> {
+    use meshnet_router::dns::{DNS_PORT, DnsConfig, parse_domain};
+    if a.no_dns {
+        return Ok(None);
+    }
+    let mut c = DnsConfig::new();
+    c.domain = parse_domain(&a.dns_domain)
+        .map_err(|e| anyhow!("{e}; use a domain such as weave.local."))?;
+    c.listen = a
+        .dns_listen_address
+        .as_deref()
+        .map(|s| {
+            s.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, DNS_PORT))
+                })
+                .map_err(|_| anyhow!("invalid --dns-listen-address {s:?}: use IP or IP:PORT"))
+        })
+        .transpose()?;
+    c.ttl = a.dns_ttl;
+    c.fallback_timeout = humantime::parse_duration(&a.dns_fallback_timeout).map_err(|e| {
+        anyhow!(
+            "invalid --dns-fallback-timeout {:?}: {e}; use a duration such as 5s",
+            a.dns_fallback_timeout
+        )
+    })?;
+    c.resolv_conf = a.resolv_conf.clone();
+    Ok(Some(c))
 }
 
 /// Validates the `--ipalloc-*` flags.

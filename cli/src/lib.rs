@@ -13,6 +13,7 @@ pub mod cni;
 mod container;
 mod demo;
 mod demo_docker;
+mod dns;
 mod docker;
 mod env;
 mod expose;
@@ -142,6 +143,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo => demo::run()?,
         Command::Env { restore } => return Ok(env::env(&env, restore)),
         Command::Config => return Ok(env::config(&env)),
+        Command::DnsAdd(a) => dns::add(&env, &a.args, a.fqdn.as_deref())?,
+        Command::DnsRemove(a) => dns::remove(&env, &a.args, a.fqdn.as_deref())?,
+        Command::DnsLookup { name } => dns::lookup(&env, &name)?,
+        Command::DnsArgs => dns::args(&env)?,
     }
     Ok(ExitCode::SUCCESS)
 }

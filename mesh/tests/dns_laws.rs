@@ -120,7 +120,7 @@ proptest! {
                         .expect("valid registration");
                 }
                 Op::Remove { at, container } => {
-                    peers[usize::from(at)].remove(&format!("c{container}"), None, None, now);
+                    peers[usize::from(at)].remove(Some(&format!("c{container}")), None, None, now);
                 }
                 Op::Gossip { from, to } => {
                     let state = peers[usize::from(from)].full_state();

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dns::DnsRequest;
 use crate::driver::{ApiRequest, Snapshot};
 use crate::ipam::IpamRequest;
 use crate::{metrics, status};
@@ -39,6 +40,9 @@ pub fn read_only(api: Api) -> Router {
         .route("/status/{sub}", get(status_sub))
         .route("/report", get(report))
         .route("/metrics", get(metrics_text))
+        .route("/domain", get(dns_domain))
+        .route("/dns-address", get(dns_address))
+        .route("/dns-address-port", get(dns_address_port))
         .with_state(api)
 }
 
@@ -61,6 +65,12 @@ pub fn control(api: Api) -> Router {
             .route("/peer", delete(peer_leave))
             .route("/peer/{name}", delete(peer_remove))
             .route("/ipinfo/defaultsubnet", get(default_subnet))
+            .route("/name", get(dns_entries).delete(dns_remove_all))
+            .route("/name/{container}", delete(dns_remove_container))
+            .route(
+                "/name/{container}/{ip}",
+                axum::routing::put(dns_add).delete(dns_remove_ip),
+            )
             .with_state(api),
     )
 }
@@ -86,10 +96,11 @@ async fn status_sub(State(api): State<Api>, Path(sub): Path<String>) -> Response
         "connections" => text(status::connections(&snap)),
         "targets" => text(status::targets(&snap)),
         "ipam" => text(status::ipam(&snap)),
+        "dns" => text(status::dns(&snap)),
         other => (
             StatusCode::NOT_FOUND,
             format!(
-                "Invalid 'meshnet status' sub-command: {other}; use one of: peers, connections, targets, ipam\n"
+                "Invalid 'meshnet status' sub-command: {other}; use one of: peers, connections, targets, ipam, dns\n"
             ),
         )
             .into_response(),
@@ -332,4 +343,156 @@ async fn peer_remove(State(api): State<Api>, Path(name): Path<String>) -> Respon
 
 async fn default_subnet(State(api): State<Api>) -> Response {
     ask_ipam(&api, |reply| IpamRequest::DefaultSubnet { reply }).await
+}
+
+fn dns_disabled() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "DNS is disabled: launch without --no-dns to use it\n",
+    )
+        .into_response()
+}
+
+/// The DNS snapshot, or 404 when DNS is off.
+async fn dns_snapshot(api: &Api) -> Result<crate::dns::DnsSnapshot, Response> {
+    api.snapshot().await?.dns.ok_or_else(dns_disabled)
+}
+
+async fn dns_domain(State(api): State<Api>) -> Response {
+    match dns_snapshot(&api).await {
+        Ok(d) => text(d.domain),
+        Err(r) => r,
+    }
+}
+
+async fn dns_address_port(State(api): State<Api>) -> Response {
+    match dns_snapshot(&api).await {
+        Ok(d) => match d.address {
+            Ok(a) => text(a.to_string()),
+            Err(why) => (StatusCode::NOT_FOUND, why + "\n").into_response(),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn dns_address(State(api): State<Api>) -> Response {
+    match dns_snapshot(&api).await {
+        Ok(d) => match d.address {
+            Ok(a) => text(a.ip().to_string()),
+            Err(why) => (StatusCode::NOT_FOUND, why + "\n").into_response(),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn dns_entries(State(api): State<Api>) -> Response {
+    match dns_snapshot(&api).await {
+        Ok(d) => {
+            let body = serde_json::to_string(&status::dns_entries_json(&d)).unwrap_or_default();
+            ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn ask_dns(api: &Api, req: DnsRequest, rx: oneshot::Receiver<(u16, String)>) -> Response {
+    if api.driver.send(ApiRequest::Dns(req)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response(),
+    }
+}
+
+fn fqdn_of(pairs: &[(String, String)]) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, v)| k == "fqdn" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+}
+
+fn ipv4(ip: &str) -> Result<std::net::Ipv4Addr, Box<Response>> {
+    ip.parse().map_err(|_| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("invalid IP address {ip}: use an IPv4 address such as 10.32.0.1\n"),
+            )
+                .into_response(),
+        )
+    })
+}
+
+async fn dns_add(
+    State(api): State<Api>,
+    Path((container, ip)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let addr = match ipv4(&ip) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let Some(fqdn) = fqdn_of(&form(q, &body)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing fqdn: give the name as fqdn=NAME\n",
+        )
+            .into_response();
+    };
+    let (reply, rx) = oneshot::channel();
+    let req = DnsRequest::Add {
+        container,
+        addr,
+        fqdn,
+        reply,
+    };
+    ask_dns(&api, req, rx).await
+}
+
+async fn dns_remove(
+    api: &Api,
+    container: Option<String>,
+    addr: Option<std::net::Ipv4Addr>,
+    fqdn: Option<String>,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let req = DnsRequest::Remove {
+        container,
+        addr,
+        fqdn,
+        reply,
+    };
+    ask_dns(api, req, rx).await
+}
+
+async fn dns_remove_all(State(api): State<Api>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    dns_remove(&api, None, None, fqdn_of(&form(q, &body))).await
+}
+
+async fn dns_remove_container(
+    State(api): State<Api>,
+    Path(container): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    dns_remove(&api, Some(container), None, fqdn_of(&form(q, &body))).await
+}
+
+async fn dns_remove_ip(
+    State(api): State<Api>,
+    Path((container, ip)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let addr = match ipv4(&ip) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    dns_remove(&api, Some(container), Some(addr), fqdn_of(&form(q, &body))).await
 }

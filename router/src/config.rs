@@ -57,6 +57,8 @@ pub struct RouterConfig {
     pub dataplane: Option<crate::dataplane::DataplaneConfig>,
     /// IP address management; `None` disables it (`--ipalloc-range ""`).
     pub ipam: Option<crate::ipam::IpamConfig>,
+    /// Service discovery; `None` disables it (`--no-dns`).
+    pub dns: Option<crate::dns::DnsConfig>,
 }
 
 impl RouterConfig {
@@ -77,6 +79,7 @@ impl RouterConfig {
             http_addr: DEFAULT_HTTP_ADDR,
             status_addr: Some(DEFAULT_STATUS_ADDR),
             ipam: None,
+            dns: Some(crate::dns::DnsConfig::new()),
             dataplane: Some(crate::dataplane::DataplaneConfig {
                 mtu: crate::datapath::DEFAULT_MTU,
                 fastdp: true,

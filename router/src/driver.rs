@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, NoChannels};
+use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, PeerName};
 
 use crate::dataplane::{ConnMeta, Dataplane, Heartbeats};
+use crate::dns::{DnsRequest, DnsService, DnsSnapshot};
 use crate::ipam::{IpamRequest, IpamService, IpamSnapshot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub trusted_subnets: Vec<String>,
     /// IPAM, when enabled.
     pub ipam: Option<IpamSnapshot>,
+    /// DNS, when enabled.
+    pub dns: Option<DnsSnapshot>,
     /// The datapath serving each connected peer (empty without a data plane).
     pub paths: std::collections::BTreeMap<
         meshnet_mesh::PeerName,
@@ -61,6 +64,7 @@ pub enum ApiRequest {
         reply: oneshot::Sender<()>,
     },
     Ipam(IpamRequest),
+    Dns(DnsRequest),
 }
 
 /// Fixed facts the driver needs besides the mesh.
@@ -73,13 +77,13 @@ pub struct DriverParts {
     pub trusted_subnets: Vec<ipnet::IpNet>,
     pub targets_file: PathBuf,
     pub ipam: Option<IpamService>,
+    pub dns: Option<DnsService>,
     pub dataplane: Option<(Dataplane, Heartbeats)>,
 }
 
 /// The driver state.
 struct Driver {
     parts: DriverParts,
-    no_channels: NoChannels,
     writers: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
     conn_meta: HashMap<ConnId, ConnMeta>,
     dataplane: Option<Dataplane>,
@@ -120,7 +124,6 @@ pub async fn run(
         parts,
         conn_meta: HashMap::new(),
         dataplane,
-        no_channels: NoChannels,
         writers: HashMap::new(),
         reports_tx,
         next_conn: 1,
@@ -128,11 +131,17 @@ pub async fn run(
     loop {
         d.drain();
         let ipam_deadline = d.parts.ipam.as_ref().and_then(IpamService::poll_timeout);
+        let dns_deadline = d.parts.dns.as_ref().and_then(DnsService::poll_timeout);
         let dp_deadline = d.dataplane.as_ref().and_then(Dataplane::poll_timeout);
-        let deadline = [d.parts.mesh.poll_timeout(), ipam_deadline, dp_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            d.parts.mesh.poll_timeout(),
+            ipam_deadline,
+            dns_deadline,
+            dp_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let heartbeat = async {
             match &mut heartbeats {
                 Some(rx) => rx.recv().await,
@@ -161,18 +170,76 @@ pub async fn run(
     info!("router stopping");
 }
 
-/// The gossip channels of the application: IPAM when enabled.
-fn channels<'a>(
-    ipam: &'a mut Option<IpamService>,
-    none: &'a mut NoChannels,
-    now: Instant,
-) -> &'a mut dyn Channels {
-    match ipam {
-        Some(s) => {
+/// The gossip channels of the application: IPAM and DNS, each when enabled.
+struct AppChannels<'a> {
+    ipam: Option<&'a mut IpamService>,
+    dns: Option<&'a mut DnsService>,
+}
+
+impl<'a> AppChannels<'a> {
+    fn new(
+        ipam: &'a mut Option<IpamService>,
+        dns: &'a mut Option<DnsService>,
+        now: Instant,
+    ) -> AppChannels<'a> {
+        if let Some(s) = ipam.as_mut() {
             s.set_now(now);
-            s
         }
-        None => none,
+        if let Some(s) = dns.as_mut() {
+            s.set_now(now);
+        }
+        let (ipam, dns) = (ipam.as_mut(), dns.as_mut());
+        AppChannels { ipam, dns }
+    }
+}
+
+impl Channels for AppChannels<'_> {
+    fn names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(i) = &self.ipam {
+            v.extend(i.names());
+        }
+        if self.dns.is_some() {
+            v.push(crate::dns::CHANNEL.to_string());
+        }
+        v
+    }
+
+    fn full_state(&mut self, channel: &str) -> Option<Vec<u8>> {
+        match (channel, &mut self.ipam, &mut self.dns) {
+            (crate::dns::CHANNEL, _, Some(d)) => Some(d.full_state()),
+            (_, Some(i), _) => i.full_state(channel),
+            _ => None,
+        }
+    }
+
+    fn on_gossip(
+        &mut self,
+        channel: &str,
+        src: PeerName,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        match (channel, &mut self.ipam, &mut self.dns) {
+            (crate::dns::CHANNEL, _, Some(d)) => d.on_gossip(src, payload),
+            (_, Some(i), _) => i.on_gossip(channel, src, payload),
+            _ => Ok(None),
+        }
+    }
+
+    fn on_broadcast(&mut self, channel: &str, src: PeerName, payload: &[u8]) -> Result<(), String> {
+        match (channel, &mut self.ipam, &mut self.dns) {
+            (crate::dns::CHANNEL, _, Some(d)) => d.on_broadcast(src, payload),
+            (_, Some(i), _) => i.on_broadcast(channel, src, payload),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_unicast(&mut self, channel: &str, src: PeerName, payload: &[u8]) -> Result<(), String> {
+        match (channel, &mut self.ipam) {
+            (crate::dns::CHANNEL, _) => Ok(()),
+            (_, Some(i)) => i.on_unicast(channel, src, payload),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -180,8 +247,13 @@ impl Driver {
     fn on_timer(&mut self) {
         let now = Instant::now();
         if self.parts.mesh.poll_timeout().is_some_and(|t| t <= now) {
-            let ch = channels(&mut self.parts.ipam, &mut self.no_channels, now);
-            self.parts.mesh.handle_timeout(now, ch);
+            let mut ch = AppChannels::new(&mut self.parts.ipam, &mut self.parts.dns, now);
+            self.parts.mesh.handle_timeout(now, &mut ch);
+        }
+        if let Some(dns) = &mut self.parts.dns
+            && dns.poll_timeout().is_some_and(|t| t <= now)
+        {
+            dns.handle_timeout(now);
         }
         if let Some(ipam) = &mut self.parts.ipam
             && ipam.poll_timeout().is_some_and(|t| t <= now)
@@ -262,8 +334,8 @@ impl Driver {
             }
             ConnReport::InboundFailed { .. } => {}
             ConnReport::Message { conn, bytes } => {
-                let ch = channels(&mut self.parts.ipam, &mut self.no_channels, now);
-                self.parts.mesh.handle_message(conn, &bytes, now, ch);
+                let mut ch = AppChannels::new(&mut self.parts.ipam, &mut self.parts.dns, now);
+                self.parts.mesh.handle_message(conn, &bytes, now, &mut ch);
             }
             ConnReport::Closed { conn, reason } => {
                 self.conn_meta.remove(&conn);
@@ -288,6 +360,7 @@ impl Driver {
                         .map(ToString::to_string)
                         .collect(),
                     ipam: self.parts.ipam.as_ref().map(IpamService::snapshot),
+                    dns: self.parts.dns.as_ref().map(DnsService::snapshot),
                     paths: self
                         .dataplane
                         .as_ref()
@@ -323,8 +396,20 @@ impl Driver {
                 self.parts.mesh.forget(&peers, now);
                 let _ = reply.send(());
             }
-            ApiRequest::Ipam(req) => match &mut self.parts.ipam {
-                Some(ipam) => ipam.handle_request(req, now),
+            ApiRequest::Ipam(req) => {
+                if let IpamRequest::RmPeer { peer, .. } = &req {
+                    let named = self.peers_named(peer, now);
+                    if let Some(dns) = &mut self.parts.dns {
+                        named.into_iter().for_each(|p| dns.forget_peer(p));
+                    }
+                }
+                match &mut self.parts.ipam {
+                    Some(ipam) => ipam.handle_request(req, now),
+                    None => req.refuse_disabled(),
+                }
+            }
+            ApiRequest::Dns(req) => match &mut self.parts.dns {
+                Some(dns) => dns.handle_request(req, now),
                 None => req.refuse_disabled(),
             },
         }
@@ -383,16 +468,37 @@ impl Driver {
             if let Some(ipam) = &mut self.parts.ipam {
                 ipam.drain(&mut self.parts.mesh);
             }
+            if let Some(dns) = &mut self.parts.dns {
+                dns.drain(&mut self.parts.mesh);
+            }
             if !progressed {
                 break;
             }
         }
     }
 
+    /// The peers `name` means: a peer name, or every peer with that nickname.
+    fn peers_named(&self, name: &str, now: Instant) -> Vec<PeerName> {
+        if let Ok(p) = name.parse::<PeerName>() {
+            return vec![p];
+        }
+        self.parts
+            .mesh
+            .status(now)
+            .peers
+            .into_iter()
+            .filter(|p| p.nickname == name)
+            .map(|p| p.name)
+            .collect()
+    }
+
     fn peers_changed(&mut self) {
         let now = Instant::now();
         if let Some(ipam) = &mut self.parts.ipam {
             ipam.handle_peers(&self.parts.mesh, now);
+        }
+        if let Some(dns) = &mut self.parts.dns {
+            dns.handle_peers(&self.parts.mesh, now);
         }
         if let Some(dp) = &mut self.dataplane {
             dp.update_forwarding(&self.parts.mesh, now);

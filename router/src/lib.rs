@@ -13,6 +13,8 @@
 //! - [`addrspec`]: the address arguments (`net:default`, `net:CIDR`, `ip:CIDR`)
 //!   and their IPAM requests, shared by the CLI and the Docker proxy.
 //! - [`ipam`]: the address ring wired to gossip, persistence and the API.
+//! - [`dns`]: service discovery (weaveDNS): the name table on the `dns`
+//!   gossip channel and the DNS server answering from it.
 //! - [`persist`]: crash-safe state files.
 //! - [`datapath`]: kernel state over netlink (bridge, veth, vxlan, FDB).
 //! - [`dataplane`], [`fastdp`], [`sleeve`]: the bridge, the kernel fast
@@ -31,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod dataplane;
+pub mod dns;
 pub mod driver;
 pub mod expose;
 pub mod fastdp;
@@ -155,6 +158,11 @@ pub async fn run(
         None => None,
     };
 
+    let dns = config
+        .dns
+        .clone()
+        .map(|c| dns::DnsService::start(c, name, shutdown.clone(), now));
+
     let dataplane = match config.dataplane.clone() {
         Some(c) => Some(
             dataplane::Dataplane::setup(c, name, encryption, !config.trusted_subnets.is_empty())
@@ -192,6 +200,7 @@ pub async fn run(
             trusted_subnets: config.trusted_subnets,
             targets_file,
             ipam,
+            dns,
             dataplane,
         },
         listener,

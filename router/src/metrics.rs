@@ -64,6 +64,9 @@ pub fn render(snap: &Snapshot) -> String {
         "Number of known peers, including this one.",
         peers,
     );
+    if let Some(dns) = &snap.dns {
+        dns_metrics(&mut registry, dns);
+    }
     if let Some(ipam) = &snap.ipam {
         let m = &ipam.metrics;
         let ips = Family::<Labels, Gauge>::default();
@@ -121,4 +124,53 @@ pub fn render(snap: &Snapshot) -> String {
 
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn dns_metrics(registry: &mut Registry, dns: &crate::dns::DnsSnapshot) {
+    let own = dns
+        .entries
+        .iter()
+        .filter(|e| !e.tombstone && e.origin == dns.me)
+        .count();
+    let entries = Gauge::<i64>::default();
+    entries.set(i64::try_from(own).unwrap_or(i64::MAX));
+    registry.register(
+        "weave_dns_entries",
+        "Live DNS entries originated by this peer.",
+        entries,
+    );
+    let counter = |registry: &mut Registry, name: &str, help: &str, v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        registry.register(name, help, c);
+    };
+    counter(
+        registry,
+        "meshnet_dns_queries",
+        "DNS queries received.",
+        dns.queries,
+    );
+    counter(
+        registry,
+        "meshnet_dns_forwarded",
+        "DNS queries forwarded to upstream servers.",
+        dns.forwarded,
+    );
+    counter(
+        registry,
+        "meshnet_dns_upstream_failures",
+        "Upstream DNS servers that failed or timed out on a forwarded query.",
+        dns.upstream_failures,
+    );
+    let answers = Family::<Labels, Counter<u64>>::default();
+    registry.register(
+        "meshnet_dns_answers",
+        "DNS replies sent, by response code.",
+        answers.clone(),
+    );
+    for (code, n) in &dns.rcodes {
+        answers
+            .get_or_create(&vec![("rcode".to_string(), (*code).to_string())])
+            .inc_by(*n);
+    }
 }

@@ -69,8 +69,67 @@ pub fn summary(snap: &Snapshot) -> String {
         line(&mut out, "Range", &ipam.status.range);
         line(&mut out, "DefaultSubnet", &ipam.status.default_subnet);
     }
+    if let Some(dns) = &snap.dns {
+        out.push('\n');
+        line(&mut out, "Service", "dns");
+        line(&mut out, "Domain", &dns.domain);
+        let address = match &dns.address {
+            Ok(a) => a.to_string(),
+            Err(why) => why.clone(),
+        };
+        line(&mut out, "Address", &address);
+        let upstream: Vec<String> = dns.upstream.iter().map(|a| a.ip().to_string()).collect();
+        let upstream = if upstream.is_empty() {
+            "none".to_string()
+        } else {
+            upstream.join(", ")
+        };
+        line(&mut out, "Upstream", &upstream);
+        line(&mut out, "TTL", &dns.ttl.to_string());
+        let live = dns.entries.iter().filter(|e| !e.tombstone).count();
+        line(&mut out, "Entries", &live.to_string());
+    }
     out.push('\n');
     out
+}
+
+/// `meshnet status dns`: live entries in table order, weave's columns
+/// (name without the domain, address, container id cut to 12, origin).
+pub fn dns(snap: &Snapshot) -> String {
+    let Some(dns) = &snap.dns else {
+        return String::new();
+    };
+    let suffix = format!(".{}", dns.domain);
+    dns.entries
+        .iter()
+        .filter(|e| !e.tombstone)
+        .map(|e| {
+            let name = e.name.strip_suffix(&suffix).unwrap_or(&e.name);
+            format!(
+                "{name:<12} {:<15} {:>12.12} {}\n",
+                e.addr.to_string(),
+                e.container,
+                e.origin
+            )
+        })
+        .collect()
+}
+
+/// The entries as weave's `GET /name` shows them.
+pub fn dns_entries_json(dns: &crate::dns::DnsSnapshot) -> Value {
+    dns.entries
+        .iter()
+        .map(|e| {
+            json!({
+                "ContainerID": e.container,
+                "Origin": e.origin.as_u64(),
+                "Addr": e.addr.to_string(),
+                "Hostname": e.name,
+                "Version": e.version,
+                "Tombstone": u8::from(e.tombstone),
+            })
+        })
+        .collect()
 }
 
 /// `meshnet status ipam`: one line per ring owner; before the ring exists
@@ -307,6 +366,22 @@ pub fn report(snap: &Snapshot) -> Value {
     });
     if let Some(ipam) = &snap.ipam {
         report["IPAM"] = serde_json::to_value(&ipam.status).unwrap_or(Value::Null);
+    }
+    if let Some(dns) = &snap.dns {
+        report["DNS"] = json!({
+            "Domain": dns.domain,
+            "Upstream": dns.upstream.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(),
+            "Address": dns.address.as_ref().map(ToString::to_string).unwrap_or_default(),
+            "TTL": dns.ttl,
+            "Entries": dns.entries.iter().map(|e| json!({
+                "Hostname": e.name,
+                "Origin": e.origin.to_string(),
+                "ContainerID": e.container,
+                "Address": e.addr.to_string(),
+                "Version": e.version,
+                "Tombstone": u8::from(e.tombstone),
+            })).collect::<Vec<_>>(),
+        });
     }
     report
 }

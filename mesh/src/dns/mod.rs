@@ -155,11 +155,12 @@ impl Dns {
         Ok(true)
     }
 
-    /// Tombstones our live entries of `container`, narrowed to `addr` and
-    /// `name` when given. Returns how many were removed.
+    /// Tombstones our live entries of `container` (all containers when
+    /// `None`), narrowed to `addr` and `name` when given. Returns how many
+    /// were removed.
     pub fn remove(
         &mut self,
-        container: &str,
+        container: Option<&str>,
         addr: Option<Ipv4Addr>,
         name: Option<&str>,
         now: Instant,
@@ -175,7 +176,7 @@ impl Dns {
             .filter(|(k, s)| {
                 s.is_live()
                     && k.origin == self.me
-                    && k.container == container
+                    && container.is_none_or(|c| c == k.container)
                     && addr.is_none_or(|a| a == k.addr)
                     && name.as_ref().is_none_or(|n| *n == k.name)
             })
@@ -205,7 +206,9 @@ impl Dns {
             })
             .map(|(k, _)| k.container.clone())
             .collect();
-        gone.iter().map(|c| self.remove(c, None, None, now)).sum()
+        gone.iter()
+            .map(|c| self.remove(Some(c), None, None, now))
+            .sum()
     }
 
     /// Every live address registered for `name` (lowercase FQDN), each

@@ -48,8 +48,8 @@ fn removal_tombstones_and_revival_raises_the_version() {
     let (mut a, mut b) = (table(1), table(2));
     a.add("c1", ip(1), "web.weave.local.", now).expect("add");
     deliver(&mut a, &mut b, now);
-    assert_eq!(a.remove("c1", None, None, now), 1);
-    assert_eq!(a.remove("c1", None, None, now), 0);
+    assert_eq!(a.remove(Some("c1"), None, None, now), 1);
+    assert_eq!(a.remove(Some("c1"), None, None, now), 0);
     deliver(&mut a, &mut b, now);
     assert!(b.lookup("web.weave.local.").is_empty());
     assert_eq!(b.entries()[0].version, 2);
@@ -67,10 +67,10 @@ fn remove_narrows_by_address_and_name() {
     a.add("c1", ip(1), "web.weave.local.", now).expect("add");
     a.add("c1", ip(2), "web.weave.local.", now).expect("add");
     a.add("c1", ip(1), "www.weave.local.", now).expect("add");
-    assert_eq!(a.remove("c1", Some(ip(2)), None, now), 1);
-    assert_eq!(a.remove("c1", None, Some("WWW.weave.local"), now), 1);
+    assert_eq!(a.remove(Some("c1"), Some(ip(2)), None, now), 1);
+    assert_eq!(a.remove(Some("c1"), None, Some("WWW.weave.local"), now), 1);
     assert_eq!(a.lookup("web.weave.local."), [ip(1)]);
-    assert_eq!(a.remove("c2", None, None, now), 0);
+    assert_eq!(a.remove(Some("c2"), None, None, now), 0);
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn tombstones_are_purged_after_the_ttl() {
     let mut a = table(1);
     a.add("c1", ip(1), "web.weave.local.", t0).expect("add");
     assert_eq!(a.poll_timeout(), None);
-    a.remove("c1", None, None, t0);
+    a.remove(Some("c1"), None, None, t0);
     assert_eq!(a.poll_timeout(), Some(t0 + TOMBSTONE_TTL));
     a.handle_timeout(t0 + TOMBSTONE_TTL - Duration::from_secs(1));
     assert_eq!(a.entries().len(), 1);
