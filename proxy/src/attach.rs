@@ -138,3 +138,55 @@ pub async fn attach(
         }
     }
 }
+
+/// The router's DNS as containers use it; `None` when DNS is off (the
+/// router answers 404).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The server's IP (for `HostConfig.Dns`); `None` when names are
+    /// gossiped but not served here (no docker0, no --dns-listen-address).
+    pub addr: Option<String>,
+    /// The domain, FQDN (`weave.local.`).
+    pub domain: String,
+}
+
+/// Asks the router for its DNS address and domain.
+pub async fn dns_settings(api: SocketAddr) -> Option<DnsSettings> {
+    let (s, domain) = router_call(api, Method::GET, "/domain").await.ok()?;
+    if !s.is_success() {
+        return None;
+    }
+    let addr = match router_call(api, Method::GET, "/dns-address").await {
+        Ok((s, a)) if s.is_success() => Some(a),
+        _ => None,
+    };
+    Some(DnsSettings { addr, domain })
+}
+
+/// Registers every name for every address of container `id` (DNS off, or
+/// a name outside the domain, is skipped quietly).
+pub async fn register_names(api: SocketAddr, id: &str, addrs: &[Ipv4Net], names: &[String]) {
+    for a in addrs {
+        for name in names {
+            let path = format!("/name/{id}/{}", a.addr());
+            match meshnet_router::api_client::call(api, Method::PUT, &path, &[("fqdn", name)]).await
+            {
+                Ok(r) if r.status.is_success() => {}
+                Ok(r) => {
+                    tracing::debug!(container = %id, %name, body = %r.body.trim(), "name not registered")
+                }
+                Err(e) => {
+                    tracing::warn!(container = %id, %name, error = %e, "cannot register a DNS name")
+                }
+            }
+        }
+    }
+}
+
+/// Removes every DNS name of container `id` (it died).
+pub async fn remove_names(api: SocketAddr, id: &str) {
+    let path = format!("/name/{id}");
+    if let Err(e) = meshnet_router::api_client::call(api, Method::DELETE, &path, &[]).await {
+        tracing::warn!(container = %id, error = %e, "cannot remove the DNS names of a dead container");
+    }
+}

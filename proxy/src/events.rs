@@ -97,6 +97,10 @@ async fn watch_once(
             let config = config.clone();
             match parse_event(&line, &owner) {
                 Some(Event::Die(id)) => {
+                    // Its names go at once (a restart registers them again);
+                    // its addresses only after the grace period.
+                    let (api, dead) = (config.router_api, id.clone());
+                    tokio::spawn(async move { attach::remove_names(api, &dead).await });
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         tokio::select! {

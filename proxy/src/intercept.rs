@@ -241,6 +241,96 @@ pub fn rewrite_create(
     Ok(())
 }
 
+/// Docker's limit on `Domainname`.
+pub const MAX_DOMAINNAME: usize = 64;
+
+/// Points a created container at meshnet's DNS (weave's `setWeaveDNS`):
+/// names the host `name` in `domain` when the request set no `Hostname` /
+/// `Domainname`; with a server address, appends it to `HostConfig.Dns`
+/// and searches `domain` when no `DnsSearch` is given.
+pub fn set_dns(
+    body: &mut Value,
+    name: Option<&str>,
+    dns_addr: Option<&str>,
+    domain: &str,
+) -> Result<(), InterceptError> {
+    let domain = domain.trim_end_matches('.');
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| InterceptError::BadJson("expected an object".into()))?;
+    let empty = |v: Option<&Value>| v.and_then(Value::as_str).is_none_or(str::is_empty);
+    if let Some(n) = name.filter(|n| !n.is_empty() && n.len() <= 63 && !n.contains('.'))
+        && empty(obj.get("Hostname"))
+    {
+        obj.insert("Hostname".into(), Value::from(n));
+    }
+    if empty(obj.get("Domainname")) && domain.len() <= MAX_DOMAINNAME {
+        obj.insert("Domainname".into(), Value::from(domain));
+    }
+    let Some(dns_addr) = dns_addr else {
+        return Ok(());
+    };
+    let host_config = obj
+        .entry("HostConfig")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if host_config.is_null() {
+        *host_config = Value::Object(Default::default());
+    }
+    let Some(hc) = host_config.as_object_mut() else {
+        return Err(InterceptError::BadJson(
+            "HostConfig is not an object".into(),
+        ));
+    };
+    let mut dns = str_slice(hc.get("Dns"));
+    if !dns.iter().any(|d| d == dns_addr) {
+        dns.push(dns_addr.to_string());
+    }
+    hc.insert("Dns".into(), Value::from(dns));
+    if str_slice(hc.get("DnsSearch")).is_empty() {
+        hc.insert("DnsSearch".into(), Value::from(vec![domain.to_string()]));
+    }
+    Ok(())
+}
+
+/// The names DNS registers for a container (from `GET /containers/{id}/json`):
+/// its name, its `Hostname.Domainname` when it has a domain, and its
+/// network aliases.
+pub fn dns_names(inspect: &Value) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |n: &str| {
+        let n = n.trim_start_matches('/');
+        if !n.is_empty() && !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    };
+    if let Some(n) = inspect.get("Name").and_then(Value::as_str) {
+        add(n);
+    }
+    let config = inspect.get("Config");
+    let field = |k: &str| {
+        config
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let (host, domain) = (field("Hostname"), field("Domainname"));
+    if !host.is_empty() && !domain.is_empty() {
+        add(&format!("{host}.{domain}"));
+    }
+    if let Some(nets) = inspect
+        .get("NetworkSettings")
+        .and_then(|n| n.get("Networks"))
+        .and_then(Value::as_object)
+    {
+        for net in nets.values() {
+            for alias in str_slice(net.get("Aliases")) {
+                add(&alias);
+            }
+        }
+    }
+    names
+}
+
 /// True when a container (from `GET /containers/{id}/json`) was created
 /// through the proxy, so its first process waits for the mesh.
 pub fn waits_for_mesh(inspect: &Value) -> bool {
@@ -253,6 +343,49 @@ mod tests {
     use super::*;
     use ipnet::Ipv4Net;
     use serde_json::json;
+
+    #[test]
+    fn dns_settings_as_weave_sets_them() {
+        let mut body = json!({"Image": "x", "HostConfig": {"Dns": ["8.8.8.8"]}});
+        set_dns(
+            &mut body,
+            Some("pingme"),
+            Some("172.17.0.1"),
+            "weave.local.",
+        )
+        .unwrap();
+        assert_eq!(body["Hostname"], "pingme");
+        assert_eq!(body["Domainname"], "weave.local");
+        assert_eq!(body["HostConfig"]["Dns"], json!(["8.8.8.8", "172.17.0.1"]));
+        assert_eq!(body["HostConfig"]["DnsSearch"], json!(["weave.local"]));
+        // What the user gave stays.
+        let mut body = json!({"Hostname": "web", "Domainname": "example.com",
+            "HostConfig": {"DnsSearch": ["example.com"], "Dns": ["172.17.0.1"]}});
+        set_dns(&mut body, Some("c1"), Some("172.17.0.1"), "weave.local.").unwrap();
+        assert_eq!(body["Hostname"], "web");
+        assert_eq!(body["Domainname"], "example.com");
+        assert_eq!(body["HostConfig"]["Dns"], json!(["172.17.0.1"]));
+        assert_eq!(body["HostConfig"]["DnsSearch"], json!(["example.com"]));
+        // No name, or one that is no hostname: no Hostname.
+        let mut body = json!({"HostConfig": null});
+        set_dns(&mut body, Some("a.b"), Some("10.0.0.1"), "weave.local.").unwrap();
+        assert!(body.get("Hostname").is_none());
+        // Names gossiped but not served here: the domain, no resolver.
+        let mut body = json!({});
+        set_dns(&mut body, Some("c"), None, "weave.local.").unwrap();
+        assert_eq!(body["Domainname"], "weave.local");
+        assert!(body.get("HostConfig").is_none());
+    }
+
+    #[test]
+    fn dns_names_of_a_container() {
+        let inspect = json!({"Name": "/pingme",
+            "Config": {"Hostname": "web", "Domainname": "weave.local"},
+            "NetworkSettings": {"Networks": {"bridge": {"Aliases": ["www", "pingme"]}}}});
+        assert_eq!(dns_names(&inspect), ["pingme", "web.weave.local", "www"]);
+        let bare = json!({"Name": "/c", "Config": {"Hostname": "3f2c9a1b", "Domainname": ""}});
+        assert_eq!(dns_names(&bare), ["c"]);
+    }
 
     #[test]
     fn routes_with_and_without_version_prefix() {

@@ -20,6 +20,8 @@ use crate::ProxyConfig;
 use crate::attach;
 use crate::intercept::{self, InterceptError, Route};
 use crate::upstream::{Body, UpstreamError, full};
+use meshnet_router::datapath::{self, Netns};
+use meshnet_router::dataplane::BRIDGE_NAME;
 
 /// Serves one client connection until it closes.
 pub async fn serve_connection(config: Arc<ProxyConfig>, stream: tokio::net::UnixStream) {
@@ -169,6 +171,21 @@ async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
     ) {
         return intercept_error(e);
     }
+    if let Some(dns) = attach::dns_settings(config.router_api).await {
+        let name = parts.uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v.into_owned())
+        });
+        if let Err(e) = intercept::set_dns(
+            &mut value,
+            name.as_deref(),
+            dns.addr.as_deref(),
+            &dns.domain,
+        ) {
+            return intercept_error(e);
+        }
+    }
     let body = value.to_string();
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts
@@ -301,9 +318,16 @@ pub async fn attach_started(
         .map_err(|e| AttachFailure::new(pid, e))?
         .unwrap_or_else(|| vec![intercept::AddrSpec::Default]);
     if if_missing && attach::is_attached(pid).await {
+        // Attached before (the router restarted): its names come back.
+        if let (Ok(host), Ok(ns)) = (Netns::current(), Netns::of_pid(pid))
+            && let Ok(Some(a)) = datapath::container_addrs(&host, &ns, BRIDGE_NAME).await
+        {
+            let names = intercept::dns_names(&inspect);
+            attach::register_names(config.router_api, full_id, &a.addrs, &names).await;
+        }
         return Ok(());
     }
-    let addrs = attach::attach(
+    let addrs = match attach::attach(
         config.router_api,
         full_id,
         pid,
@@ -311,9 +335,22 @@ pub async fn attach_started(
         config.multicast_route,
     )
     .await
-    .map_err(|e| AttachFailure::new(pid, e))?;
+    {
+        Ok(a) => a,
+        // It ran and exited while we attached (the other attach, from the
+        // start event or request, let it run): nothing wrong.
+        Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => return Ok(()),
+        Err(e) => return Err(AttachFailure::new(pid, e)),
+    };
     let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     info!(container = %full_id, addrs = %shown.join(" "), "attached");
+    // Outside the attach lock: a slow router must not delay other attaches.
+    let (api, id, names) = (
+        config.router_api,
+        full_id.to_string(),
+        intercept::dns_names(&inspect),
+    );
+    tokio::spawn(async move { attach::register_names(api, &id, &addrs, &names).await });
     Ok(())
 }
 

@@ -443,6 +443,17 @@ impl RootRouter {
     }
 
     fn start(lab: &TestLab, segment_host: &Host) -> RootRouter {
+        RootRouter::start_with(lab, segment_host, &["--proxy=false", "--plugin"])
+    }
+
+    /// The proxy's `DOCKER_HOST`.
+    fn proxy(&self) -> String {
+        format!("unix://{}", self.dir.join("run/meshnet.sock").display())
+    }
+
+    /// Like [`RootRouter::start`], with `extra` launch flags instead of the
+    /// plugin ones.
+    fn start_with(lab: &TestLab, segment_host: &Host, extra: &[&str]) -> RootRouter {
         let veth = format!("mnr{}", std::process::id() % 1_000_000);
         let peer = format!("{veth}s");
         let seg = lab.segment(segment_host.links()[0].0).netns().to_string();
@@ -482,10 +493,10 @@ impl RootRouter {
                 "--host",
                 ROOT_UNDERLAY,
                 "--status-addr=",
-                "--proxy=false",
-                "--plugin",
+                "--no-discovery",
                 "--ipalloc-init=consensus=2",
             ])
+            .args(extra)
             .output()
             .expect("running meshnet launch in the root namespace");
         assert!(
@@ -844,4 +855,106 @@ fn containers_started_while_the_router_was_down_are_attached_at_launch() {
     );
     let cidr = logs.split_whitespace().skip_while(|w| *w != "inet").nth(1);
     assert!(cidr.is_some_and(|c| in_default_range(ip_of(c))), "{logs}");
+}
+
+/// `dig @172.17.0.1 +short name` in the root namespace, against the
+/// root-namespace test router's DNS server (docker0's address).
+fn dig_docker0(name: &str) -> Vec<Ipv4Addr> {
+    let out = Command::new("dig")
+        .args(["@172.17.0.1", "+time=2", "+tries=2", "+short", name])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run dig: {e}; apt-get install bind9-dnsutils"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// weaveDNS on the real engine: host A is a router in the root namespace
+/// (its DNS on docker0, its proxy on), host B a namespace. A container
+/// named `pingme` started through B's proxy is found by name from a
+/// container started through A's proxy (`ping pingme`, `ping
+/// pingme.weave.local`); then five kill/start cycles of a container named
+/// `web` leave exactly its live address each time.
+#[test]
+fn containers_find_each_other_by_name_across_hosts() {
+    require_docker();
+    let mut lab = meshnet_tests::lab("dk-dns");
+    let seg = lab.add_segment("198.51.100.0/24").expect("adding segment");
+    lab.add_host("b", &[(seg, Ipv4Addr::new(198, 51, 100, 1))])
+        .expect("adding host b");
+    let root = RootRouter::start_with(&lab, lab.host("b"), &["--plugin=false"]);
+    let mut names = Containers::new("dns");
+    let b = lab.host("b");
+    launch(
+        b,
+        &[
+            "--nickname",
+            "b",
+            "--ipalloc-init=consensus=2",
+            ROOT_UNDERLAY,
+        ],
+    );
+    let a_proxy = root.proxy();
+    let b_proxy = proxy_of(b);
+
+    // `docker run -d --name pingme` on B; the name is the container's.
+    let pingme = names.name("pingme");
+    docker_ok_at(
+        Some(&b_proxy),
+        &["run", "-d", "--name", &pingme, "busybox", "sleep", "600"],
+    );
+    let ip = ip_of(&ethwe_addrs(None, &pingme)[0]);
+    wait_for("A's DNS to know pingme", Duration::from_secs(30), || {
+        (dig_docker0(&format!("{pingme}.weave.local")) == [ip]).then_some(())
+    });
+    // A container on A finds it by its bare name (the proxy set --dns and
+    // --dns-search) and by its full name, and reaches it across the mesh.
+    for target in [pingme.clone(), format!("{pingme}.weave.local")] {
+        let out = docker_at(
+            Some(&a_proxy),
+            &["run", "--rm", "busybox", "ping", "-c1", "-W", "5", &target],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ping {target} from A failed:\n{text}");
+        assert!(
+            text.contains(&ip.to_string()),
+            "ping {target} did not resolve to {ip}:\n{text}"
+        );
+    }
+    let resolv = docker_ok_at(
+        Some(&a_proxy),
+        &["run", "--rm", "busybox", "cat", "/etc/resolv.conf"],
+    );
+    assert!(resolv.contains("nameserver 172.17.0.1"), "{resolv}");
+    assert!(resolv.contains("search weave.local"), "{resolv}");
+
+    // A container named `web` (by hostname) on B: killed, its name goes;
+    // started, its new address is the only one.
+    let web = names.name("web");
+    docker_ok_at(
+        Some(&b_proxy),
+        &[
+            "run", "-d", "--name", &web, "-h", "web", "busybox", "sleep", "600",
+        ],
+    );
+    for round in 0..5 {
+        let live = ip_of(&ethwe_addrs(None, &web)[0]);
+        wait_for(
+            "web to resolve to its live address",
+            Duration::from_secs(30),
+            || (dig_docker0("web.weave.local") == [live]).then_some(()),
+        );
+        docker_ok_at(Some(&b_proxy), &["kill", &web]);
+        wait_for(
+            "a killed container's name to go",
+            Duration::from_secs(15),
+            || dig_docker0("web.weave.local").is_empty().then_some(()),
+        );
+        docker_ok_at(Some(&b_proxy), &["start", &web]);
+        let _ = round;
+    }
+    drop(names);
+    drop(root);
 }
