@@ -131,6 +131,38 @@ pub enum Command {
     /// Print the Docker flags that make a container use meshnet's DNS:
     /// `docker run $(meshnet dns-args) ...` (nothing when DNS is off).
     DnsArgs,
+    /// Install the CNI plugin: this binary as meshnet, weave-net and meshnet-ipam in --bin-dir,
+    /// and 10-meshnet.conflist (meshnet chained with portmap) in --conf-dir.
+    SetupCni {
+        /// Where the runtime reads network configurations.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        conf_dir: PathBuf,
+        /// Where the runtime finds plugin binaries.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// Hairpin mode on pod bridge ports (a pod reaching itself through a service).
+        #[arg(long, env = "HAIRPIN_MODE", default_value_t = true, action = clap::ArgAction::Set)]
+        hairpin_mode: bool,
+    },
+    /// Kubernetes: print the other nodes' addresses (InternalIP, else ExternalIP), for `launch`.
+    KubePeers {
+        /// This node, left out of the list (the DaemonSet passes spec.nodeName).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
+    },
+    /// Kubernetes: record this router in the peer list and take over (rmpeer) the IP space
+    /// of peers whose node was deleted, under a lock kept in a ConfigMap annotation.
+    KubeReclaim {
+        /// This node (the DaemonSet passes spec.nodeName).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: String,
+        /// Namespace of the bookkeeping ConfigMap.
+        #[arg(long, default_value = "kube-system")]
+        namespace: String,
+        /// Name of the bookkeeping ConfigMap.
+        #[arg(long, default_value = "meshnet")]
+        configmap: String,
+    },
 }
 
 /// `[IP...] [CONTAINER] [-h FQDN]` (weave's `-h`, so help is `--help` only).

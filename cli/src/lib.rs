@@ -17,8 +17,10 @@ mod dns;
 mod docker;
 mod env;
 mod expose;
+mod kube;
 pub mod lab;
 mod launch;
+mod setup_cni;
 
 use std::process::ExitCode;
 
@@ -147,6 +149,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::DnsRemove(a) => dns::remove(&env, &a.args, a.fqdn.as_deref())?,
         Command::DnsLookup { name } => dns::lookup(&env, &name)?,
         Command::DnsArgs => dns::args(&env)?,
+        Command::SetupCni {
+            conf_dir,
+            bin_dir,
+            hairpin_mode,
+        } => setup_cni::run(&env, &conf_dir, &bin_dir, hairpin_mode)?,
+        Command::KubePeers { node_name } => kube::kube_peers(node_name.as_deref())?,
+        Command::KubeReclaim {
+            node_name,
+            namespace,
+            configmap,
+        } => kube::kube_reclaim(
+            &env,
+            &kube::Bookkeeping {
+                namespace,
+                configmap,
+            },
+            &node_name,
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

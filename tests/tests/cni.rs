@@ -496,3 +496,64 @@ fn in_netns_of<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 's
     .join()
     .unwrap()
 }
+
+#[test]
+fn setup_cni_installs_into_temp_dirs_and_the_installed_plugin_serves_pods() {
+    require_root();
+    let mut lab = lab_on_one_segment("cni-setup", &["host1"]);
+    let pod = Pod::new(&mut lab, "host1", "p");
+    let h1 = lab.host("host1");
+    let (conf_dir, bins) = (lab.dir().join("net.d"), lab.dir().join("bin"));
+    let out = Command::new(meshnet_bin())
+        .args(["setup-cni", "--conf-dir"])
+        .arg(&conf_dir)
+        .arg("--bin-dir")
+        .arg(&bins)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "setup-cni: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("10-meshnet.conflist")).unwrap())
+            .unwrap();
+    assert_eq!(list["plugins"][1]["type"], "portmap");
+    std::os::unix::fs::symlink(
+        Path::new(DEBIAN_CNI_DIR).join("portmap"),
+        bins.join("portmap"),
+    )
+    .unwrap();
+    for name in ["weave-net", "meshnet-ipam"] {
+        let v = cni(h1, &bins, name, &[("CNI_COMMAND", "VERSION")], "{}").expect_ok(name);
+        assert_eq!(v["cniVersion"], "1.1.0");
+    }
+    // Run the list as a runtime would: each plugin with name and cniVersion
+    // of the list, portmap with its runtimeConfig and the previous result.
+    launch(h1, &["--ipalloc-init", "consensus=1"]);
+    let mut prev = Value::Null;
+    for plugin in list["plugins"].as_array().unwrap() {
+        let mut p = plugin.clone();
+        p["name"] = list["name"].clone();
+        p["cniVersion"] = list["cniVersion"].clone();
+        if p["type"] == "portmap" {
+            p["runtimeConfig"] = json!({"portMappings": [{"hostPort": 18081, "containerPort": 80, "protocol": "tcp"}]});
+        }
+        if !prev.is_null() {
+            p["prevResult"] = prev.clone();
+        }
+        let ty = p["type"].as_str().unwrap().to_owned();
+        prev = cni(h1, &bins, &ty, &pod.env("ADD"), &p.to_string()).expect_ok(&ty);
+    }
+    assert_eq!(prev["interfaces"][1]["name"], "eth0");
+    for plugin in list["plugins"].as_array().unwrap().iter().rev() {
+        let mut p = plugin.clone();
+        p["name"] = list["name"].clone();
+        p["cniVersion"] = list["cniVersion"].clone();
+        p["prevResult"] = prev.clone();
+        let ty = p["type"].as_str().unwrap().to_owned();
+        let r = cni(h1, &bins, &ty, &pod.env("DEL"), &p.to_string());
+        assert!(r.ok, "DEL {ty}: {} {}", r.raw, r.err);
+    }
+}
