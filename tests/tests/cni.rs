@@ -115,6 +115,7 @@ struct Pod {
     netns: String,
     path: String,
     id: String,
+    args: String,
 }
 
 impl Pod {
@@ -124,6 +125,7 @@ impl Pod {
             path: format!("/run/netns/{netns}"),
             netns,
             id: format!("{name}0123456789abcdef"),
+            args: format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"),
         }
     }
 
@@ -133,10 +135,7 @@ impl Pod {
             ("CNI_CONTAINERID", &self.id),
             ("CNI_NETNS", &self.path),
             ("CNI_IFNAME", "eth0"),
-            (
-                "CNI_ARGS",
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
-            ),
+            ("CNI_ARGS", &self.args),
         ]
     }
 
@@ -193,12 +192,22 @@ fn ipam_holds(host: &Host, id: &str) -> String {
     })
 }
 
+/// Two hosts whose routers peer and serve DNS on their underlay address
+/// (with an empty resolv.conf: no query ever leaves the lab).
 fn two_hosts(tag: &str) -> TestLab {
     require_root();
     let lab = lab_on_one_segment(tag, &["host1", "host2"]);
+    let resolv = lab.dir().join("resolv.conf");
+    std::fs::write(&resolv, "").unwrap();
     let (h1, h2) = (lab.host("host1"), lab.host("host2"));
-    launch(h1, &[h2.addr().to_string().as_str()]);
-    launch(h2, &[h1.addr().to_string().as_str()]);
+    for (h, peer) in [(h1, h2), (h2, h1)] {
+        let flags = [
+            format!("--dns-listen-address={}:53", h.addr()),
+            format!("--resolv-conf={}", resolv.display()),
+            peer.addr().to_string(),
+        ];
+        launch(h, &flags);
+    }
     lab
 }
 
@@ -248,6 +257,19 @@ fn pods_on_two_hosts_ping_then_check_and_del() {
 
     pings(&a, ipb);
     pings(&b, ipa);
+    // The pods' names are in the mesh's DNS, on the other host too.
+    let looked_up = |host: &Host, name: &str| {
+        let out = host.meshnet(&["dns-lookup", name]).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    wait_for("b's name on host1", CONVERGE, || {
+        let got = looked_up(h1, "b");
+        if got == ipb.to_string() {
+            Ok(())
+        } else {
+            Err(got)
+        }
+    });
 
     let check = with_prev(conf("1.1.0"), &ra);
     let ok = cni(h1, &bins, "meshnet", &a.env("CHECK"), &check);
@@ -272,6 +294,7 @@ fn pods_on_two_hosts_ping_then_check_and_del() {
         !ipam_holds(h2, &b.id).contains(&ipb.to_string()),
         "DEL must free the address"
     );
+    assert_eq!(looked_up(h2, "b"), "", "DEL must remove the pod's name");
     let links = String::from_utf8_lossy(&b.exec(&["ip", "-o", "link"]).stdout).into_owned();
     assert!(!links.contains("eth0"), "{links}");
     // DEL without netns (the runtime lost it) still succeeds.

@@ -6,6 +6,7 @@
 //! route); a gateway on the bridge in the pod's subnet (weave's trick: the
 //! bridge gets an address for `weave:expose`, exposed with masquerading);
 //! the default route via it; the result, chained onto `prevResult`.
+//! The pod's name (`K8S_POD_NAME`) goes into the router's DNS.
 //! DEL undoes that and succeeds when there is nothing left to undo. CHECK
 //! compares the pod with `prevResult`; GC collects attachments the runtime
 //! no longer lists; STATUS asks the router.
@@ -176,7 +177,7 @@ async fn add(conf: &NetConf, inv: &Invocation, env: &EnvArgs) -> CniResultOf<Str
                     delegated,
                 },
             );
-            register_dns(env, inv, &result);
+            register_dns(env, inv, id, &v4s(&got)).await;
             Ok(serde_json::to_string(&result.for_version(&conf.cni_version)).unwrap_or_default())
         }
         Err(e) => {
@@ -501,6 +502,7 @@ async fn del(conf: &NetConf, inv: &Invocation, env: &EnvArgs) -> CniResultOf<()>
     } else {
         ipam::delegate(Command::Del, conf, inv)?;
     }
+    unregister_dns(env, id).await;
     store::forget(env, &conf.name, id, ifname);
     Ok(())
 }
@@ -661,6 +663,7 @@ pub async fn gc_records(
             errors.push(format!("{}: {}", r.container_id, e.msg));
             continue;
         }
+        unregister_dns(env, &r.container_id).await;
         store::forget(env, &conf.name, &r.container_id, &r.ifname);
     }
     if let Some(inv) = inv
@@ -679,7 +682,17 @@ pub async fn gc_records(
     }
 }
 
-/// Registers the pod's DNS name (`K8S_POD_NAME` in `CNI_ARGS`) with the
-/// router's DNS. The router has no DNS yet, so this is the place where the
-/// registration call goes once it has; until then it does nothing.
-fn register_dns(_env: &EnvArgs, _inv: &Invocation, _result: &CniResult) {}
+/// Registers the pod's name (`K8S_POD_NAME` in `CNI_ARGS`, a single label
+/// the router puts in its DNS domain) for its addresses, under the
+/// container ID; DNS being off is fine.
+async fn register_dns(env: &EnvArgs, inv: &Invocation, id: &str, addrs: &[Ipv4Net]) {
+    if let Some(name) = inv.arg("K8S_POD_NAME").filter(|n| !n.is_empty()) {
+        let ips: Vec<Ipv4Addr> = addrs.iter().map(|a| a.addr()).collect();
+        crate::dns::register(env, id, &ips, name).await;
+    }
+}
+
+/// Removes every DNS name of the container (404 when DNS is off is fine).
+async fn unregister_dns(env: &EnvArgs, id: &str) {
+    let _ = client::call_async(env.http_addr, Method::DELETE, &format!("/name/{id}"), &[]).await;
+}
