@@ -20,6 +20,7 @@ fn topology(peers: u64, conns: u64) -> TopologyMsg {
         (0..peers)
             .map(|p| PeerRecord {
                 name: name(p),
+                key: meshnet_mesh::PublicKey([p as u8; 32]),
                 nickname: format!("host{p}"),
                 uid: PeerUid(p * 7919 + 1),
                 version: p + 3,

@@ -48,7 +48,12 @@ pub enum Command {
     Status {
         /// One of: peers, connections, targets, ipam, dns.
         sub: Option<String>,
+        /// With `peers`: also show each peer's key fingerprint.
+        #[arg(short, long)]
+        verbose: bool,
     },
+    /// Print this router's public key as one authorized-keys line (`meshnet identity >> keys`).
+    Identity,
     /// Print the router's full state as JSON.
     Report,
     /// Add peers to connect to; `--replace` drops the previous list first.

@@ -72,14 +72,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             launch::reset(&env)?;
             cleanup::sweep()?;
         }
-        Command::Status { sub } => {
+        Command::Status { sub, verbose } => {
             let path = match &sub {
                 None => "/status".to_string(),
+                Some(s) if verbose => format!("/status/{s}?verbose=true"),
                 Some(s) => format!("/status/{s}"),
             };
             print_answer(&env, Method::GET, &path, &[])?;
         }
         Command::Report => print_answer(&env, Method::GET, "/report", &[])?,
+        Command::Identity => print_answer(&env, Method::GET, "/identity", &[])?,
         Command::Connect { replace, peers } => {
             for p in &peers {
                 meshnet_mesh::check_peer(p).map_err(|e| anyhow::anyhow!("{e}"))?;

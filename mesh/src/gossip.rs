@@ -23,6 +23,16 @@ fn fnv64a(channel: &str, payload: &[u8]) -> u64 {
 }
 
 impl Mesh {
+    /// Whether a gossiped record gives a directly connected peer another key than the one it
+    /// proved it holds in our handshake: such a record is an impostor's and is dropped, so a
+    /// second key claiming a name never displaces the peer that holds it.
+    fn contradicts_neighbour(&self, r: &crate::wire::PeerRecord) -> bool {
+        self.by_peer
+            .get(&r.name)
+            .and_then(|c| self.conns.get(c))
+            .is_some_and(|c| c.info.remote_key != r.key)
+    }
+
     /// One decoded-and-decrypted message arrived on `conn`. Undecodable input or a protocol
     /// violation closes the connection with a typed reason.
     pub fn handle_message(
@@ -108,6 +118,9 @@ impl Mesh {
                 let mut deltas = Vec::new();
                 let mut fulls = Vec::new();
                 for r in records {
+                    if self.contradicts_neighbour(&r) {
+                        continue;
+                    }
                     match self.topo.apply_full(&r) {
                         FullOutcome::NotBetter => {}
                         FullOutcome::Replaced(Some(d)) => deltas.push(d),

@@ -3,6 +3,8 @@
 //! No sockets, no clock, no OS randomness: the router feeds inputs with `handle_*(.., now)`
 //! and drains outputs with `poll_*`. Layout:
 //! - [`ids`]: peer names, uids, short ids, connection handles.
+//! - [`keys`]: static public keys, fingerprints, derived names, the authorized-keys format.
+//! - [`admission`]: who may connect (identity checks, typed refusals, believing a refusal).
 //! - [`wire`]: one file per wire format (header, hello, message, topology payloads).
 //! - [`mesh`]: the [`Mesh`] state machine and its inputs/outputs; its behaviour is split
 //!   over `gossip.rs` (message dispatch, channels), `maker.rs` (connection targets),
@@ -12,9 +14,11 @@
 //! - [`status`]: the status snapshot (weave's JSON field names).
 //! - `sim` (feature `sim`, and in tests): a deterministic N-peer simulator.
 
+pub mod admission;
 pub mod dns;
 mod gossip;
 pub mod ids;
+pub mod keys;
 mod maker;
 pub mod mesh;
 #[cfg(test)]
@@ -31,7 +35,9 @@ mod targets;
 mod topology;
 pub mod wire;
 
+pub use admission::check_identity;
 pub use ids::{ConnId, PeerName, PeerNameError, PeerUid, ShortId};
+pub use keys::{AuthorizedKeys, AuthorizedKeysError, PublicKey};
 pub use mesh::{
     Action, Channels, CloseReason, Config, ConnError, ConnInfo, Event, Mesh, NoChannels, NoRoute,
     Transmit,
@@ -43,5 +49,6 @@ pub use status::{
 pub use targets::check_peer;
 pub use wire::{
     DecodeError, GossipMsg, GossipUnicastMsg, HEADER_LEN, Header, HeaderError, Hello,
-    MAX_MESSAGE_LEN, Message, PROTOCOL_MAX, PROTOCOL_MIN,
+    MAX_MESSAGE_LEN, Message, PROTOCOL_MAX, PROTOCOL_MIN, Refusal, RefusalCode, Verdict,
+    VerdictFrame,
 };

@@ -81,21 +81,15 @@ impl Mesh {
             .collect()
     }
 
-    /// A dial (or its handshake) for `target` failed. When the remote refused the handshake,
-    /// pass its reason verbatim: a refusal for connect-to-self or a name collision is never
-    /// retried.
+    /// A dial (or its handshake) for `target` failed before both ends were authenticated
+    /// (I/O, timeout, wrong password, an unauthenticated refusal): retry with backoff. A
+    /// refusal after an authenticated handshake goes to [`Mesh::handle_refused`] instead.
     pub fn handle_dial_failed(&mut self, target: &str, error: String, now: Instant) {
         self.touch_now(now);
         if let Some(t) = self.targets.get_mut(target)
             && t.state == TargetState::Attempting
         {
-            // The responder refused us in the handshake for a reason that will not go
-            // away (we dialled ourselves, or our name is taken): never retry.
-            if ConnError::is_permanent(&error) {
-                t.fail_forever(error);
-            } else {
-                t.backoff(Some(error), now, &mut self.rng);
-            }
+            t.backoff(Some(error), now, &mut self.rng);
         }
         self.refresh_targets();
     }
@@ -120,7 +114,11 @@ impl Mesh {
                 t.peer = Some(hello.name);
                 t.state = TargetState::Connected;
             }
-            ConnError::ConnLimit(_) | ConnError::UnknownPeer { .. } => {
+            ConnError::ConnLimit(_)
+            | ConnError::UnknownPeer { .. }
+            | ConnError::NameNotDerived { .. }
+            | ConnError::UnknownKey { .. }
+            | ConnError::KeyMismatch { .. } => {
                 t.backoff(Some(err.to_string()), self.now, &mut self.rng);
             }
         }

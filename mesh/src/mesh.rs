@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
+pub use crate::admission::ConnError;
 use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
+use crate::keys::{AuthorizedKeys, PublicKey};
 use crate::routes::{self, Unicast};
 use crate::targets::{TargetState, Targets};
 use crate::topology::{HelloOutcome, Topology};
@@ -48,6 +50,8 @@ pub const TOPOLOGY_CHANNEL: &str = "topology";
 pub struct Config {
     /// Our peer name.
     pub name: PeerName,
+    /// Our static Noise public key (gossiped in our record).
+    pub key: PublicKey,
     /// Our nickname.
     pub nickname: String,
     /// Our incarnation uid (random, non-zero).
@@ -75,6 +79,8 @@ pub struct ConnInfo {
     pub target: Option<String>,
     /// The conn_half we sent in our Hello.
     pub local_conn_half: u64,
+    /// The static key the remote proved it holds in the handshake.
+    pub remote_key: PublicKey,
 }
 
 /// Bytes for the router to send on a connection.
@@ -106,6 +112,9 @@ pub enum CloseReason {
     /// The peer broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The peer's key was removed from the authorized keys.
+    #[error("key {0} is no longer in --authorized-keys")]
+    KeyNotAuthorized(PublicKey),
 }
 
 /// Output for the router.
@@ -164,50 +173,6 @@ pub enum Event {
         /// Its bytes (after the tag).
         bytes: Vec<u8>,
     },
-}
-
-/// Why `handle_connection` refused a connection.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnError {
-    /// We dialled ourselves.
-    #[error("cannot connect to ourself")]
-    ConnectToSelf,
-    /// Someone else uses our name.
-    #[error(
-        "Peer name collision: {0} is used by another router (uid {1}); give each host its own --name or identity"
-    )]
-    NameCollision(PeerName, PeerUid),
-    /// Too many connections.
-    #[error("Connection limit reached ({0})")]
-    ConnLimit(usize),
-    /// A discovered target answered with a name we did not expect.
-    #[error("Found unknown remote name: {name} at {addr}")]
-    UnknownPeer {
-        /// The name it gave.
-        name: PeerName,
-        /// Where.
-        addr: SocketAddr,
-    },
-    /// Lost the duplicate-connection tie-break.
-    #[error("Multiple connections to {peer} added to {ours}")]
-    Duplicate {
-        /// The remote peer.
-        peer: PeerName,
-        /// Us.
-        ours: PeerName,
-    },
-}
-
-impl ConnError {
-    /// Text that marks a permanent refusal (see [`ConnError::is_permanent`]).
-    const COLLISION_PREFIX: &str = "Peer name collision";
-
-    /// Whether an error message (ours, or a remote's refusal carried in the handshake)
-    /// means the target must never be retried.
-    pub fn is_permanent(message: &str) -> bool {
-        message.contains(&ConnError::ConnectToSelf.to_string())
-            || message.contains(Self::COLLISION_PREFIX)
-    }
 }
 
 /// `gossip_unicast` found no route to the destination.
@@ -302,6 +267,8 @@ pub struct Mesh {
     pub(crate) accept_tokens: u32,
     pub(crate) accept_refilled: Instant,
     pub(crate) termination_count: u64,
+    /// `--authorized-keys`: when set, only these keys may connect.
+    pub(crate) authorized: Option<AuthorizedKeys>,
 }
 
 impl Mesh {
@@ -309,6 +276,7 @@ impl Mesh {
     pub fn new(config: Config, now: Instant) -> Mesh {
         let topo = Topology::new(
             config.name,
+            config.key,
             config.nickname.clone(),
             config.uid,
             config.short_id,
@@ -340,12 +308,18 @@ impl Mesh {
             accept_tokens: ACCEPT_BURST,
             accept_refilled: now,
             termination_count: 0,
+            authorized: None,
         }
     }
 
     /// Our peer name.
     pub fn name(&self) -> PeerName {
         self.config.name
+    }
+
+    /// Our static public key.
+    pub fn key(&self) -> PublicKey {
+        self.config.key
     }
 
     /// The handshake payload to send on a new connection. The router fills `name_derived`
@@ -412,7 +386,7 @@ impl Mesh {
             return result;
         }
         let conn_uid = info.local_conn_half ^ hello.conn_half;
-        match self.topo.note_hello(&hello) {
+        match self.topo.note_hello(&hello, info.remote_key) {
             HelloOutcome::Restarted => self.events.push_back(Event::PeerRestarted(hello.name)),
             HelloOutcome::New | HelloOutcome::Known => {}
         }
@@ -459,6 +433,7 @@ impl Mesh {
     /// The checks weave makes before adding a connection, including the duplicate
     /// tie-break, which closes the losing existing connection right away.
     fn admit(&mut self, conn: ConnId, info: &ConnInfo, hello: &Hello) -> Result<(), ConnError> {
+        self.check_identity(info, hello)?;
         if hello.name == self.config.name {
             return Err(if hello.uid == self.config.uid {
                 ConnError::ConnectToSelf

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
+use crate::keys::PublicKey;
 use crate::mesh::{
     ACCEPT_BURST, Action, CloseReason, Config, ConnError, ConnInfo, Event, HEARTBEAT_INTERVAL,
     HEARTBEAT_TIMEOUT, Mesh, NoChannels, UPDATE_COALESCE,
@@ -18,6 +19,7 @@ fn mesh(now: Instant) -> Mesh {
     Mesh::new(
         Config {
             name: name(1),
+            key: key(1),
             nickname: "one".into(),
             uid: PeerUid(11),
             short_id: ShortId::new(1).unwrap(),
@@ -44,12 +46,19 @@ fn hello(n: u64, uid: u64, half: u64) -> Hello {
     }
 }
 
-fn inbound(port: u16, half: u64) -> ConnInfo {
+/// Peer `n` holds key `[n; 32]`.
+fn key(n: u64) -> PublicKey {
+    PublicKey([n as u8; 32])
+}
+
+/// An inbound connection from peer `n` (who proved it holds `key(n)`).
+fn inbound(port: u16, half: u64, n: u64) -> ConnInfo {
     ConnInfo {
         outbound: false,
         remote_addr: format!("192.0.2.9:{port}").parse().unwrap(),
         target: None,
         local_conn_half: half,
+        remote_key: key(n),
     }
 }
 
@@ -74,7 +83,7 @@ fn accept_throttle_is_a_token_bucket() {
 fn connection_up_full_state_heartbeat_and_timeout() {
     let t0 = Instant::now();
     let mut m = mesh(t0);
-    m.handle_connection(ConnId(1), inbound(1000, 5), hello(2, 22, 7), t0)
+    m.handle_connection(ConnId(1), inbound(1000, 5, 2), hello(2, 22, 7), t0)
         .unwrap();
     assert_eq!(m.poll_event(), Some(Event::PeerAdded(name(2))));
     assert_eq!(
@@ -163,12 +172,12 @@ fn duplicate_smaller_uid_wins_and_loser_closes_at_once() {
     let t0 = Instant::now();
     let mut m = mesh(t0);
     // Shared uids: 5^7 = 2, then 8^1 = 9 (loses), then 3^2 = 1 (wins over 2).
-    m.handle_connection(ConnId(1), inbound(1000, 5), hello(2, 22, 7), t0)
+    m.handle_connection(ConnId(1), inbound(1000, 5, 2), hello(2, 22, 7), t0)
         .unwrap();
-    let lost = m.handle_connection(ConnId(2), inbound(1001, 8), hello(2, 22, 1), t0);
+    let lost = m.handle_connection(ConnId(2), inbound(1001, 8, 2), hello(2, 22, 1), t0);
     assert!(matches!(lost, Err(ConnError::Duplicate { .. })));
     assert!(drain_actions(&mut m).is_empty());
-    m.handle_connection(ConnId(3), inbound(1002, 3), hello(2, 22, 2), t0)
+    m.handle_connection(ConnId(3), inbound(1002, 3, 2), hello(2, 22, 2), t0)
         .unwrap();
     let actions = drain_actions(&mut m);
     assert!(matches!(
@@ -183,7 +192,7 @@ fn duplicate_smaller_uid_wins_and_loser_closes_at_once() {
     m.handle_closed(ConnId(1), "closed", t0);
     assert_eq!(m.conn_to(name(2)), Some(ConnId(3)));
     // Equal uids: both go.
-    let equal = m.handle_connection(ConnId(4), inbound(1003, 1), hello(2, 22, 0), t0);
+    let equal = m.handle_connection(ConnId(4), inbound(1003, 1, 2), hello(2, 22, 0), t0);
     assert!(equal.is_err());
     assert!(matches!(
         drain_actions(&mut m).as_slice(),
@@ -199,24 +208,20 @@ fn self_collision_limit_and_protocol_violations() {
     let t0 = Instant::now();
     let mut m = mesh(t0);
     assert_eq!(
-        m.handle_connection(ConnId(1), inbound(1, 0), hello(1, 11, 0), t0),
+        m.handle_connection(ConnId(1), inbound(1, 0, 1), hello(1, 11, 0), t0),
         Err(ConnError::ConnectToSelf)
     );
     let collision = m
-        .handle_connection(ConnId(1), inbound(1, 0), hello(1, 99, 0), t0)
+        .handle_connection(ConnId(1), inbound(1, 0, 1), hello(1, 99, 0), t0)
         .unwrap_err();
-    assert!(ConnError::is_permanent(&collision.to_string()));
-    assert!(ConnError::is_permanent(&format!(
-        "refused by peer: {}",
-        ConnError::ConnectToSelf
-    )));
-    assert!(!ConnError::is_permanent("connection refused"));
-    m.handle_connection(ConnId(2), inbound(2, 0), hello(2, 22, 0), t0)
+    assert!(collision.refusal().code.is_permanent());
+    assert!(ConnError::ConnectToSelf.refusal().code.is_permanent());
+    m.handle_connection(ConnId(2), inbound(2, 0, 2), hello(2, 22, 0), t0)
         .unwrap();
-    m.handle_connection(ConnId(3), inbound(3, 0), hello(3, 33, 0), t0)
+    m.handle_connection(ConnId(3), inbound(3, 0, 3), hello(3, 33, 0), t0)
         .unwrap();
     assert_eq!(
-        m.handle_connection(ConnId(4), inbound(4, 0), hello(4, 44, 0), t0),
+        m.handle_connection(ConnId(4), inbound(4, 0, 4), hello(4, 44, 0), t0),
         Err(ConnError::ConnLimit(2))
     );
     drain_actions(&mut m);
@@ -244,7 +249,7 @@ fn self_collision_limit_and_protocol_violations() {
     ));
     // Empty and unknown-tag messages are ignored.
     let mut m = mesh(t0);
-    m.handle_connection(ConnId(2), inbound(2, 0), hello(2, 22, 0), t0)
+    m.handle_connection(ConnId(2), inbound(2, 0, 2), hello(2, 22, 0), t0)
         .unwrap();
     m.handle_message(ConnId(2), &[], t0, &mut NoChannels);
     m.handle_message(ConnId(2), &[2, 1, 2, 3], t0, &mut NoChannels);
@@ -289,7 +294,7 @@ fn connect_validates_and_dials_with_backoff() {
 fn status_serialises_with_weave_field_names() {
     let t0 = Instant::now();
     let mut m = mesh(t0);
-    m.handle_connection(ConnId(1), inbound(1000, 5), hello(2, 22, 7), t0)
+    m.handle_connection(ConnId(1), inbound(1000, 5, 2), hello(2, 22, 7), t0)
         .unwrap();
     let st = m.status(t0);
     let json = serde_json_like(&st);
@@ -344,12 +349,12 @@ mod hostile {
         ) {
             let t0 = Instant::now();
             let mut m = mesh(t0);
-            m.handle_connection(ConnId(1), inbound(1, 0), hello(2, 22, 0), t0).unwrap();
+            m.handle_connection(ConnId(1), inbound(1, 0, 2), hello(2, 22, 0), t0).unwrap();
             for (i, bytes) in raw.iter().enumerate() {
                 m.handle_message(ConnId(1), bytes, t0 + Duration::from_millis(i as u64), &mut NoChannels);
             }
             let mut m = mesh(t0);
-            m.handle_connection(ConnId(1), inbound(1, 0), hello(2, 22, 0), t0).unwrap();
+            m.handle_connection(ConnId(1), inbound(1, 0, 2), hello(2, 22, 0), t0).unwrap();
             for (i, p) in topo.into_iter().enumerate() {
                 let mut payload = vec![1u8];
                 payload.extend(p);
@@ -406,6 +411,7 @@ mod hostile {
         )
             .prop_map(|(n, uid, version, conns)| crate::wire::PeerRecord {
                 name: n,
+                key: PublicKey([uid as u8; 32]),
                 nickname: String::new(),
                 uid: PeerUid(uid),
                 version,
@@ -430,7 +436,7 @@ mod hostile {
         fn hostile_topology_keeps_our_record(msgs in proptest::collection::vec(topology_msg(), 1..12)) {
             let t0 = Instant::now();
             let mut m = mesh(t0);
-            m.handle_connection(ConnId(1), inbound(1, 0), hello(2, 22, 0), t0).unwrap();
+            m.handle_connection(ConnId(1), inbound(1, 0, 2), hello(2, 22, 0), t0).unwrap();
             for (i, msg) in msgs.into_iter().enumerate() {
                 let now = t0 + Duration::from_millis(300 * i as u64);
                 m.handle_message(ConnId(1), &topology_bytes(msg.encode()), now, &mut NoChannels);
@@ -442,4 +448,80 @@ mod hostile {
             prop_assert_eq!(st.connections.iter().filter(|c| c.conn.is_some()).count(), 1);
         }
     }
+}
+
+#[test]
+fn removing_a_key_from_the_allow_list_drops_its_connections() {
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    let list = |ns: &[u64]| {
+        let text: String = ns
+            .iter()
+            .map(|n| key(*n).authorized_line("") + "\n")
+            .collect();
+        crate::keys::AuthorizedKeys::parse(&text).unwrap()
+    };
+    m.set_authorized_keys(Some(list(&[2])), t0);
+    m.handle_connection(ConnId(1), inbound(1, 0, 2), hello(2, 22, 0), t0)
+        .unwrap();
+    let e = m
+        .handle_connection(ConnId(2), inbound(2, 0, 3), hello(3, 33, 0), t0)
+        .unwrap_err();
+    assert!(matches!(e, ConnError::UnknownKey { .. }), "{e}");
+    drain_actions(&mut m);
+    assert_eq!(m.set_authorized_keys(Some(list(&[2, 3])), t0), vec![]);
+    assert_eq!(m.set_authorized_keys(Some(list(&[3])), t0), vec![name(2)]);
+    assert!(matches!(
+        drain_actions(&mut m).as_slice(),
+        [Action::Close {
+            conn: ConnId(1),
+            reason: CloseReason::KeyNotAuthorized(_)
+        }]
+    ));
+    assert_eq!(m.conn_to(name(2)), None);
+    // Clearing the list lets everyone in again.
+    assert_eq!(m.set_authorized_keys(None, t0), vec![]);
+    m.handle_connection(ConnId(3), inbound(3, 0, 4), hello(4, 44, 0), t0)
+        .unwrap();
+}
+
+#[test]
+fn a_refusal_is_believed_only_from_a_peer_that_passes_our_checks() {
+    use crate::wire::{Refusal, RefusalCode};
+    let t0 = Instant::now();
+    let mut m = mesh(t0);
+    // We know peer 2 under key(2).
+    m.handle_connection(ConnId(1), inbound(1, 0, 2), hello(2, 22, 0), t0)
+        .unwrap();
+    m.connect(&["192.0.2.7".into()], false, t0).unwrap();
+    let dial = drain_actions(&mut m);
+    assert!(matches!(dial.as_slice(), [Action::Dial { .. }]), "{dial:?}");
+    let info = |n: u64| ConnInfo {
+        outbound: true,
+        target: Some("192.0.2.7".into()),
+        ..inbound(6783, 0, n)
+    };
+    let permanent = Refusal::new(RefusalCode::NameCollision, "taken");
+    // An impostor claiming 2's name with key(9): its refusal is ignored and we retry.
+    let ours = m.handle_refused(&info(9), &hello(2, 22, 0), &permanent, t0);
+    assert!(matches!(ours, Err(ConnError::KeyMismatch { .. })));
+    let st = m.status(t0);
+    let t = st
+        .connections
+        .iter()
+        .find(|c| c.address == "192.0.2.7:6783");
+    assert!(t.unwrap().retry_in.is_some(), "{t:?}");
+    // The same refusal from a peer that passes our checks stops the target.
+    m.connect(&["192.0.2.7".into()], false, t0).unwrap();
+    drain_actions(&mut m);
+    assert_eq!(
+        m.handle_refused(&info(5), &hello(5, 55, 0), &permanent, t0),
+        Ok(())
+    );
+    let st = m.status(t0);
+    let t = st
+        .connections
+        .iter()
+        .find(|c| c.address == "192.0.2.7:6783");
+    assert_eq!(t.unwrap().state, crate::status::ConnState::Failed);
 }

@@ -142,7 +142,14 @@ mod tests {
 
     /// Builds a topology seen from peer 1 with the given directed connections.
     fn topo(edges: &[(u64, u64, bool)]) -> Topology {
-        let mut t = Topology::new(name(1), "p1".into(), PeerUid(1), ShortId::default(), 1);
+        let mut t = Topology::new(
+            name(1),
+            crate::keys::PublicKey([1; 32]),
+            "p1".into(),
+            PeerUid(1),
+            ShortId::default(),
+            1,
+        );
         let mut by_peer: BTreeMap<u64, Vec<(PeerName, ConnSummary)>> = BTreeMap::new();
         for (a, b, est) in edges {
             let c = ConnSummary {
@@ -159,6 +166,7 @@ mod tests {
         for (p, conns) in by_peer {
             t.apply_full(&PeerRecord {
                 name: name(p),
+                key: crate::keys::PublicKey([p as u8; 32]),
                 nickname: String::new(),
                 uid: PeerUid(p),
                 version: 1,

@@ -116,7 +116,6 @@ struct Pending {
     cj: ConnId,
     info_j: ConnInfo,
     hello_j: Hello,
-    target: String,
 }
 
 /// Handshake stages as the router runs them: the responder asks its mesh when message 3
@@ -145,6 +144,11 @@ enum Ev {
         at: usize,
         p: Box<Pending>,
     },
+    Refused {
+        at: usize,
+        p: Box<Pending>,
+        refusal: crate::wire::Refusal,
+    },
     Data {
         at: usize,
         conn: ConnId,
@@ -165,6 +169,7 @@ impl Ev {
             | Ev::Msg2 { at, .. }
             | Ev::Msg3 { at, .. }
             | Ev::Verdict { at, .. }
+            | Ev::Refused { at, .. }
             | Ev::Data { at, .. }
             | Ev::Closed { at, .. } => *at,
         }
@@ -205,6 +210,13 @@ pub struct Sim {
     pub bytes: Vec<BTreeMap<&'static str, u64>>,
     /// Dial actions per peer so far.
     pub dials: Vec<u64>,
+}
+
+/// Static key of simulated peer `i`.
+pub fn peer_key(i: usize) -> crate::keys::PublicKey {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    crate::keys::PublicKey(k)
 }
 
 /// Name of simulated peer `i`: `02:00:00:00:HH:LL` with HHLL = i + 1.
@@ -274,6 +286,7 @@ impl Sim {
             .map(|i| {
                 let mut config = Config {
                     name: peer_name(i),
+                    key: peer_key(i),
                     nickname: format!("p{i}"),
                     uid: PeerUid(rng.random_range(1..u64::MAX)),
                     short_id: ShortId::from_low_bits(rng.random::<u64>()),
@@ -584,12 +597,14 @@ impl Sim {
                     remote_addr: self.peers[to].addr,
                     target: Some(target.clone()),
                     local_conn_half: hi,
+                    remote_key: self.peers[to].config.key,
                 };
                 let info_j = ConnInfo {
                     outbound: false,
                     remote_addr: ephemeral,
                     target: None,
                     local_conn_half: hj,
+                    remote_key: self.peers[from].config.key,
                 };
                 let hello_i = self.peers[from].mesh.hello(hi, false);
                 let hello_j = self.peers[to].mesh.hello(hj, false);
@@ -602,7 +617,6 @@ impl Sim {
                     cj,
                     info_j,
                     hello_j,
-                    target,
                 });
                 self.send_over(to, Some(cj), from, Ev::Msg2 { at: from, p });
             }
@@ -629,15 +643,19 @@ impl Sim {
                 match verdict {
                     Ok(()) => self.send_over(at, Some(cj), from, Ev::Verdict { at: from, p }),
                     Err(e) => {
-                        // Refused in the handshake: the initiator sees a failed dial.
+                        // Refused after the handshake: the initiator gets the typed refusal.
                         self.socks.remove(&(at, cj));
-                        self.socks.remove(&(from, p.ci));
-                        let ev = Ev::DialFailed {
-                            at: from,
-                            target: p.target.clone(),
-                            error: format!("refused by peer: {e}"),
-                        };
-                        self.send_over(at, None, from, ev);
+                        let refusal = e.refusal();
+                        self.send_over(
+                            at,
+                            None,
+                            from,
+                            Ev::Refused {
+                                at: from,
+                                p,
+                                refusal,
+                            },
+                        );
                     }
                 }
             }
@@ -662,6 +680,12 @@ impl Sim {
                     };
                     self.send_over(at, Some(p.ci), p.responder, ev);
                 }
+            }
+            Ev::Refused { at, p, refusal } => {
+                self.socks.remove(&(at, p.ci));
+                let _ = self.peers[at]
+                    .mesh
+                    .handle_refused(&p.info_i, &p.hello_j, &refusal, now);
             }
             Ev::Data { at, conn, bytes } => {
                 if self.socks.get(&(at, conn)).is_some_and(|s| s.open) {

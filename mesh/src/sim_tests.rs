@@ -168,7 +168,9 @@ fn connect_to_self_and_name_collision_are_not_retried() {
     // Peer 1 wrongly uses peer 0's name.
     let mut sim = Sim::with_config(3, 11, |i, c| {
         if i == 1 {
+            // Cloned state: the same key, hence the same name, in another incarnation.
             c.name = peer_name(0);
+            c.key = crate::sim::peer_key(0);
         }
     });
     sim.connect(0, 0);
@@ -553,4 +555,38 @@ fn twenty_peer_chain_with_discovery_meshes_fast_and_idles_quietly() {
         "busiest peer sent {max} bytes in an idle minute"
     );
     assert!(sim.converged(), "{:?}", sim.divergence());
+}
+
+#[test]
+fn a_second_key_claiming_a_name_never_displaces_its_holder() {
+    // 2 is launched with --name of 1 but holds its own key.
+    let mut sim = Sim::with_config(3, 23, |i, c| {
+        c.discovery = false;
+        if i == 2 {
+            c.name = peer_name(1);
+        }
+    });
+    sim.connect(0, 1);
+    sim.run_for(secs(5));
+    let holder = Some(crate::sim::peer_key(1).fingerprint());
+    let key_at_0 = |sim: &Sim| {
+        let st = sim.peers[0].mesh.status(sim.now());
+        st.peers
+            .into_iter()
+            .find(|p| p.name == peer_name(1))
+            .and_then(|p| p.key)
+    };
+    assert_eq!(key_at_0(&sim), holder);
+    let conn = sim.peers[0].mesh.conn_to(peer_name(1));
+    assert!(conn.is_some());
+    for _ in 0..20 {
+        sim.connect(2, 0);
+        sim.run_for(secs(3));
+        assert_eq!(key_at_0(&sim), holder);
+        assert_eq!(sim.peers[0].mesh.conn_to(peer_name(1)), conn);
+    }
+    let st2 = sim.peers[2].mesh.status(sim.now());
+    let refused = st2.connections.iter().find_map(|c| c.error.clone());
+    let refused = refused.expect("2 records why it was refused");
+    assert!(refused.contains("under key"), "{refused}");
 }

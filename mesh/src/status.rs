@@ -100,6 +100,9 @@ pub struct PeerStatus {
     /// Its topology version.
     #[serde(rename = "Version")]
     pub version: u64,
+    /// The fingerprint of its static key (`SHA256:...`), when known.
+    #[serde(rename = "KeyFingerprint")]
+    pub key: Option<String>,
     /// Its connections as it reports them.
     #[serde(rename = "Connections")]
     pub connections: Vec<PeerConnStatus>,
@@ -223,6 +226,7 @@ impl Mesh {
                 uid: p.uid,
                 short_id: p.short_id,
                 version: p.version,
+                key: p.key.map(|k| k.fingerprint()),
                 connections: p
                     .conns
                     .iter()

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{PeerName, PeerUid, ShortId};
+use crate::keys::PublicKey;
 use crate::wire::{ConnSummary, Hello, PeerDelta, PeerRecord};
 
 /// Uid of a placeholder: a peer known only as the far end of someone's connection.
@@ -13,6 +14,8 @@ const PLACEHOLDER_UID: PeerUid = PeerUid(0);
 /// One peer as we currently believe it to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Peer {
+    /// Its static key (placeholders have none).
+    pub key: Option<PublicKey>,
     pub nickname: String,
     pub uid: PeerUid,
     pub version: u64,
@@ -24,6 +27,7 @@ pub(crate) struct Peer {
 impl Peer {
     fn placeholder() -> Peer {
         Peer {
+            key: None,
             nickname: String::new(),
             uid: PLACEHOLDER_UID,
             version: 0,
@@ -39,6 +43,7 @@ impl Peer {
 
     fn from_record(r: &PeerRecord) -> Peer {
         Peer {
+            key: Some(r.key),
             nickname: r.nickname.clone(),
             uid: r.uid,
             version: r.version,
@@ -125,12 +130,14 @@ pub(crate) struct Topology {
 impl Topology {
     pub fn new(
         ours: PeerName,
+        key: PublicKey,
         nickname: String,
         uid: PeerUid,
         short_id: ShortId,
         port: u16,
     ) -> Self {
         let me = Peer {
+            key: Some(key),
             nickname,
             uid,
             version: 1,
@@ -260,9 +267,15 @@ impl Topology {
         }
     }
 
-    /// Records what a peer said in its handshake.
-    pub fn note_hello(&mut self, hello: &Hello) -> HelloOutcome {
+    /// The key the mesh knows `name` under, if any.
+    pub fn key_of(&self, name: PeerName) -> Option<PublicKey> {
+        self.peers.get(&name).and_then(|p| p.key)
+    }
+
+    /// Records what a peer said in its handshake, and the key it proved it holds.
+    pub fn note_hello(&mut self, hello: &Hello, key: PublicKey) -> HelloOutcome {
         let fresh = Peer {
+            key: Some(key),
             nickname: hello.nickname.clone(),
             uid: hello.uid,
             version: 0,
@@ -394,6 +407,7 @@ impl Topology {
         let p = self.peers.get(&name).filter(|p| !p.is_placeholder())?;
         Some(PeerRecord {
             name,
+            key: p.key?,
             nickname: p.nickname.clone(),
             uid: p.uid,
             version: p.version,
@@ -469,6 +483,7 @@ mod tests {
     fn topo(n: u64, uid: u64) -> Topology {
         Topology::new(
             name(n),
+            PublicKey([n as u8; 32]),
             format!("p{n}"),
             PeerUid(uid),
             ShortId::new(n as u16).unwrap(),
@@ -507,6 +522,7 @@ mod tests {
         let mut a = topo(1, 11);
         let rec = |uid, version| PeerRecord {
             name: name(5),
+            key: PublicKey([5; 32]),
             nickname: String::new(),
             uid: PeerUid(uid),
             version,

@@ -39,6 +39,7 @@ pub fn read_only(api: Api) -> Router {
         .route("/status", get(status_summary))
         .route("/status/{sub}", get(status_sub))
         .route("/report", get(report))
+        .route("/identity", get(identity))
         .route("/metrics", get(metrics_text))
         .route("/domain", get(dns_domain))
         .route("/dns-address", get(dns_address))
@@ -86,13 +87,26 @@ async fn status_summary(State(api): State<Api>) -> Response {
     }
 }
 
-async fn status_sub(State(api): State<Api>, Path(sub): Path<String>) -> Response {
+async fn identity(State(api): State<Api>) -> Response {
+    match api.snapshot().await {
+        Ok(s) => text(status::identity_line(&s)),
+        Err(r) => r,
+    }
+}
+
+async fn status_sub(
+    State(api): State<Api>,
+    Path(sub): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let snap = match api.snapshot().await {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let verbose = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "verbose" && v == "true");
     match sub.as_str() {
-        "peers" => text(status::peers(&snap)),
+        "peers" => text(status::peers(&snap, verbose)),
         "connections" => text(status::connections(&snap)),
         "targets" => text(status::targets(&snap)),
         "ipam" => text(status::ipam(&snap)),

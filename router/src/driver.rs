@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, PeerName};
+use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, PeerName, Verdict};
 
 use crate::dataplane::{ConnMeta, Dataplane, Heartbeats};
 use crate::dns::{DnsRequest, DnsService, DnsSnapshot};
@@ -17,13 +17,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::control::conn::{self, ConnReport, Local, SEND_QUEUE};
+use crate::control::conn::{self, Answer, ConnReport, Local, SEND_QUEUE};
 use crate::persist;
 
 /// A consistent view of the router for status, report and metrics.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub mesh: meshnet_mesh::Status,
+    /// Our static public key.
+    pub public_key: meshnet_mesh::PublicKey,
+    /// How many keys `--authorized-keys` lists, when it is set.
+    pub authorized_keys: Option<usize>,
     pub encryption: bool,
     pub trusted_subnets: Vec<String>,
     /// IPAM, when enabled.
@@ -303,9 +307,21 @@ impl Driver {
                 conn,
                 info,
                 hello,
+                remote,
                 reply,
             } => {
                 let peer = hello.name;
+                if let Some(Verdict::Refused(refusal)) = &remote {
+                    let answer = match self.parts.mesh.handle_refused(&info, &hello, refusal, now) {
+                        Ok(()) => Answer::PeerRefused,
+                        Err(e) => {
+                            warn!(peer = %peer, error = %e, "ignoring the refusal of a peer we refuse");
+                            Answer::Refuse(e.refusal())
+                        }
+                    };
+                    let _ = reply.send(answer);
+                    return;
+                }
                 let meta = ConnMeta {
                     remote_ip: info.remote_addr.ip(),
                     remote_trusts_us: hello.trusted,
@@ -316,7 +332,7 @@ impl Driver {
                         self.conn_meta.insert(conn, meta);
                         let (tx, rx) = mpsc::channel(SEND_QUEUE);
                         self.writers.insert(conn, tx);
-                        if reply.send(Ok(rx)).is_err() {
+                        if reply.send(Answer::Accept(rx)).is_err() {
                             self.writers.remove(&conn);
                             self.parts
                                 .mesh
@@ -324,8 +340,8 @@ impl Driver {
                         }
                     }
                     Err(e) => {
-                        info!(peer = %peer, error = %e, "connection refused");
-                        let _ = reply.send(Err(e.to_string()));
+                        warn!(peer = %peer, error = %e, "connection refused");
+                        let _ = reply.send(Answer::Refuse(e.refusal()));
                     }
                 }
             }
@@ -352,6 +368,8 @@ impl Driver {
             ApiRequest::Snapshot(reply) => {
                 let _ = reply.send(Snapshot {
                     mesh: self.parts.mesh.status(now),
+                    public_key: self.parts.mesh.key(),
+                    authorized_keys: self.parts.mesh.authorized_keys().map(|k| k.len()),
                     encryption: self.parts.encryption,
                     trusted_subnets: self
                         .parts

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use meshnet_mesh::PeerName;
+use meshnet_mesh::{PeerName, PublicKey};
 
 use crate::persist::{self, PersistError};
 
@@ -18,14 +18,14 @@ pub const KEY_FILE: &str = "identity.key";
 /// A Noise static key pair (X25519).
 pub struct Identity {
     pub private: Vec<u8>,
-    pub public: Vec<u8>,
+    pub public: PublicKey,
 }
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
             .field("private", &"<redacted>")
-            .field("public", &hex(&self.public))
+            .field("public", &self.public)
             .finish()
     }
 }
@@ -59,37 +59,30 @@ impl Identity {
                 reason: format!("cannot generate a key pair: {e}"),
             })?;
         persist::write_atomic(&path, &keypair.private)?;
+        let public =
+            PublicKey::from_slice(&keypair.public).ok_or_else(|| PersistError::Corrupt {
+                path: path.clone(),
+                reason: "generated public key is not 32 bytes".into(),
+            })?;
         Ok(Identity {
             private: keypair.private,
-            public: keypair.public,
+            public,
         })
     }
 
     /// The peer name this key stands for.
     pub fn peer_name(&self) -> PeerName {
-        derive_name(&self.public)
+        self.public.derived_name()
     }
 }
 
-/// The peer name belonging to a static public key: the first six bytes of
-/// its SHA-256, made a locally administered unicast MAC.
-pub fn derive_name(public: &[u8]) -> PeerName {
-    let digest = ring::digest::digest(&ring::digest::SHA256, public);
-    let mut six = [0u8; 6];
-    six.copy_from_slice(&digest.as_ref()[..6]);
-    PeerName::from_digest(six)
-}
-
-fn public_key(private: &[u8]) -> Result<Vec<u8>, String> {
+fn public_key(private: &[u8]) -> Result<PublicKey, String> {
     if private.len() != 32 {
         return Err(format!(
             "private key must be 32 bytes, found {}",
             private.len()
         ));
     }
-    crate::control::noise::public_from_private(private)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let public = crate::control::noise::public_from_private(private)?;
+    PublicKey::from_slice(&public).ok_or_else(|| "public key is not 32 bytes".to_string())
 }

@@ -123,6 +123,7 @@ pub async fn run(
     let mut mesh = Mesh::new(
         meshnet_mesh::Config {
             name,
+            key: identity.public,
             nickname: config.nickname.clone(),
             uid: PeerUid(rand::random::<u64>() | 1),
             short_id: ShortId::from_low_bits(rand::random::<u64>()),

@@ -249,11 +249,31 @@ fn retry_time(snap: &Snapshot, after: std::time::Duration) -> String {
     humantime::format_rfc3339_seconds(snap.taken_at + after).to_string()
 }
 
-/// `meshnet status peers`.
-pub fn peers(snap: &Snapshot) -> String {
+/// `meshnet identity`: our key as one authorized-keys line, commented with
+/// our name and nickname.
+pub fn identity_line(snap: &Snapshot) -> String {
+    let m = &snap.mesh;
+    let line = snap
+        .public_key
+        .authorized_line(&name_nick(m.name, &m.nickname));
+    format!("{line}\n")
+}
+
+/// `meshnet status peers` (`-v`: with each peer's key fingerprint).
+pub fn peers(snap: &Snapshot, verbose: bool) -> String {
     let mut out = String::new();
     for p in &snap.mesh.peers {
-        let _ = writeln!(out, "{}", name_nick(p.name, &p.nickname));
+        match (&p.key, verbose) {
+            (Some(key), true) => {
+                let _ = writeln!(out, "{} key {key}", name_nick(p.name, &p.nickname));
+            }
+            (None, true) => {
+                let _ = writeln!(out, "{} key unknown", name_nick(p.name, &p.nickname));
+            }
+            (_, false) => {
+                let _ = writeln!(out, "{}", name_nick(p.name, &p.nickname));
+            }
+        }
         for c in &p.connections {
             let dir = if c.outbound { "->" } else { "<-" };
             let state = if c.established {
@@ -290,6 +310,7 @@ pub fn report(snap: &Snapshot) -> Value {
                 "UID": p.uid.to_string(),
                 "ShortID": p.short_id.as_u16(),
                 "Version": p.version,
+                "KeyFingerprint": p.key,
                 "Connections": p.connections.iter().map(|c| json!({
                     "Name": c.name.to_string(),
                     "NickName": c.nickname,
@@ -347,6 +368,9 @@ pub fn report(snap: &Snapshot) -> Value {
             "Name": m.name.to_string(),
             "NickName": m.nickname,
             "UID": m.uid.to_string(),
+            "KeyFingerprint": snap.public_key.fingerprint(),
+            "PublicKey": snap.public_key.to_base64(),
+            "AuthorizedKeys": snap.authorized_keys,
             "Port": m.port,
             "ConnLimit": m.conn_limit,
             "Peers": peers,

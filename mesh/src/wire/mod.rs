@@ -1,5 +1,5 @@
 //! Wire formats, one file per format (smoltcp style): the 7-byte protocol header, the Noise
-//! handshake payload ([`Hello`]), application messages ([`Message`]) and the payloads of the
+//! handshake payload ([`Hello`]), the post-handshake [`Verdict`], application messages ([`Message`]) and the payloads of the
 //! internal `topology` gossip channel. Every decoder returns `Result` and never panics;
 //! `docs/protocol.md` describes every byte.
 
@@ -7,6 +7,7 @@ pub mod header;
 pub mod hello;
 pub mod message;
 pub mod topology;
+pub mod verdict;
 
 pub use header::{HEADER_LEN, Header, HeaderError, PROTOCOL_MAX, PROTOCOL_MIN};
 pub use hello::{HELLO_FORMAT, Hello, MAX_NICKNAME_LEN, MAX_OVERLAY_NAME_LEN, MAX_OVERLAYS};
@@ -14,6 +15,9 @@ pub use message::{
     GossipMsg, GossipUnicastMsg, MAX_CHANNEL_LEN, MAX_MESSAGE_LEN, MESSAGE_FORMAT, Message, tag,
 };
 pub use topology::{ConnSummary, PeerDelta, PeerRecord, TOPOLOGY_FORMAT, TopologyMsg};
+pub use verdict::{
+    MAX_REFUSAL_DETAIL, Refusal, RefusalCode, VERDICT_FORMAT, Verdict, VerdictFrame,
+};
 
 /// Why a payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

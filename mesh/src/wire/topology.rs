@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{DecodeError, check_len, postcard_exact, postcard_with_prefix};
 use crate::ids::{PeerName, PeerUid, ShortId};
+use crate::keys::PublicKey;
 use crate::wire::hello::MAX_NICKNAME_LEN;
 
 /// Format version of topology payloads.
-pub const TOPOLOGY_FORMAT: u8 = 1;
+pub const TOPOLOGY_FORMAT: u8 = 2;
 /// Longest remote address string accepted (`[v6]:port` fits).
 pub const MAX_ADDR_LEN: usize = 64;
 
@@ -34,6 +35,9 @@ pub struct ConnSummary {
 pub struct PeerRecord {
     /// The peer.
     pub name: PeerName,
+    /// Its static Noise public key: the mesh binds the name to it, and refuses a connection
+    /// that claims the name with another key.
+    pub key: PublicKey,
     /// Its nickname.
     pub nickname: String,
     /// Its incarnation.
@@ -144,9 +148,9 @@ mod tests {
     #[test]
     fn exact_bytes() {
         let req = TopologyMsg::Request(vec![name(1), name(2)]);
-        assert_eq!(req.encode(), vec![1, 2, 2, 1, 2]);
+        assert_eq!(req.encode(), vec![2, 2, 2, 1, 2]);
         let dig = TopologyMsg::Digest(vec![(name(1), PeerUid(7), 3)]);
-        assert_eq!(dig.encode(), vec![1, 3, 1, 1, 7, 3]);
+        assert_eq!(dig.encode(), vec![2, 3, 1, 1, 7, 3]);
         let delta = TopologyMsg::Delta(vec![PeerDelta {
             name: name(1),
             uid: PeerUid(2),
@@ -158,12 +162,13 @@ mod tests {
             upserts: vec![(name(9), summary())],
             removed: vec![name(8)],
         }]);
-        let mut expected = vec![1, 0, 1, 1, 2, 3, 4, 1, b'a', 5, 6, 1, 9, 9];
+        let mut expected = vec![2, 0, 1, 1, 2, 3, 4, 1, b'a', 5, 6, 1, 9, 9];
         expected.extend_from_slice(b"1.2.3.4:5");
         expected.extend([1, 0, 1, 8]);
         assert_eq!(delta.encode(), expected);
         let full = TopologyMsg::Full(vec![PeerRecord {
             name: name(1),
+            key: PublicKey([0xab; 32]),
             nickname: String::new(),
             uid: PeerUid(2),
             version: 3,
@@ -171,7 +176,11 @@ mod tests {
             listen_port: 5,
             conns: vec![],
         }]);
-        assert_eq!(full.encode(), vec![1, 1, 1, 1, 0, 2, 3, 4, 5, 0]);
+        // The key is 32 raw bytes after the name.
+        let mut expected = vec![2, 1, 1, 1];
+        expected.extend([0xab; 32]);
+        expected.extend([0, 2, 3, 4, 5, 0]);
+        assert_eq!(full.encode(), expected);
         for m in [req, dig, delta, full] {
             assert_eq!(TopologyMsg::decode(&m.encode()), Ok(m));
         }
@@ -180,10 +189,15 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(TopologyMsg::decode(&[]), Err(DecodeError::Empty));
-        assert!(TopologyMsg::decode(&[2, 2, 0]).is_err());
-        assert!(TopologyMsg::decode(&[1, 9, 0]).is_err());
-        assert!(TopologyMsg::decode(&[1, 2, 3, 1]).is_err());
-        assert!(TopologyMsg::decode(&[1, 2, 0, 0]).is_err());
+        assert!(matches!(
+            TopologyMsg::decode(&[1, 2, 0]),
+            Err(DecodeError::UnknownVersion { version: 1, .. })
+        ));
+        assert!(TopologyMsg::decode(&[2, 9, 0]).is_err());
+        assert!(TopologyMsg::decode(&[2, 2, 3, 1]).is_err());
+        assert!(TopologyMsg::decode(&[2, 2, 0, 0]).is_err());
+        // A full record cut inside its key.
+        assert!(TopologyMsg::decode(&[2, 1, 1, 1, 0xab, 0xab]).is_err());
         let mut long = summary();
         long.remote_addr = "x".repeat(65);
         let r = TopologyMsg::Delta(vec![PeerDelta {

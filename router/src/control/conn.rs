@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use meshnet_mesh::{ConnId, ConnInfo, HEADER_LEN, Header, Hello, MAX_MESSAGE_LEN};
+use meshnet_mesh::{
+    ConnId, ConnInfo, HEADER_LEN, Header, Hello, MAX_MESSAGE_LEN, PublicKey, Refusal, Verdict,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
-use super::noise::{self, Established, HANDSHAKE_TIMEOUT, HandshakeError, Psk};
+use super::noise::{self, Authenticated, HANDSHAKE_TIMEOUT, HandshakeError, Psk};
 use super::transport::{Opener, Sealer};
 
 /// How many encoded messages may wait for one peer before we call it stalled.
@@ -39,16 +41,29 @@ impl Local {
     }
 }
 
+/// The driver's answer to [`ConnReport::Handshaked`].
+#[derive(Debug)]
+pub enum Answer {
+    /// The mesh registered the connection: send "accepted" and pump this queue.
+    Accept(mpsc::Receiver<Vec<u8>>),
+    /// We refuse: send this refusal (sealed) and close.
+    Refuse(Refusal),
+    /// The peer refused us and the mesh believes it (it passed our checks): close.
+    PeerRefused,
+}
+
 /// Reports from connection tasks to the driver.
 #[derive(Debug)]
 pub enum ConnReport {
-    /// The handshake finished; the driver must call `Mesh::handle_connection`
-    /// and answer with the writer queue (accept) or a reason (refuse).
+    /// The handshake authenticated both ends. The driver asks the mesh
+    /// (`handle_connection`, or `handle_refused` when the responder's verdict
+    /// in `remote` refused us) and answers.
     Handshaked {
         conn: ConnId,
         info: ConnInfo,
         hello: Box<Hello>,
-        reply: oneshot::Sender<Result<mpsc::Receiver<Vec<u8>>, String>>,
+        remote: Option<Verdict>,
+        reply: oneshot::Sender<Answer>,
     },
     /// An outbound attempt failed before the connection was added.
     DialFailed { target: String, error: String },
@@ -101,6 +116,7 @@ pub async fn dial(
         remote_addr,
         target: Some(target.clone()),
         local_conn_half: hello.conn_half,
+        remote_key: PublicKey([0; 32]),
     };
     run(conn, stream, info, local, hello, reports, Some(target)).await;
 }
@@ -120,6 +136,7 @@ pub async fn accept(
         remote_addr,
         target: None,
         local_conn_half: hello.conn_half,
+        remote_key: PublicKey([0; 32]),
     };
     run(conn, stream, info, local, hello, reports, None).await;
 }
@@ -150,23 +167,35 @@ async fn run(
         handshake(&mut stream, &info, &local, &hello, conn, &reports),
     )
     .await
-    .unwrap_or(Err(HandshakeError::Timeout(HANDSHAKE_TIMEOUT)));
+    .unwrap_or(Err((HandshakeError::Timeout(HANDSHAKE_TIMEOUT), false)));
     let (established, queue) = match outcome {
         Ok(v) => v,
-        Err(e) => {
-            if target.is_none() {
-                warn!(peer_addr = %remote_addr, error = %e, "refused inbound connection");
+        Err((e, registered)) => {
+            if target.is_none() || e.is_refusal() {
+                warn!(peer_addr = %remote_addr, error = %e, "connection refused");
             } else {
                 info!(peer_addr = %remote_addr, error = %e, "connection attempt failed");
             }
-            let _ = reports.send(fail(e.to_string()));
+            let report = if registered {
+                ConnReport::Closed {
+                    conn,
+                    reason: e.to_string(),
+                }
+            } else {
+                fail(e.to_string())
+            };
+            let _ = reports.send(report);
             return;
         }
     };
     pump(conn, stream, established, queue, reports).await;
 }
 
-/// Header, password flag, Noise, and the mesh's verdict.
+/// A handshake failure, and whether the mesh had already registered the
+/// connection (then the driver must hear that it closed).
+type Failure = (HandshakeError, bool);
+
+/// Header, password flag, Noise, and both verdicts.
 async fn handshake(
     stream: &mut TcpStream,
     info: &ConnInfo,
@@ -174,40 +203,106 @@ async fn handshake(
     hello: &Hello,
     conn: ConnId,
     reports: &Reports,
-) -> Result<(Established, mpsc::Receiver<Vec<u8>>), HandshakeError> {
-    stream.write_all(&Header::OURS.encode()).await?;
+) -> Result<(Authenticated, mpsc::Receiver<Vec<u8>>), Failure> {
+    let early = |e: HandshakeError| (e, false);
+    stream
+        .write_all(&Header::OURS.encode())
+        .await
+        .map_err(|e| early(e.into()))?;
     let mut theirs = [0u8; HEADER_LEN];
-    stream.read_exact(&mut theirs).await?;
-    Header::negotiate(Header::OURS, Header::decode(&theirs)?)?;
-    noise::exchange_password_flag(stream, local.psk.is_some()).await?;
+    stream
+        .read_exact(&mut theirs)
+        .await
+        .map_err(|e| early(e.into()))?;
+    Header::negotiate(
+        Header::OURS,
+        Header::decode(&theirs).map_err(|e| early(e.into()))?,
+    )
+    .map_err(|e| early(e.into()))?;
+    noise::exchange_password_flag(stream, local.psk.is_some())
+        .await
+        .map_err(early)?;
 
-    let ask_mesh = |remote: Hello| async move {
-        let (reply, answer) = oneshot::channel();
-        let _ = reports.send(ConnReport::Handshaked {
-            conn,
-            info: info.clone(),
-            hello: Box::new(remote),
-            reply,
-        });
-        answer
-            .await
-            .unwrap_or_else(|_| Err("router is shutting down".to_string()))
+    let ask_mesh = |auth: &Authenticated, remote: Option<Verdict>| {
+        let mut info = info.clone();
+        info.remote_key = auth.remote_key;
+        let hello = Box::new(auth.remote_hello.clone());
+        async move {
+            let (reply, answer) = oneshot::channel();
+            let _ = reports.send(ConnReport::Handshaked {
+                conn,
+                info,
+                hello,
+                remote,
+                reply,
+            });
+            answer.await.unwrap_or_else(|_| {
+                Answer::Refuse(Refusal::new(
+                    meshnet_mesh::RefusalCode::ShuttingDown,
+                    "router is shutting down",
+                ))
+            })
+        }
     };
+    let refuse = |r: Refusal| (HandshakeError::RefusedByUs(r), false);
 
     if info.outbound {
-        let est = noise::initiate(stream, &local.private_key, local.psk.as_ref(), hello).await?;
-        let queue = ask_mesh(est.remote_hello.clone())
+        let (auth, theirs) = noise::initiate(stream, &local.private_key, local.psk.as_ref(), hello)
             .await
-            .map_err(HandshakeError::Refused)?;
-        Ok((est, queue))
-    } else {
-        let pending = noise::respond(stream, &local.private_key, local.psk.as_ref(), hello).await?;
-        match ask_mesh(pending.remote_hello.clone()).await {
-            Ok(queue) => Ok((pending.accept(stream).await?, queue)),
-            Err(reason) => {
-                let _ = noise::refuse(stream, &reason).await;
-                Err(HandshakeError::Refused(reason))
+            .map_err(early)?;
+        let peer = auth.remote_hello.name;
+        match ask_mesh(&auth, Some(theirs.clone())).await {
+            Answer::Accept(queue) => {
+                auth.send_verdict(stream, &Verdict::Accepted)
+                    .await
+                    .map_err(|e| (e, true))?;
+                Ok((auth, queue))
             }
+            Answer::Refuse(r) => {
+                let _ = auth
+                    .send_verdict(stream, &Verdict::Refused(r.clone()))
+                    .await;
+                Err(refuse(r))
+            }
+            Answer::PeerRefused => {
+                let refusal = match theirs {
+                    Verdict::Refused(r) => r,
+                    Verdict::Accepted => Refusal::new(
+                        meshnet_mesh::RefusalCode::Unknown(0),
+                        "refused without a reason",
+                    ),
+                };
+                Err((HandshakeError::RefusedByPeer { peer, refusal }, false))
+            }
+        }
+    } else {
+        let auth = noise::respond(stream, &local.private_key, local.psk.as_ref(), hello)
+            .await
+            .map_err(early)?;
+        let peer = auth.remote_hello.name;
+        match ask_mesh(&auth, None).await {
+            Answer::Accept(queue) => {
+                auth.send_verdict(stream, &Verdict::Accepted)
+                    .await
+                    .map_err(|e| (e, true))?;
+                match auth.read_verdict(stream).await {
+                    Ok(Verdict::Accepted) => Ok((auth, queue)),
+                    Ok(Verdict::Refused(refusal)) => {
+                        Err((HandshakeError::RefusedByPeer { peer, refusal }, true))
+                    }
+                    Err(e) => Err((e, true)),
+                }
+            }
+            Answer::Refuse(r) => {
+                let _ = auth
+                    .send_verdict(stream, &Verdict::Refused(r.clone()))
+                    .await;
+                Err(refuse(r))
+            }
+            Answer::PeerRefused => Err(refuse(Refusal::new(
+                meshnet_mesh::RefusalCode::Unknown(0),
+                "no verdict to believe on an inbound connection",
+            ))),
         }
     }
 }
@@ -216,7 +311,7 @@ async fn handshake(
 async fn pump(
     conn: ConnId,
     stream: TcpStream,
-    est: Established,
+    est: Authenticated,
     mut queue: mpsc::Receiver<Vec<u8>>,
     reports: Reports,
 ) {

@@ -3,23 +3,28 @@
 //! After weave's 7-byte header each side sends one *password flag* byte
 //! (0 = no password, 1 = password), so a mismatch is reported plainly instead
 //! of as a decryption failure. Then an XX handshake, with a PSK derived from
-//! the password when there is one:
+//! the password when there is one, and one verdict each way:
 //!
 //! ```text
 //! -> e
 //! <- e, ee, s, es        + responder Hello
 //! -> s, se (psk)         + initiator Hello
-//! <- verdict             (plaintext: accepted, or refused with a reason)
+//! <- verdict             (sealed: accepted, or refused with a typed reason)
+//! -> verdict             (sealed; only after the responder accepted)
 //! ```
 //!
 //! Handshake frames are a 2-byte big-endian length followed by the bytes.
-//! The verdict frame lets the responder tell the initiator *why* it refused
-//! (wrong password, name collision, ...), so both ends log the same cause.
-//! It is unauthenticated and only informative: an attacker who forges
-//! "accepted" gains nothing, because every later frame must decrypt.
+//! Verdicts are [`VerdictFrame`]s sealed with the transport keys (nonce 0 of
+//! each direction), so they are sent only once the handshake has authenticated
+//! both ends and a forged verdict fails to open. The one exception: a
+//! responder that cannot authenticate the initiator (wrong password) says so
+//! in a plaintext hint, which the dialler reports but never treats as final.
+//! What each side decides (identity checks, the mesh's rules, whether to
+//! believe a refusal) is `meshnet_mesh::admission`; this module moves bytes.
 
 use std::time::Duration;
 
+use meshnet_mesh::{Refusal, RefusalCode, Verdict, VerdictFrame};
 use snow::params::NoiseParams;
 use snow::{Builder, HandshakeState, StatelessTransportState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -35,10 +40,8 @@ pub const PROLOGUE: &[u8] = b"meshnet/3";
 pub const MAX_NOISE_MSG: usize = 65535;
 /// How long the whole handshake may take (weave allows 10 s for the header).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Verdict frame tags.
-const VERDICT_ACCEPTED: u8 = 0;
-const VERDICT_REFUSED: u8 = 1;
+/// The transport nonce of each direction that carries its verdict; messages start after it.
+pub const VERDICT_NONCE: u64 = 0;
 
 /// PBKDF2 iterations for the password → PSK derivation. Slow on purpose:
 /// guessing a password offline from a captured handshake costs this much
@@ -71,7 +74,7 @@ impl Psk {
     }
 }
 
-/// Why a handshake failed. Displayed to the user as is.
+/// Why a handshake failed. Displayed to the user as is (one line).
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("{0}")]
@@ -90,18 +93,49 @@ pub enum HandshakeError {
     PeerRequiresPassword,
     #[error("bad password flag {0} from peer")]
     BadPasswordFlag(u8),
-    #[error("handshake failed: wrong password? ({0}); use the same --password on both hosts")]
-    Crypto(snow::Error),
-    #[error("bad handshake payload: {0}")]
-    Hello(String),
     #[error(
-        "peer claims name {claimed} but its key derives {derived}: refusing a peer that lies about its identity"
+        "wrong password: the peer's handshake does not authenticate under ours; set the same --password on both hosts"
     )]
-    NameMismatch { claimed: String, derived: String },
-    #[error("refused by peer: {0}")]
-    Refused(String),
-    #[error("handshake frame of {0} bytes is too large")]
-    Oversized(usize),
+    WrongPassword,
+    #[error("handshake failed: {0}")]
+    Crypto(snow::Error),
+    #[error("bad handshake payload: {0}; upgrade meshnet so both hosts run the same version")]
+    Hello(meshnet_mesh::DecodeError),
+    #[error("bad verdict from peer: {0}")]
+    Verdict(String),
+    #[error("peer refused us before authenticating (unverified, will retry): {}; {}", .0.detail, .0.code.advice())]
+    Unauthenticated(Refusal),
+    #[error("refused by peer {peer}: {}; {}", .refusal.detail, .refusal.code.advice())]
+    RefusedByPeer {
+        peer: meshnet_mesh::PeerName,
+        refusal: Refusal,
+    },
+    #[error("{0}")]
+    RefusedByUs(Refusal),
+}
+
+impl HandshakeError {
+    /// Whether one end refused the other (as opposed to a network failure):
+    /// an operator must act on these, so they are logged as warnings.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            HandshakeError::Io(_) | HandshakeError::Timeout(_) | HandshakeError::Crypto(_)
+        )
+    }
+
+    /// The refusal a responder sends for a failure before its verdict: unauthenticated
+    /// (a hint) for a wrong password, sealed otherwise.
+    fn refusal(&self) -> Refusal {
+        let code = match self {
+            HandshakeError::WrongPassword => RefusalCode::WrongPassword,
+            HandshakeError::Hello(meshnet_mesh::DecodeError::UnknownVersion { .. }) => {
+                RefusalCode::ProtocolMismatch
+            }
+            _ => RefusalCode::BadHello,
+        };
+        Refusal::new(code, self.to_string())
+    }
 }
 
 /// Builds a snow builder for our pattern. `psk` selects XXpsk3.
@@ -126,21 +160,6 @@ pub fn public_from_private(private: &[u8]) -> Result<Vec<u8>, String> {
         .ok_or_else(|| "no X25519 implementation".to_string())?;
     dh.set(private);
     Ok(dh.pubkey().to_vec())
-}
-
-/// What a finished handshake yields.
-pub struct Established {
-    pub transport: StatelessTransportState,
-    pub remote_hello: meshnet_mesh::Hello,
-    pub remote_static: Vec<u8>,
-}
-
-impl std::fmt::Debug for Established {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Established")
-            .field("remote_hello", &self.remote_hello)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Writes one handshake frame.
@@ -185,26 +204,17 @@ fn crypto(e: snow::Error) -> HandshakeError {
     HandshakeError::Crypto(e)
 }
 
-fn decode_hello(
+/// The remote's Hello and the static key it proved it holds.
+fn remote_identity(
     hs: &HandshakeState,
     payload: &[u8],
-) -> Result<(meshnet_mesh::Hello, Vec<u8>), HandshakeError> {
-    let hello =
-        meshnet_mesh::Hello::decode(payload).map_err(|e| HandshakeError::Hello(e.to_string()))?;
-    let remote_static = hs
+) -> Result<(meshnet_mesh::Hello, meshnet_mesh::PublicKey), HandshakeError> {
+    let hello = meshnet_mesh::Hello::decode(payload).map_err(HandshakeError::Hello)?;
+    let key = hs
         .get_remote_static()
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| HandshakeError::Hello("peer sent no static key".into()))?;
-    if hello.name_derived {
-        let derived = crate::identity::derive_name(&remote_static);
-        if derived != hello.name {
-            return Err(HandshakeError::NameMismatch {
-                claimed: hello.name.to_string(),
-                derived: derived.to_string(),
-            });
-        }
-    }
-    Ok((hello, remote_static))
+        .and_then(meshnet_mesh::PublicKey::from_slice)
+        .ok_or_else(|| HandshakeError::Verdict("peer sent no 32-byte static key".into()))?;
+    Ok((hello, key))
 }
 
 /// A handshake state with our static key, the prologue and (with a
@@ -229,13 +239,74 @@ fn handshake_state(
     }
 }
 
-/// Runs the initiator side (after the header and password flag).
+/// A finished Noise handshake whose verdicts are still to be exchanged.
+pub struct Authenticated {
+    pub transport: StatelessTransportState,
+    pub remote_hello: meshnet_mesh::Hello,
+    pub remote_key: meshnet_mesh::PublicKey,
+}
+
+impl std::fmt::Debug for Authenticated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticated")
+            .field("remote_hello", &self.remote_hello)
+            .field("remote_key", &self.remote_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticated {
+    /// Sends our verdict, sealed.
+    pub async fn send_verdict<W: AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        verdict: &Verdict,
+    ) -> Result<(), HandshakeError> {
+        let mut buf = vec![0u8; MAX_NOISE_MSG];
+        let n = self
+            .transport
+            .write_message(VERDICT_NONCE, &verdict.encode(), &mut buf)
+            .map_err(crypto)?;
+        write_frame(w, &VerdictFrame::sealed(&buf[..n])).await?;
+        Ok(())
+    }
+
+    /// Reads the peer's verdict. A refusal is returned as `Ok(Verdict::Refused)` when it
+    /// was sealed (authenticated), as [`HandshakeError::Unauthenticated`] when it was not.
+    pub async fn read_verdict<R: AsyncRead + Unpin>(
+        &self,
+        r: &mut R,
+    ) -> Result<Verdict, HandshakeError> {
+        let frame = read_frame(r).await?;
+        match VerdictFrame::decode(&frame).map_err(|e| HandshakeError::Verdict(e.to_string()))? {
+            VerdictFrame::Hint(Verdict::Refused(refusal)) => {
+                Err(HandshakeError::Unauthenticated(refusal))
+            }
+            VerdictFrame::Hint(Verdict::Accepted) => Err(HandshakeError::Verdict(
+                "an unauthenticated acceptance".into(),
+            )),
+            VerdictFrame::Sealed(ct) => {
+                let mut plain = vec![0u8; ct.len()];
+                let n = self
+                    .transport
+                    .read_message(VERDICT_NONCE, ct, &mut plain)
+                    .map_err(|_| {
+                        HandshakeError::Verdict("a verdict that does not open (forged?)".into())
+                    })?;
+                Verdict::decode(&plain[..n]).map_err(|e| HandshakeError::Verdict(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Runs the initiator side (after the header and password flag) up to the
+/// responder's verdict, which is returned for the mesh to judge.
 pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     private_key: &[u8],
     psk: Option<&Psk>,
     hello: &meshnet_mesh::Hello,
-) -> Result<Established, HandshakeError> {
+) -> Result<(Authenticated, Verdict), HandshakeError> {
     let mut hs = handshake_state(private_key, psk, true)?;
     let mut buf = vec![0u8; MAX_NOISE_MSG];
     let mut payload = vec![0u8; MAX_NOISE_MSG];
@@ -245,53 +316,31 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
 
     let msg2 = read_frame(s).await?;
     let n = hs.read_message(&msg2, &mut payload).map_err(crypto)?;
-    let (remote_hello, remote_static) = decode_hello(&hs, &payload[..n])?;
+    let (remote_hello, remote_key) = remote_identity(&hs, &payload[..n])?;
 
     let n = hs
         .write_message(&hello.encode(), &mut buf)
         .map_err(crypto)?;
     write_frame(s, &buf[..n]).await?;
 
-    let verdict = read_frame(s).await?;
-    match verdict.split_first() {
-        Some((&VERDICT_ACCEPTED, _)) => {}
-        Some((&VERDICT_REFUSED, reason)) => {
-            return Err(HandshakeError::Refused(
-                String::from_utf8_lossy(reason).into_owned(),
-            ));
-        }
-        _ => return Err(HandshakeError::Hello("bad verdict frame".into())),
-    }
-    Ok(Established {
+    let auth = Authenticated {
         transport: hs.into_stateless_transport_mode().map_err(crypto)?,
         remote_hello,
-        remote_static,
-    })
+        remote_key,
+    };
+    let verdict = auth.read_verdict(s).await?;
+    Ok((auth, verdict))
 }
 
-/// A responder that has read the initiator's Hello and must now accept or
-/// refuse it (the router asks the mesh first).
-pub struct PendingResponder {
-    hs: HandshakeState,
-    pub remote_hello: meshnet_mesh::Hello,
-    pub remote_static: Vec<u8>,
-}
-
-impl std::fmt::Debug for PendingResponder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingResponder")
-            .field("remote_hello", &self.remote_hello)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Runs the responder side up to the verdict.
+/// Runs the responder side up to its verdict (the router asks the mesh
+/// first). A failure to authenticate the initiator is answered with a hint;
+/// an undecodable Hello with a sealed refusal.
 pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     private_key: &[u8],
     psk: Option<&Psk>,
     hello: &meshnet_mesh::Hello,
-) -> Result<PendingResponder, HandshakeError> {
+) -> Result<Authenticated, HandshakeError> {
     let mut hs = handshake_state(private_key, psk, false)?;
     let mut buf = vec![0u8; MAX_NOISE_MSG];
     let mut payload = vec![0u8; MAX_NOISE_MSG];
@@ -308,63 +357,56 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     let n = match hs.read_message(&msg3, &mut payload) {
         Ok(n) => n,
         Err(e) => {
-            let err = crypto(e);
-            // Tell the initiator why; ignore a failure to do so.
-            let _ = refuse(s, &err.to_string()).await;
+            let err = if psk.is_some() {
+                HandshakeError::WrongPassword
+            } else {
+                crypto(e)
+            };
+            // Tell the initiator why; we cannot seal it, so it is only a hint.
+            let hint = VerdictFrame::hint(&Verdict::Refused(err.refusal()));
+            let _ = write_frame(s, &hint).await;
             return Err(err);
         }
     };
-    let (remote_hello, remote_static) = match decode_hello(&hs, &payload[..n]) {
-        Ok(v) => v,
+    let remote = remote_identity(&hs, &payload[..n]);
+    let transport = hs.into_stateless_transport_mode().map_err(crypto)?;
+    match remote {
+        Ok((remote_hello, remote_key)) => Ok(Authenticated {
+            transport,
+            remote_hello,
+            remote_key,
+        }),
         Err(err) => {
-            let _ = refuse(s, &err.to_string()).await;
-            return Err(err);
+            let refusal = err.refusal();
+            let mut ct = vec![0u8; MAX_NOISE_MSG];
+            let verdict = Verdict::Refused(refusal).encode();
+            if let Ok(n) = transport.write_message(VERDICT_NONCE, &verdict, &mut ct) {
+                let _ = write_frame(s, &VerdictFrame::sealed(&ct[..n])).await;
+            }
+            Err(err)
         }
-    };
-    Ok(PendingResponder {
-        hs,
-        remote_hello,
-        remote_static,
-    })
-}
-
-impl PendingResponder {
-    /// Accepts the connection.
-    pub async fn accept<S: AsyncWrite + Unpin>(
-        self,
-        s: &mut S,
-    ) -> Result<Established, HandshakeError> {
-        write_frame(s, &[VERDICT_ACCEPTED]).await?;
-        Ok(Established {
-            transport: self.hs.into_stateless_transport_mode().map_err(crypto)?,
-            remote_hello: self.remote_hello,
-            remote_static: self.remote_static,
-        })
     }
-}
-
-/// Sends a refusal verdict with a reason.
-pub async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, reason: &str) -> std::io::Result<()> {
-    let mut frame = vec![VERDICT_REFUSED];
-    let reason = reason.as_bytes();
-    frame.extend_from_slice(&reason[..reason.len().min(1000)]);
-    write_frame(s, &frame).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshnet_mesh::{Hello, PeerName, PeerUid, ShortId};
+    use meshnet_mesh::{AuthorizedKeys, Hello, PeerName, PeerUid, PublicKey, ShortId};
 
     struct Side {
         key: snow::Keypair,
         hello: Hello,
+        psk: Option<Psk>,
+        /// `--authorized-keys` of this side.
+        authorized: Option<AuthorizedKeys>,
+        /// The key this side's mesh knows the other's name under.
+        knows: Option<PublicKey>,
     }
 
     fn side(nick: &str, derived: bool) -> Side {
         let key = builder(None).generate_keypair().unwrap();
         let name = if derived {
-            crate::identity::derive_name(&key.public)
+            PublicKey::from_slice(&key.public).unwrap().derived_name()
         } else {
             "8a:3e:3e:3e:3e:3e".parse::<PeerName>().unwrap()
         };
@@ -379,93 +421,253 @@ mod tests {
             overlays: vec![],
             trusted: false,
         };
-        Side { key, hello }
+        Side {
+            key,
+            hello,
+            psk: None,
+            authorized: None,
+            knows: None,
+        }
     }
 
-    /// Runs both ends of a handshake over an in-memory pipe; the responder
-    /// accepts whatever it is offered.
+    impl Side {
+        fn public(&self) -> PublicKey {
+            PublicKey::from_slice(&self.key.public).unwrap()
+        }
+
+        /// What this side's mesh says about the other (the identity checks only).
+        fn judge(&self, auth: &Authenticated) -> Verdict {
+            match meshnet_mesh::check_identity(
+                &auth.remote_hello,
+                &auth.remote_key,
+                self.knows,
+                self.authorized.as_ref(),
+            ) {
+                Ok(()) => Verdict::Accepted,
+                Err(e) => Verdict::Refused(e.refusal()),
+            }
+        }
+    }
+
+    /// Runs both ends over an in-memory pipe, each judging the other as the
+    /// router does; returns what each end ends up with.
     async fn handshake(
         i: &Side,
-        i_psk: Option<&Psk>,
         r: &Side,
-        r_psk: Option<&Psk>,
     ) -> (
-        Result<Established, HandshakeError>,
-        Result<Established, HandshakeError>,
+        Result<Authenticated, HandshakeError>,
+        Result<Authenticated, HandshakeError>,
     ) {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let init = async {
-            exchange_password_flag(&mut a, i_psk.is_some()).await?;
-            initiate(&mut a, &i.key.private, i_psk, &i.hello).await
+            exchange_password_flag(&mut a, i.psk.is_some()).await?;
+            let (auth, theirs) = initiate(&mut a, &i.key.private, i.psk.as_ref(), &i.hello).await?;
+            let ours = i.judge(&auth);
+            let peer = auth.remote_hello.name;
+            match (ours, theirs) {
+                (Verdict::Refused(r), _) => {
+                    auth.send_verdict(&mut a, &Verdict::Refused(r.clone()))
+                        .await?;
+                    Err(HandshakeError::RefusedByUs(r))
+                }
+                (Verdict::Accepted, Verdict::Refused(refusal)) => {
+                    Err(HandshakeError::RefusedByPeer { peer, refusal })
+                }
+                (Verdict::Accepted, Verdict::Accepted) => {
+                    auth.send_verdict(&mut a, &Verdict::Accepted).await?;
+                    Ok(auth)
+                }
+            }
         };
         let resp = async {
-            exchange_password_flag(&mut b, r_psk.is_some()).await?;
-            let pending = respond(&mut b, &r.key.private, r_psk, &r.hello).await?;
-            pending.accept(&mut b).await
+            exchange_password_flag(&mut b, r.psk.is_some()).await?;
+            let auth = respond(&mut b, &r.key.private, r.psk.as_ref(), &r.hello).await?;
+            let peer = auth.remote_hello.name;
+            match r.judge(&auth) {
+                Verdict::Refused(r) => {
+                    auth.send_verdict(&mut b, &Verdict::Refused(r.clone()))
+                        .await?;
+                    Err(HandshakeError::RefusedByUs(r))
+                }
+                Verdict::Accepted => {
+                    auth.send_verdict(&mut b, &Verdict::Accepted).await?;
+                    match auth.read_verdict(&mut b).await? {
+                        Verdict::Accepted => Ok(auth),
+                        Verdict::Refused(refusal) => {
+                            Err(HandshakeError::RefusedByPeer { peer, refusal })
+                        }
+                    }
+                }
+            }
         };
         tokio::join!(init, resp)
     }
 
+    fn code(e: &HandshakeError) -> Option<RefusalCode> {
+        match e {
+            HandshakeError::RefusedByUs(r)
+            | HandshakeError::RefusedByPeer { refusal: r, .. }
+            | HandshakeError::Unauthenticated(r) => Some(r.code),
+            _ => None,
+        }
+    }
+
     #[tokio::test]
     async fn same_password_establishes_and_exchanges_hellos() {
-        let (i, r) = (side("h1", true), side("h2", true));
-        let psk = Psk::derive("secret");
-        let (ei, er) = handshake(&i, Some(&psk), &r, Some(&psk)).await;
+        let (mut i, mut r) = (side("h1", true), side("h2", true));
+        i.psk = Some(Psk::derive("secret"));
+        r.psk = i.psk.clone();
+        let (ei, er) = handshake(&i, &r).await;
         let (ei, er) = (ei.unwrap(), er.unwrap());
         assert_eq!(ei.remote_hello, r.hello);
         assert_eq!(er.remote_hello, i.hello);
-        assert_eq!(ei.remote_static, r.key.public);
-        // The transports interoperate.
+        assert_eq!(ei.remote_key, r.public());
+        assert_eq!(er.remote_key, i.public());
+        // The transports interoperate after the verdict nonce.
         let mut ct = vec![0u8; 64];
-        let n = ei.transport.write_message(0, b"ping", &mut ct).unwrap();
+        let n = ei.transport.write_message(1, b"ping", &mut ct).unwrap();
         let mut pt = vec![0u8; 64];
-        let m = er.transport.read_message(0, &ct[..n], &mut pt).unwrap();
+        let m = er.transport.read_message(1, &ct[..n], &mut pt).unwrap();
         assert_eq!(&pt[..m], b"ping");
     }
 
     #[tokio::test]
     async fn no_password_on_either_side_also_works() {
         let (i, r) = (side("h1", true), side("h2", true));
-        let (ei, er) = handshake(&i, None, &r, None).await;
+        let (ei, er) = handshake(&i, &r).await;
         assert!(ei.is_ok() && er.is_ok());
     }
 
     #[tokio::test]
-    async fn wrong_password_is_refused_with_a_clear_error_on_both_sides() {
-        let (i, r) = (side("h1", true), side("h2", true));
-        let (good, bad) = (Psk::derive("secret"), Psk::derive("wrong"));
-        let (ei, er) = handshake(&i, Some(&bad), &r, Some(&good)).await;
-        let (ei, er) = (ei.unwrap_err().to_string(), er.unwrap_err().to_string());
-        assert!(er.contains("wrong password"), "responder: {er}");
+    async fn wrong_password_gives_a_distinct_reason_on_both_sides() {
+        let (mut i, mut r) = (side("h1", true), side("h2", true));
+        i.psk = Some(Psk::derive("wrong"));
+        r.psk = Some(Psk::derive("secret"));
+        let (ei, er) = handshake(&i, &r).await;
+        let (ei, er) = (ei.unwrap_err(), er.unwrap_err());
         assert!(
-            ei.contains("refused by peer") && ei.contains("wrong password"),
+            matches!(er, HandshakeError::WrongPassword),
+            "responder: {er}"
+        );
+        // The dialler only gets an unauthenticated hint: reported, never final.
+        assert_eq!(
+            code(&ei),
+            Some(RefusalCode::WrongPassword),
             "initiator: {ei}"
         );
+        assert!(matches!(ei, HandshakeError::Unauthenticated(_)));
+        let (ei, er) = (ei.to_string(), er.to_string());
+        assert!(
+            er.contains("wrong password") && er.contains("--password"),
+            "{er}"
+        );
+        assert!(
+            ei.contains("unverified") && ei.contains("--password"),
+            "{ei}"
+        );
+        assert!(!ei.contains('\n') && !er.contains('\n'));
     }
 
     #[tokio::test]
     async fn password_on_one_side_only_is_named_as_such() {
-        let (i, r) = (side("h1", true), side("h2", true));
-        let psk = Psk::derive("secret");
-        let (ei, er) = handshake(&i, Some(&psk), &r, None).await;
+        let (mut i, r) = (side("h1", true), side("h2", true));
+        i.psk = Some(Psk::derive("secret"));
+        let (ei, er) = handshake(&i, &r).await;
         assert!(matches!(ei, Err(HandshakeError::PeerHasNoPassword)));
         assert!(matches!(er, Err(HandshakeError::PeerRequiresPassword)));
     }
 
     #[tokio::test]
-    async fn a_peer_lying_about_its_derived_name_is_refused() {
+    async fn a_peer_lying_about_its_derived_name_is_refused_on_both_ends() {
         let (mut i, r) = (side("h1", true), side("h2", true));
         i.hello.name = "02:00:00:00:00:01".parse().unwrap();
-        let (_, er) = handshake(&i, None, &r, None).await;
-        let er = er.unwrap_err().to_string();
-        assert!(er.contains("lies about its identity"), "{er}");
+        let (ei, er) = handshake(&i, &r).await;
+        let (ei, er) = (ei.unwrap_err(), er.unwrap_err());
+        assert_eq!(code(&er), Some(RefusalCode::NameNotDerived));
+        assert!(matches!(ei, HandshakeError::RefusedByPeer { .. }), "{ei}");
+        assert_eq!(code(&ei), Some(RefusalCode::NameNotDerived));
+        assert!(er.to_string().contains("lies about its identity"), "{er}");
     }
 
     #[tokio::test]
     async fn an_explicit_name_is_not_checked_against_the_key() {
         let (i, r) = (side("h1", false), side("h2", true));
-        let (ei, er) = handshake(&i, None, &r, None).await;
+        let (ei, er) = handshake(&i, &r).await;
         assert!(ei.is_ok() && er.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_key_is_refused_with_the_reason_on_both_ends() {
+        let (i, mut r) = (side("h1", true), side("h2", true));
+        r.authorized = Some(AuthorizedKeys::parse(&r.public().authorized_line("me")).unwrap());
+        let (ei, er) = handshake(&i, &r).await;
+        let (ei, er) = (ei.unwrap_err(), er.unwrap_err());
+        assert_eq!(code(&er), Some(RefusalCode::UnknownKey));
+        assert_eq!(code(&ei), Some(RefusalCode::UnknownKey));
+        assert!(ei.to_string().contains("--authorized-keys"), "{ei}");
+        assert!(ei.to_string().contains("meshnet reload"), "{ei}");
+        // Listed, it joins.
+        let line = i.public().authorized_line("h1");
+        r.authorized = Some(AuthorizedKeys::parse(&line).unwrap());
+        let (ei, er) = handshake(&i, &r).await;
+        assert!(ei.is_ok() && er.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_name_known_under_another_key_is_refused_on_both_ends() {
+        // The dialler claims a name the responder's mesh knows under another key.
+        let (i, mut r) = (side("h1", false), side("h2", true));
+        r.knows = Some(PublicKey([9; 32]));
+        let (ei, er) = handshake(&i, &r).await;
+        let (ei, er) = (ei.unwrap_err(), er.unwrap_err());
+        assert_eq!(code(&er), Some(RefusalCode::NameKeyMismatch));
+        assert_eq!(code(&ei), Some(RefusalCode::NameKeyMismatch));
+        assert!(er.to_string().contains("meshnet rmpeer"), "{er}");
+        assert!(ei.to_string().contains("meshnet rmpeer"), "{ei}");
+        // And the other way round: the responder is the one with a stolen name.
+        let (mut i, r) = (side("h1", true), side("h2", false));
+        i.knows = Some(PublicKey([9; 32]));
+        let (ei, er) = handshake(&i, &r).await;
+        assert_eq!(code(&ei.unwrap_err()), Some(RefusalCode::NameKeyMismatch));
+        assert_eq!(code(&er.unwrap_err()), Some(RefusalCode::NameKeyMismatch));
+    }
+
+    /// An impostor that answers the dialler without completing the Noise
+    /// handshake can only send hints or frames that do not open.
+    #[tokio::test]
+    async fn a_forged_verdict_cannot_pass_for_an_authenticated_refusal() {
+        let i = side("h1", true);
+        let r = side("h2", true);
+        for forged in [
+            VerdictFrame::sealed(&[0u8; 40]),
+            VerdictFrame::hint(&Verdict::Refused(Refusal::new(
+                RefusalCode::NameCollision,
+                "go away forever",
+            ))),
+            VerdictFrame::hint(&Verdict::Accepted),
+        ] {
+            let (mut a, mut b) = tokio::io::duplex(1 << 16);
+            let init = initiate(&mut a, &i.key.private, None, &i.hello);
+            let impostor = async {
+                let mut hs = handshake_state(&r.key.private, None, false).unwrap();
+                let mut buf = vec![0u8; MAX_NOISE_MSG];
+                let msg1 = read_frame(&mut b).await.unwrap();
+                hs.read_message(&msg1, &mut buf).unwrap();
+                let n = hs.write_message(&r.hello.encode(), &mut buf).unwrap();
+                write_frame(&mut b, &buf[..n]).await.unwrap();
+                let _msg3 = read_frame(&mut b).await.unwrap();
+                write_frame(&mut b, &forged).await.unwrap();
+            };
+            let (ei, ()) = tokio::join!(init, impostor);
+            let e = ei.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    HandshakeError::Verdict(_) | HandshakeError::Unauthenticated(_)
+                ),
+                "{e}"
+            );
+        }
     }
 
     #[test]

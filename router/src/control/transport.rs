@@ -4,7 +4,7 @@
 //! is cut into chunks; each chunk's plaintext is a flag byte (0 = last,
 //! 1 = more follow) plus data, encrypted as one Noise transport message, and
 //! framed with a 2-byte big-endian length. Nonces are implicit counters per
-//! direction (TCP keeps order), so a replayed, dropped or reordered frame
+//! direction starting at 1 (0 sealed the verdict; TCP keeps order), so a replayed, dropped or reordered frame
 //! fails to decrypt and closes the connection.
 
 use std::sync::Arc;
@@ -18,6 +18,10 @@ use super::noise::MAX_NOISE_MSG;
 const TAG_LEN: usize = 16;
 /// Largest data per chunk: a Noise message minus tag and flag byte.
 pub const MAX_CHUNK_DATA: usize = MAX_NOISE_MSG - TAG_LEN - 1;
+
+/// Nonce of the first message in each direction: nonce 0 carried the verdict
+/// (`noise::VERDICT_NONCE`).
+const FIRST_NONCE: u64 = super::noise::VERDICT_NONCE + 1;
 
 const FLAG_LAST: u8 = 0;
 const FLAG_MORE: u8 = 1;
@@ -56,7 +60,7 @@ impl Sealer {
     pub fn new(transport: Arc<StatelessTransportState>) -> Sealer {
         Sealer {
             transport,
-            nonce: 0,
+            nonce: FIRST_NONCE,
             scratch: vec![0u8; MAX_NOISE_MSG],
         }
     }
@@ -114,7 +118,7 @@ impl Opener {
     pub fn new(transport: Arc<StatelessTransportState>, max_message: usize) -> Opener {
         Opener {
             transport,
-            nonce: 0,
+            nonce: FIRST_NONCE,
             reassembly: Reassembly::new(max_message),
             scratch: vec![0u8; MAX_NOISE_MSG],
         }
@@ -241,7 +245,7 @@ mod tests {
         assert_eq!(opener.open(&frame).unwrap(), Some(b"hello".to_vec()));
         assert!(matches!(
             opener.open(&frame),
-            Err(TransportError::Decrypt { nonce: 1 })
+            Err(TransportError::Decrypt { nonce: 2 })
         ));
         let mut tampered = frame.clone();
         tampered[3] ^= 1;
