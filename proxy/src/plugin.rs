@@ -65,7 +65,65 @@ struct State {
     /// IPAM identity of each address handed to Docker (Docker releases by
     /// address; IPAM frees by identity).
     idents: Mutex<BTreeMap<String, String>>,
+    /// The container behind each joined endpoint (its DNS names go on Leave).
+    joined: Mutex<BTreeMap<String, String>>,
     counter: std::sync::atomic::AtomicU64,
+}
+
+/// How long after Join the plugin looks for the container in Docker's view
+/// of the network, to register its names.
+const JOIN_LOOKUP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// After Join: once Docker lists the endpoint's container on the network,
+/// registers its names (name, hostname.domainname, aliases) for its address.
+async fn register_joined(state: Arc<State>, endpoint: String) {
+    let deadline = tokio::time::Instant::now() + JOIN_LOOKUP;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let Ok(net) = state
+            .config
+            .docker
+            .json(&format!("/networks/{DRIVER}"))
+            .await
+        else {
+            continue;
+        };
+        let addr_of = |c: &Value| {
+            c.get("IPv4Address")
+                .and_then(Value::as_str)
+                .and_then(|a| a.parse::<Ipv4Net>().ok())
+        };
+        let found = net
+            .get("Containers")
+            .and_then(Value::as_object)
+            .and_then(|m| {
+                m.iter()
+                    .find(|(_, c)| {
+                        c.get("EndpointID").and_then(Value::as_str) == Some(endpoint.as_str())
+                    })
+                    .map(|(id, c)| (id.clone(), addr_of(c)))
+            });
+        let Some((id, Some(addr))) = found else {
+            continue;
+        };
+        let Ok(inspect) = state
+            .config
+            .docker
+            .json(&format!("/containers/{id}/json"))
+            .await
+        else {
+            return;
+        };
+        let names = crate::intercept::dns_names(&inspect);
+        lock(&state.joined).insert(endpoint, id.clone());
+        crate::attach::register_names(state.config.router_api, &id, &[addr], &names).await;
+        return;
+    }
+    debug!(%endpoint, "no container found for a joined endpoint; no DNS names");
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Binds the plugin socket and serves until `shutdown` (then removes it).
@@ -87,6 +145,7 @@ pub async fn start(config: PluginConfig, shutdown: CancellationToken) -> Result<
     let state = Arc::new(State {
         config,
         idents: Mutex::new(BTreeMap::new()),
+        joined: Mutex::new(BTreeMap::new()),
         counter: std::sync::atomic::AtomicU64::new(0),
     });
     tokio::spawn(async move {
@@ -131,7 +190,7 @@ fn plugin_error(e: impl std::fmt::Display) -> Response<Body> {
     answer(StatusCode::OK, json!({ "Err": format!("meshnet: {e}") }))
 }
 
-async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().trim_start_matches('/').to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -162,8 +221,21 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         | "NetworkDriver.RevokeExternalConnectivity"
         | "IpamDriver.ReleasePool" => Ok(json!({})),
         "NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
-        "NetworkDriver.Join" => join(&req).await,
-        "NetworkDriver.Leave" | "NetworkDriver.DeleteEndpoint" => leave(&req).await,
+        "NetworkDriver.Join" => {
+            let r = join(&req).await;
+            if r.is_ok() {
+                let endpoint = field(&req, "EndpointID").to_string();
+                tokio::spawn(register_joined(state.clone(), endpoint));
+            }
+            r
+        }
+        "NetworkDriver.Leave" | "NetworkDriver.DeleteEndpoint" => {
+            let gone = lock(&state.joined).remove(field(&req, "EndpointID"));
+            if let Some(id) = gone {
+                crate::attach::remove_names(state.config.router_api, &id).await;
+            }
+            leave(&req).await
+        }
         "IpamDriver.GetCapabilities" => Ok(json!({ "RequiresMACAddress": false })),
         "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
             "LocalDefaultAddressSpace": "meshnetlocal",

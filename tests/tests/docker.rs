@@ -605,6 +605,26 @@ fn plugin_network_reaches_another_host() {
     assert_pings(None, &on_a, b_ip);
     assert_pings(None, &on_b, a_ip);
 
+    // DNS: the plugin registered A's container, B's proxy B's; A's router
+    // (DNS on docker0) answers both; a stopped container's name goes.
+    for (name, ip) in [(&on_a, a_ip), (&on_b, b_ip)] {
+        wait_for(
+            "the container's name in DNS",
+            Duration::from_secs(30),
+            || (dig_docker0(&format!("{name}.weave.local")) == [ip]).then_some(()),
+        );
+    }
+    docker_ok(&["stop", "-t", "0", &on_a]);
+    wait_for(
+        "a stopped container's name to go",
+        Duration::from_secs(15),
+        || {
+            dig_docker0(&format!("{on_a}.weave.local"))
+                .is_empty()
+                .then_some(())
+        },
+    );
+
     // Containers go before the router, so that stop can remove the network.
     drop(names);
     drop(root);
