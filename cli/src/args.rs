@@ -54,6 +54,8 @@ pub enum Command {
     },
     /// Print this router's public key as one authorized-keys line (`meshnet identity >> keys`).
     Identity,
+    /// Re-read --authorized-keys (as SIGHUP does); connections of removed keys are dropped.
+    Reload,
     /// Print the router's full state as JSON.
     Report,
     /// Add peers to connect to; `--replace` drops the previous list first.
@@ -208,6 +210,11 @@ pub struct LaunchArgs {
     /// Do not connect to peers of peers; only to the peers given.
     #[arg(long)]
     pub no_discovery: bool,
+    /// Only peers whose key is listed in this file may connect (one `meshnet-x25519 KEY
+    /// [comment]` line per key, as `meshnet identity` prints; `#` comments). Re-read on
+    /// SIGHUP or `meshnet reload`.
+    #[arg(long, env = "MESHNET_AUTHORIZED_KEYS", value_name = "FILE")]
+    pub authorized_keys: Option<std::path::PathBuf>,
     /// Subnets (comma-separated CIDRs) whose peers are trusted with unencrypted fast datapath.
     #[arg(long, value_delimiter = ',')]
     pub trusted_subnets: Vec<String>,

@@ -246,6 +246,10 @@ fn child_args(a: &LaunchArgs) -> Vec<String> {
     if let Some(x) = &a.ipalloc_reclaim_after {
         v.push(format!("--ipalloc-reclaim-after={x}"));
     }
+    if let Some(path) = &a.authorized_keys {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        v.push(format!("--authorized-keys={}", path.display()));
+    }
     if !a.trusted_subnets.is_empty() {
         v.push(format!("--trusted-subnets={}", a.trusted_subnets.join(",")));
     }
@@ -327,6 +331,11 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
             })
         })
         .collect::<Result<_>>()?;
+    if let Some(path) = &a.authorized_keys {
+        // Checked here so a bad line fails `launch` itself, with its line number.
+        meshnet_router::authorized::load(path).map_err(|e| anyhow!("{e}"))?;
+        c.authorized_keys = Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+    }
     c.ipam = ipam_config(a)?;
     c.dns = dns_config(a)?;
     if !(576..=65535).contains(&a.mtu) {

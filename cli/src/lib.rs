@@ -82,6 +82,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Report => print_answer(&env, Method::GET, "/report", &[])?,
         Command::Identity => print_answer(&env, Method::GET, "/identity", &[])?,
+        Command::Reload => print_answer(&env, Method::POST, "/reload", &[])?,
         Command::Connect { replace, peers } => {
             for p in &peers {
                 meshnet_mesh::check_peer(p).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -53,6 +53,7 @@ pub fn control(api: Api) -> Router {
         Router::new()
             .route("/connect", post(connect))
             .route("/forget", post(forget))
+            .route("/reload", post(reload))
             .route(
                 "/ip/{id}",
                 post(ip_allocate).get(ip_lookup).delete(ip_free_all),
@@ -193,6 +194,19 @@ async fn forget(State(api): State<Api>, RawQuery(q): RawQuery, body: Bytes) -> R
         return (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
     }
     StatusCode::OK.into_response()
+}
+
+async fn reload(State(api): State<Api>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let gone = || (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
+    if api.driver.send(ApiRequest::Reload(Some(tx))).await.is_err() {
+        return gone();
+    }
+    match rx.await {
+        Ok(Ok(msg)) => text(format!("{msg}\n")),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(_) => gone(),
+    }
 }
 
 async fn ask_ipam(api: &Api, make: impl FnOnce(crate::ipam::Reply) -> IpamRequest) -> Response {

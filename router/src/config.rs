@@ -59,6 +59,8 @@ pub struct RouterConfig {
     pub ipam: Option<crate::ipam::IpamConfig>,
     /// Service discovery; `None` disables it (`--no-dns`).
     pub dns: Option<crate::dns::DnsConfig>,
+    /// `--authorized-keys`: only keys listed there may connect (re-read on SIGHUP/reload).
+    pub authorized_keys: Option<PathBuf>,
 }
 
 impl RouterConfig {
@@ -80,6 +82,7 @@ impl RouterConfig {
             status_addr: Some(DEFAULT_STATUS_ADDR),
             ipam: None,
             dns: Some(crate::dns::DnsConfig::new()),
+            authorized_keys: None,
             dataplane: Some(crate::dataplane::DataplaneConfig {
                 mtu: crate::datapath::DEFAULT_MTU,
                 fastdp: true,

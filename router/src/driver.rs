@@ -69,6 +69,9 @@ pub enum ApiRequest {
     },
     Ipam(IpamRequest),
     Dns(DnsRequest),
+    /// Re-read `--authorized-keys` (SIGHUP or `meshnet reload`); the reply says what
+    /// changed, or why the file was not taken.
+    Reload(Option<oneshot::Sender<Result<String, String>>>),
 }
 
 /// Fixed facts the driver needs besides the mesh.
@@ -77,6 +80,8 @@ pub struct DriverParts {
     pub mesh: Mesh,
     pub local: Arc<Local>,
     pub name_derived: bool,
+    /// `--authorized-keys`, re-read on reload.
+    pub authorized_keys_file: Option<PathBuf>,
     pub encryption: bool,
     pub trusted_subnets: Vec<ipnet::IpNet>,
     pub targets_file: PathBuf,
@@ -414,6 +419,16 @@ impl Driver {
                 self.parts.mesh.forget(&peers, now);
                 let _ = reply.send(());
             }
+            ApiRequest::Reload(reply) => {
+                let result = self.reload(now);
+                match &result {
+                    Ok(m) => info!(result = %m, "reloaded"),
+                    Err(e) => warn!(error = %e, "reload failed; the previous key list stays"),
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
             ApiRequest::Ipam(req) => {
                 if let IpamRequest::RmPeer { peer, .. } = &req {
                     let named = self.peers_named(peer, now);
@@ -431,6 +446,27 @@ impl Driver {
                 None => req.refuse_disabled(),
             },
         }
+    }
+
+    /// Re-reads `--authorized-keys` and drops connections whose key left it.
+    fn reload(&mut self, now: Instant) -> Result<String, String> {
+        let Some(path) = &self.parts.authorized_keys_file else {
+            return Err(
+                "nothing to reload: the router was launched without --authorized-keys".into(),
+            );
+        };
+        let keys = crate::authorized::load(path)?;
+        let n = keys.len();
+        let dropped = self.parts.mesh.set_authorized_keys(Some(keys), now);
+        let mut msg = format!("{n} authorized keys from {}", path.display());
+        if !dropped.is_empty() {
+            let names: Vec<String> = dropped.iter().map(ToString::to_string).collect();
+            msg.push_str(&format!(
+                "; dropped the connections of {}",
+                names.join(", ")
+            ));
+        }
+        Ok(msg)
     }
 
     /// Moves everything the mesh wants done out to the world.

@@ -29,6 +29,7 @@ pub mod addrspec;
 pub mod admission;
 pub mod api;
 pub mod api_client;
+pub mod authorized;
 pub mod config;
 pub mod control;
 pub mod datapath;
@@ -69,6 +70,8 @@ pub enum RouterError {
     },
     #[error(transparent)]
     Persist(#[from] persist::PersistError),
+    #[error("{0}")]
+    AuthorizedKeys(String),
     #[error("cannot set up the data plane: {0}")]
     Dataplane(#[from] dataplane::DataplaneError),
     #[error(
@@ -120,6 +123,11 @@ pub async fn run(
     };
 
     let now = Instant::now();
+    let (api_tx, api_rx) = mpsc::channel(64);
+    let authorized_keys = match &config.authorized_keys {
+        Some(path) => Some(authorized::load(path).map_err(RouterError::AuthorizedKeys)?),
+        None => None,
+    };
     let mut mesh = Mesh::new(
         meshnet_mesh::Config {
             name,
@@ -134,6 +142,14 @@ pub async fn run(
         },
         now,
     );
+    if let Some(keys) = authorized_keys {
+        info!(
+            keys = keys.len(),
+            "only keys in --authorized-keys may connect"
+        );
+        mesh.set_authorized_keys(Some(keys), now);
+        reload_on_sighup(api_tx.clone(), shutdown.clone());
+    }
     let targets_file = config.data_dir.join(TARGETS_FILE);
     let peers = if config.peers.is_empty() {
         persist::read_json::<Vec<String>>(&targets_file)?.unwrap_or_default()
@@ -172,7 +188,6 @@ pub async fn run(
         None => None,
     };
 
-    let (api_tx, api_rx) = mpsc::channel(64);
     let api = api::Api { driver: api_tx };
     serve(http, api::control(api.clone()), shutdown.clone());
     if let Some(l) = status_http {
@@ -197,6 +212,7 @@ pub async fn run(
             mesh,
             local,
             name_derived: config.name.is_none() || config.name == Some(derived),
+            authorized_keys_file: config.authorized_keys.clone(),
             encryption,
             trusted_subnets: config.trusted_subnets,
             targets_file,
@@ -210,6 +226,27 @@ pub async fn run(
     )
     .await;
     Ok(())
+}
+
+/// SIGHUP re-reads `--authorized-keys` (as `meshnet reload` does).
+fn reload_on_sighup(driver: mpsc::Sender<driver::ApiRequest>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; use `meshnet reload` to re-read --authorized-keys");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = hup.recv() => {
+                    if driver.send(driver::ApiRequest::Reload(None)).await.is_err() {
+                        break;
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    });
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RouterError> {

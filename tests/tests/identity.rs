@@ -116,3 +116,82 @@ fn a_second_key_claiming_a_peers_name_never_displaces_it() {
         "h3 logged fewer refusals than attempts:\n{log3}"
     );
 }
+
+#[test]
+fn authorized_keys_admit_listed_keys_only_and_reload_drops_removed_ones() {
+    require_root();
+    let lab = lab_on_one_segment("idkeys", &["h1", "h2", "h3"]);
+    let (h1, h2, h3) = (lab.host("h1"), lab.host("h2"), lab.host("h3"));
+    let h1_addr = control_addr(h1);
+    let n2 = launch(h2, &["--nickname", "h2", "--no-discovery"]);
+    let n3 = launch(h3, &["--nickname", "h3", "--no-discovery"]);
+    let line2 = meshnet_ok(h2, &["identity"]);
+    let keys = h1.run_dir().join("authorized_keys");
+
+    // A bad line fails launch with its number and loses nothing.
+    std::fs::write(&keys, format!("# mesh\n{line2}ssh-ed25519 AAAA bob\n")).expect("write");
+    let out = h1
+        .meshnet(&["launch", "--authorized-keys", &keys.to_string_lossy()])
+        .expect("running launch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "launch took a bad file: {stderr}");
+    assert!(stderr.contains("line 3:"), "{stderr}");
+
+    std::fs::write(&keys, format!("# mesh\n\n{line2}")).expect("write");
+    let mut cmd = h1.command(&["launch", "--nickname", "h1", "--no-discovery"]);
+    cmd.env("MESHNET_AUTHORIZED_KEYS", &keys);
+    meshnet_tests::launch_with(h1, &mut cmd);
+    assert_eq!(report(h1)["Router"]["AuthorizedKeys"], 1);
+
+    meshnet_ok(h2, &["connect", &h1_addr]);
+    meshnet_ok(h3, &["connect", &h1_addr]);
+    wait_for("h1 to have the listed h2 established", CONVERGE, || {
+        established_with(&report(h1), &n2).then_some(())
+    });
+    let h3_ip = h3.addr().to_string();
+    wait_for("h1 to log why it refused h3", CONVERGE, || {
+        router_log(h1)
+            .lines()
+            .find(|l| l.contains("not in --authorized-keys") && l.contains(&h3_ip))
+            .map(str::to_owned)
+    });
+    wait_for("h3 to log why it was refused", CONVERGE, || {
+        router_log(h3)
+            .lines()
+            .find(|l| l.contains("refused by peer") && l.contains("--authorized-keys"))
+            .map(str::to_owned)
+    });
+    assert!(!established_with(&report(h1), &n3));
+
+    // Remove h2's key and reload: its connection goes, and it stays out.
+    std::fs::write(&keys, "# nobody\n").expect("write");
+    let said = meshnet_ok(h1, &["reload"]);
+    assert!(
+        said.contains("0 authorized keys") && said.contains(&n2),
+        "reload said: {said}"
+    );
+    wait_for("h1 to drop h2", CONVERGE, || {
+        (!established_with(&report(h1), &n2)).then_some(())
+    });
+    let h2_ip = h2.addr().to_string();
+    wait_for("h1 to refuse h2's retry with the reason", CONVERGE, || {
+        router_log(h1)
+            .lines()
+            .find(|l| l.contains("not in --authorized-keys") && l.contains(&h2_ip))
+            .map(str::to_owned)
+    });
+    assert!(!established_with(&report(h1), &n2));
+
+    // SIGHUP re-reads the file too: h3's key listed, h3 joins.
+    std::fs::write(&keys, meshnet_ok(h3, &["identity"])).expect("write");
+    let pid = h1.router_pid().expect("h1 router pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    meshnet_ok(h3, &["connect", &h1_addr]);
+    wait_for("h1 to have h3 established after SIGHUP", CONVERGE, || {
+        established_with(&report(h1), &n3).then_some(())
+    });
+}
