@@ -670,6 +670,46 @@ mod tests {
         }
     }
 
+    /// A dialler whose Hello is in a format this build does not speak is
+    /// refused as a protocol mismatch, sealed, so both ends name the cause.
+    #[tokio::test]
+    async fn a_newer_hello_format_is_a_protocol_mismatch_on_both_ends() {
+        let (i, r) = (side("h1", true), side("h2", true));
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let dialler = async {
+            let mut hs = handshake_state(&i.key.private, None, true).unwrap();
+            let mut buf = vec![0u8; MAX_NOISE_MSG];
+            let n = hs.write_message(&[], &mut buf).unwrap();
+            write_frame(&mut a, &buf[..n]).await.unwrap();
+            let msg2 = read_frame(&mut a).await.unwrap();
+            let mut payload = vec![0u8; MAX_NOISE_MSG];
+            hs.read_message(&msg2, &mut payload).unwrap();
+            let mut newer = i.hello.encode();
+            newer[0] = meshnet_mesh::wire::HELLO_FORMAT + 1;
+            let n = hs.write_message(&newer, &mut buf).unwrap();
+            write_frame(&mut a, &buf[..n]).await.unwrap();
+            let auth = Authenticated {
+                transport: hs.into_stateless_transport_mode().unwrap(),
+                remote_hello: r.hello.clone(),
+                remote_key: r.public(),
+            };
+            auth.read_verdict(&mut a).await
+        };
+        let responder = respond(&mut b, &r.key.private, None, &r.hello);
+        let (theirs, ours) = tokio::join!(dialler, responder);
+        let ours = ours.unwrap_err();
+        assert_eq!(ours.refusal().code, RefusalCode::ProtocolMismatch);
+        assert!(ours.to_string().contains("upgrade meshnet"), "{ours}");
+        match theirs.unwrap() {
+            Verdict::Refused(r) => {
+                assert_eq!(r.code, RefusalCode::ProtocolMismatch);
+                assert!(r.code.is_permanent());
+                assert!(r.code.advice().contains("upgrade meshnet"));
+            }
+            Verdict::Accepted => panic!("a hello in an unknown format was accepted"),
+        }
+    }
+
     #[test]
     fn psk_derivation_is_deterministic_and_password_dependent() {
         assert_eq!(Psk::derive("a").0, Psk::derive("a").0);
