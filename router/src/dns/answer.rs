@@ -59,17 +59,30 @@ pub fn udp_limit(req: &Message) -> usize {
     usize::from(req.max_payload()).clamp(CLASSIC_UDP_REPLY, MAX_UDP_REPLY)
 }
 
-/// Answers `bytes` (one DNS message) within `limit` bytes.
+/// How the query came, which bounds the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// 512 bytes, or the client's EDNS0 size (at most [`MAX_UDP_REPLY`]).
+    Udp,
+    /// [`MAX_TCP_REPLY`].
+    Tcp,
+}
+
+/// Answers `bytes` (one DNS message) within what `transport` carries.
 pub fn answer(
     bytes: &[u8],
     names: &Names,
     zone: &Zone,
-    limit: usize,
+    transport: Transport,
     rng: &mut impl Rng,
 ) -> Outcome {
     let req = match Message::from_vec(bytes) {
         Ok(m) => m,
         Err(_) => return format_error(bytes),
+    };
+    let limit = match transport {
+        Transport::Udp => udp_limit(&req),
+        Transport::Tcp => MAX_TCP_REPLY,
     };
     if req.metadata.message_type != MessageType::Query {
         return format_error(bytes);

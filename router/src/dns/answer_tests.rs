@@ -27,9 +27,9 @@ fn names(n: u8) -> Names {
     names
 }
 
-fn ask(name: &str, rtype: RecordType, table: &Names, limit: usize) -> Message {
+fn ask(name: &str, rtype: RecordType, table: &Names, t: Transport) -> Message {
     let mut rng = StdRng::seed_from_u64(7);
-    match answer(&query(name, rtype, 42), table, &zone(), limit, &mut rng) {
+    match answer(&query(name, rtype, 42), table, &zone(), t, &mut rng) {
         Outcome::Reply(bytes, _) => Message::from_vec(&bytes).expect("reply decodes"),
         Outcome::Forward => panic!("{name} was forwarded"),
     }
@@ -47,7 +47,7 @@ fn addrs(m: &Message) -> Vec<Ipv4Addr> {
 
 #[test]
 fn a_returns_every_address_authoritatively() {
-    let m = ask("web.weave.local.", RecordType::A, &names(3), 512);
+    let m = ask("web.weave.local.", RecordType::A, &names(3), Transport::Udp);
     assert_eq!(m.metadata.id, 42);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative && m.metadata.recursion_available);
@@ -64,7 +64,7 @@ fn order_varies_between_responses() {
     let orders: BTreeSet<Vec<Ipv4Addr>> = (0..20)
         .map(|_| {
             let q = query("web.weave.local.", RecordType::A, 1);
-            match answer(&q, &table, &zone(), 512, &mut rng) {
+            match answer(&q, &table, &zone(), Transport::Udp, &mut rng) {
                 Outcome::Reply(b, _) => addrs(&Message::from_vec(&b).expect("decodes")),
                 Outcome::Forward => panic!("forwarded"),
             }
@@ -75,17 +75,22 @@ fn order_varies_between_responses() {
 
 #[test]
 fn case_insensitive_and_single_label_qualified() {
-    let m = ask("WeB.WEAVE.local.", RecordType::A, &names(1), 512);
+    let m = ask("WeB.WEAVE.local.", RecordType::A, &names(1), Transport::Udp);
     assert_eq!(addrs(&m), [Ipv4Addr::new(10, 32, 0, 1)]);
     // The owner name echoes the question's spelling.
     assert_eq!(m.answers[0].name.to_ascii(), "WeB.WEAVE.local.");
-    let m = ask("web.", RecordType::A, &names(1), 512);
+    let m = ask("web.", RecordType::A, &names(1), Transport::Udp);
     assert_eq!(addrs(&m), [Ipv4Addr::new(10, 32, 0, 1)]);
 }
 
 #[test]
 fn other_types_of_existing_names_are_empty_noerror() {
-    let m = ask("web.weave.local.", RecordType::AAAA, &names(1), 512);
+    let m = ask(
+        "web.weave.local.",
+        RecordType::AAAA,
+        &names(1),
+        Transport::Udp,
+    );
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty());
     assert!(m.metadata.authoritative);
@@ -94,7 +99,7 @@ fn other_types_of_existing_names_are_empty_noerror() {
 #[test]
 fn unknown_names_in_the_domain_are_nxdomain() {
     for rtype in [RecordType::A, RecordType::MX] {
-        let m = ask("nope.weave.local.", rtype, &names(1), 512);
+        let m = ask("nope.weave.local.", rtype, &names(1), Transport::Udp);
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         assert!(m.metadata.authoritative);
     }
@@ -102,7 +107,12 @@ fn unknown_names_in_the_domain_are_nxdomain() {
 
 #[test]
 fn ptr_from_entries_else_forwarded() {
-    let m = ask("1.0.32.10.in-addr.arpa.", RecordType::PTR, &names(1), 512);
+    let m = ask(
+        "1.0.32.10.in-addr.arpa.",
+        RecordType::PTR,
+        &names(1),
+        Transport::Udp,
+    );
     match &m.answers[0].data {
         RData::PTR(p) => assert_eq!(p.0.to_ascii(), "web.weave.local."),
         other => panic!("not a PTR: {other:?}"),
@@ -110,12 +120,12 @@ fn ptr_from_entries_else_forwarded() {
     let mut rng = StdRng::seed_from_u64(1);
     let q = query("9.9.9.10.in-addr.arpa.", RecordType::PTR, 1);
     assert_eq!(
-        answer(&q, &names(1), &zone(), 512, &mut rng),
+        answer(&q, &names(1), &zone(), Transport::Udp, &mut rng),
         Outcome::Forward
     );
     let q = query("example.com.", RecordType::A, 1);
     assert_eq!(
-        answer(&q, &names(1), &zone(), 512, &mut rng),
+        answer(&q, &names(1), &zone(), Transport::Udp, &mut rng),
         Outcome::Forward
     );
 }
@@ -123,11 +133,11 @@ fn ptr_from_entries_else_forwarded() {
 #[test]
 fn long_answers_truncate_on_a_record_boundary() {
     let table = names(100);
-    let m = ask("web.weave.local.", RecordType::A, &table, CLASSIC_UDP_REPLY);
+    let m = ask("web.weave.local.", RecordType::A, &table, Transport::Udp);
     assert!(m.metadata.truncation);
     assert!(!m.answers.is_empty() && m.answers.len() < 100);
     assert!(m.to_vec().expect("encodes").len() <= CLASSIC_UDP_REPLY);
-    let m = ask("web.weave.local.", RecordType::A, &table, MAX_TCP_REPLY);
+    let m = ask("web.weave.local.", RecordType::A, &table, Transport::Tcp);
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 100);
 }
@@ -151,10 +161,16 @@ fn edns_size_is_honoured_and_capped() {
 fn garbage_gets_formerr_or_nothing() {
     let mut rng = StdRng::seed_from_u64(1);
     assert_eq!(
-        answer(&[], &names(1), &zone(), 512, &mut rng),
+        answer(&[], &names(1), &zone(), Transport::Udp, &mut rng),
         Outcome::Reply(Vec::new(), ResponseCode::FormErr)
     );
-    match answer(&[0xab, 0xcd, 0xff], &names(1), &zone(), 512, &mut rng) {
+    match answer(
+        &[0xab, 0xcd, 0xff],
+        &names(1),
+        &zone(),
+        Transport::Udp,
+        &mut rng,
+    ) {
         Outcome::Reply(b, ResponseCode::FormErr) => {
             assert_eq!(Message::from_vec(&b).expect("decodes").metadata.id, 0xabcd);
         }

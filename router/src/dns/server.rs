@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::dns::answer::{self, MAX_TCP_REPLY, MAX_UDP_REPLY, Names, Outcome, Zone};
+use crate::dns::answer::{self, MAX_UDP_REPLY, Names, Outcome, Transport, Zone};
 use crate::dns::upstream::Upstream;
 
 /// How long an idle TCP client may hold its connection.
@@ -64,10 +64,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn local(&self, query: &[u8], limit: usize) -> Outcome {
+    fn local(&self, query: &[u8], transport: Transport) -> Outcome {
         self.metrics.queries.fetch_add(1, Ordering::Relaxed);
         let names = self.names.load();
-        let out = answer::answer(query, &names, &self.zone, limit, &mut rand::rng());
+        let out = answer::answer(query, &names, &self.zone, transport, &mut rand::rng());
         if let Outcome::Reply(_, code) = &out {
             self.metrics.count(code.low());
         }
@@ -155,11 +155,7 @@ async fn serve_udp(sock: UdpSocket, ctx: Arc<Ctx>) {
             }
         };
         let query = &buf[..n];
-        let limit = match hickory_proto::op::Message::from_vec(query) {
-            Ok(m) => answer::udp_limit(&m),
-            Err(_) => answer::CLASSIC_UDP_REPLY,
-        };
-        match ctx.local(query, limit) {
+        match ctx.local(query, Transport::Udp) {
             Outcome::Reply(bytes, _) => {
                 if !bytes.is_empty() {
                     let _ = sock.send_to(&bytes, peer).await;
@@ -215,7 +211,7 @@ async fn serve_tcp_client(mut s: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
         tokio::time::timeout(TCP_IDLE, s.read_exact(&mut query))
             .await
             .map_err(|_| std::io::ErrorKind::TimedOut)??;
-        let reply = match ctx.local(&query, MAX_TCP_REPLY) {
+        let reply = match ctx.local(&query, Transport::Tcp) {
             Outcome::Reply(bytes, _) => bytes,
             Outcome::Forward => ctx.forward(&query, true).await,
         };
