@@ -580,3 +580,38 @@ fn setup_cni_installs_into_temp_dirs_and_the_installed_plugin_serves_pods() {
         assert!(r.ok, "DEL {ty}: {} {}", r.raw, r.err);
     }
 }
+
+#[test]
+fn ipam_delegated_to_debians_host_local() {
+    let mut lab = two_hosts("cni-hostlocal");
+    let bins = bin_dir(&lab);
+    let pod = Pod::new(&mut lab, "host1", "hl");
+    let h1 = lab.host("host1");
+    let store = lab.dir().join("host-local");
+    let mut c = conf("1.0.0");
+    c["ipam"] = json!({"type": "host-local", "subnet": "10.99.0.0/24", "dataDir": store});
+    let r =
+        cni(h1, &bins, "meshnet", &pod.env("ADD"), &c.to_string()).expect_ok("ADD via host-local");
+    let ip = pod_ip(&r);
+    assert!(ip.to_string().starts_with("10.99.0."), "{r}");
+    // host-local names the gateway (.1); the bridge gets it, the pod reaches it.
+    let gw = r["ips"][0]["gateway"]
+        .as_str()
+        .expect("host-local's gateway")
+        .to_owned();
+    pings(&pod, gw.parse().unwrap());
+    let held = store.join("meshnet").join(ip.to_string());
+    assert!(held.is_file(), "host-local recorded {ip}");
+    let d = cni(
+        h1,
+        &bins,
+        "meshnet",
+        &pod.env("DEL"),
+        &with_prev(c.clone(), &r),
+    );
+    assert!(d.ok, "DEL: {} {}", d.raw, d.err);
+    assert!(
+        !held.exists(),
+        "DEL reached host-local, which released {ip}"
+    );
+}
