@@ -26,13 +26,8 @@ pub struct EnvArgs {
     /// Directory for persisted state (identity key, targets, IPAM).
     #[arg(long, env = "MESHNET_DATA_DIR", default_value = meshnet_router::config::DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
-    /// The router's HTTP API address.
-    #[arg(
-        long,
-        env = "MESHNET_HTTP_ADDR",
-        default_value = "127.0.0.1:6784",
-        global = true
-    )]
+    /// The router's HTTP API address [env: MESHNET_HTTP_ADDR, WEAVE_HTTP_ADDR].
+    #[arg(long, default_value = "127.0.0.1:6784", global = true)]
     pub http_addr: SocketAddr,
 }
 
@@ -43,7 +38,11 @@ pub enum Command {
     /// Stop the router (state is kept; `launch` resumes it).
     Stop,
     /// Hand this peer's IP space to others, stop the router and forget all persisted state.
-    Reset,
+    Reset {
+        /// Accepted for weave's command line; meshnet's reset never refuses.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the router's status: summary, or `peers`, `connections`, `targets`, `ipam`, `dns`.
     Status {
         /// One of: peers, connections, targets, ipam, dns.
@@ -56,8 +55,13 @@ pub enum Command {
     Identity,
     /// Re-read --authorized-keys (as SIGHUP does); connections of removed keys are dropped.
     Reload,
-    /// Print the router's full state as JSON.
-    Report,
+    /// Print the router's full state as JSON, or through a Go template:
+    /// `report -f '{{.Router.Name}}'` (weave's field names; `{{json .IPAM}}` prints JSON).
+    Report {
+        /// A Go text/template executed over the report.
+        #[arg(short = 'f', long = "format", value_name = "TEMPLATE")]
+        format: Option<String>,
+    },
     /// Add peers to connect to; `--replace` drops the previous list first.
     Connect {
         #[arg(long)]
@@ -170,6 +174,13 @@ pub enum Command {
         #[arg(long, default_value = "meshnet")]
         configmap: String,
     },
+    /// Make the `weave` name: a symlink to this binary, next to it (or in --link-dir),
+    /// so weave's scripts run unchanged.
+    Setup {
+        /// Directory for the `weave` link (default: this binary's directory).
+        #[arg(long)]
+        link_dir: Option<PathBuf>,
+    },
 }
 
 /// `[IP...] [CONTAINER] [-h FQDN]` (weave's `-h`, so help is `--help` only).
@@ -189,8 +200,9 @@ pub struct DnsNameArgs {
 #[derive(Debug, Args, Clone)]
 pub struct LaunchArgs {
     /// Mesh password: peers without it are turned away and traffic is encrypted.
-    /// Never put on the router's command line; prefer the environment variable.
-    #[arg(long, env = "MESHNET_PASSWORD", hide_env_values = true)]
+    /// Never put on the router's command line; prefer the environment variable
+    /// [env: MESHNET_PASSWORD, WEAVE_PASSWORD].
+    #[arg(long)]
     pub password: Option<String>,
     /// Peer name (MAC-style, e.g. 8a:3e:3e:3e:3e:3e); default: derived from this host's key.
     #[arg(long)]
@@ -201,8 +213,9 @@ pub struct LaunchArgs {
     /// Address to accept peer connections on.
     #[arg(long, default_value = "0.0.0.0")]
     pub host: IpAddr,
-    /// TCP port for peer connections (UDP sleeve uses the same number).
-    #[arg(long, env = "MESHNET_PORT", default_value_t = meshnet_router::config::DEFAULT_PORT)]
+    /// TCP port for peer connections (UDP sleeve uses the same number)
+    /// [env: MESHNET_PORT, WEAVE_PORT].
+    #[arg(long, default_value_t = meshnet_router::config::DEFAULT_PORT)]
     pub port: u16,
     /// Most connections this router keeps (0 = unlimited).
     #[arg(long, default_value_t = meshnet_router::config::DEFAULT_CONN_LIMIT)]
@@ -218,16 +231,20 @@ pub struct LaunchArgs {
     /// Subnets (comma-separated CIDRs) whose peers are trusted with unencrypted fast datapath.
     #[arg(long, value_delimiter = ',')]
     pub trusted_subnets: Vec<String>,
-    /// Read-only status and metrics address ("" disables it).
-    #[arg(long, env = "MESHNET_STATUS_ADDR", default_value = "127.0.0.1:6782")]
+    /// Read-only status and metrics address ("" disables it)
+    /// [env: MESHNET_STATUS_ADDR, WEAVE_STATUS_ADDR].
+    #[arg(long, default_value = "127.0.0.1:6782")]
     pub status_addr: String,
-    /// MTU of the overlay: the bridge and every container interface.
-    #[arg(long, env = "MESHNET_MTU", default_value_t = meshnet_router::datapath::DEFAULT_MTU)]
+    /// MTU of the overlay: the bridge and every container interface
+    /// [env: MESHNET_MTU, WEAVE_MTU].
+    #[arg(long, default_value_t = meshnet_router::datapath::DEFAULT_MTU)]
     pub mtu: u32,
-    /// Do not use the kernel fast datapath (VXLAN); carry everything over the sleeve.
-    #[arg(long, env = "MESHNET_NO_FASTDP")]
+    /// Do not use the kernel fast datapath (VXLAN); carry everything over the sleeve
+    /// [env: MESHNET_NO_FASTDP, WEAVE_NO_FASTDP].
+    #[arg(long)]
     pub no_fastdp: bool,
-    /// IP allocation range for containers ("" disables IPAM).
+    /// IP allocation range for containers ("" disables IPAM)
+    /// [env: MESHNET_IPALLOC_RANGE, IPALLOC_RANGE].
     #[arg(long, alias = "iprange", default_value = meshnet_router::config::DEFAULT_IPALLOC_RANGE)]
     pub ipalloc_range: String,
     /// Subnet `net:default` allocates from (default: the whole range).
@@ -244,6 +261,13 @@ pub struct LaunchArgs {
     /// Run attached to this terminal (for systemd and containers) instead of detaching.
     #[arg(long)]
     pub foreground: bool,
+    /// Accepted for weave's command line: meshnet never restarts a router that died.
+    #[arg(long)]
+    pub no_restart: bool,
+    /// Reconnect to the persisted peer list (what a launch without peers does); refused
+    /// together with peers.
+    #[arg(long, conflicts_with = "peers")]
+    pub resume: bool,
     /// Run the Docker API proxy on $MESHNET_RUN_DIR/meshnet.sock (`eval $(meshnet env)`);
     /// --proxy=false turns it off.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,

@@ -197,7 +197,8 @@ impl Host {
     }
 
     /// `ip netns exec <ns> <meshnet> args` with this host's run/data dirs and
-    /// API address. `MESHNET_PASSWORD` is removed so a password set in the
+    /// API address. The launch settings' variables (`MESHNET_PASSWORD`,
+    /// `WEAVE_PASSWORD`, `WEAVE_MTU`, ...) are removed so what is set in the
     /// caller's environment never leaks into a host by accident; `RUST_LOG`
     /// passes through.
     pub fn command(&self, args: &[&str]) -> Command {
@@ -208,7 +209,10 @@ impl Host {
             .env("MESHNET_RUN_DIR", &self.run_dir)
             .env("MESHNET_DATA_DIR", &self.data_dir)
             .env("MESHNET_HTTP_ADDR", HOST_HTTP_ADDR)
-            .env_remove("MESHNET_PASSWORD");
+            .env_remove(crate::settings::HTTP_ADDR.weave);
+        for s in crate::settings::LAUNCH {
+            cmd.env_remove(s.ours).env_remove(s.weave);
+        }
         cmd
     }
 

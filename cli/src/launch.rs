@@ -65,11 +65,16 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
         .env("MESHNET_RUN_DIR", &env.run_dir)
         .env("MESHNET_DATA_DIR", &env.data_dir)
         .env("MESHNET_HTTP_ADDR", env.http_addr.to_string())
-        .env_remove("MESHNET_PASSWORD")
-        .env_remove("MESHNET_NO_FASTDP")
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)
         .stderr(log);
+    // Everything the settings read from the environment was resolved here
+    // and goes as flags; weave's names must not come back in the child (the
+    // password least of all, nor WEAVE_NO_FASTDP, which has no "off" flag).
+    for s in crate::settings::LAUNCH {
+        cmd.env_remove(s.ours).env_remove(s.weave);
+    }
+    cmd.env_remove(crate::settings::HTTP_ADDR.weave);
     // The password travels in the environment, never on the command line.
     if let Some(p) = &args.password {
         cmd.env("MESHNET_PASSWORD", p);

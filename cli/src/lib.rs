@@ -3,7 +3,9 @@
 //! Layout: [`args`] (clap definitions), `launch` (start/stop the router
 //! process), `client` (HTTP to the router's API), `demo` (a mesh in network
 //! namespaces), [`lab`] (the namespace harness shared with the tests),
-//! [`cni`] (the binary as a CNI plugin, chosen by its name or `CNI_COMMAND`).
+//! [`cni`] (the binary as a CNI plugin, chosen by its name or `CNI_COMMAND`),
+//! [`settings`] (flags that weave's environment variables also set) and
+//! [`weave`] (the binary invoked as `weave`).
 
 pub mod args;
 mod attach;
@@ -20,28 +22,43 @@ mod expose;
 mod kube;
 pub mod lab;
 mod launch;
+pub mod settings;
 mod setup_cni;
+pub mod weave;
 
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 use http::{Method, StatusCode};
 
 use args::{Cli, Command, EnvArgs};
+use weave::Flavour;
 
-/// Entry point of the binary.
+/// Entry point of the binary: `meshnet`, or `weave` through a symlink
+/// (see [`weave`]).
 pub fn main() -> ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let nargs = std::env::args_os().count();
     if let Some(role) = cni::role(&argv0, nargs, std::env::var_os("CNI_COMMAND").is_some()) {
         return cni::main(role);
     }
-    let cli = Cli::parse();
-    match run(cli) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let flavour = Flavour::of(argv.first().map(|a| a.as_os_str()));
+    let matches = match flavour.command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => return flavour.usage_error(e, &argv),
+    };
+    let parsed = Cli::from_arg_matches(&matches)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut cli| {
+            settings::apply(&mut cli, &matches, &|k| std::env::var(k).ok())?;
+            Ok(cli)
+        });
+    match parsed.and_then(|cli| run(cli, flavour)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("meshnet: {e:#}");
+            eprintln!("{}: {e:#}", flavour.name());
             ExitCode::FAILURE
         }
     }
@@ -58,7 +75,7 @@ pub fn init_logging() {
         .try_init();
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, flavour: Flavour) -> Result<ExitCode> {
     let env = cli.env;
     match cli.command {
         Command::Launch(args) => {
@@ -68,7 +85,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stop => {
             launch::stop(&env)?;
         }
-        Command::Reset => {
+        Command::Reset { force: _ } => {
             launch::reset(&env)?;
             cleanup::sweep()?;
         }
@@ -80,7 +97,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             print_answer(&env, Method::GET, &path, &[])?;
         }
-        Command::Report => print_answer(&env, Method::GET, "/report", &[])?,
+        Command::Report { format } => match format {
+            None => print_answer(&env, Method::GET, "/report", &[])?,
+            Some(f) => {
+                let query: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("format", &f)
+                    .finish();
+                print_answer(&env, Method::GET, &format!("/report?{query}"), &[])?
+            }
+        },
         Command::Identity => print_answer(&env, Method::GET, "/identity", &[])?,
         Command::Reload => print_answer(&env, Method::POST, "/reload", &[])?,
         Command::Connect { replace, peers } => {
@@ -127,21 +152,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Prime => print_answer(&env, Method::GET, "/ring", &[])?,
         Command::Version => {
-            println!("meshnet {}", env!("CARGO_PKG_VERSION"));
+            let (this, router) = match flavour {
+                Flavour::Meshnet => ("meshnet", "meshnet router"),
+                Flavour::Weave => ("weave script", "weave"),
+            };
+            println!("{this} {}", env!("CARGO_PKG_VERSION"));
             if let Ok(a) = client::call(env.http_addr, Method::GET, "/report", &[])
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.body)
             {
-                println!(
-                    "meshnet router {}",
-                    v["Version"].as_str().unwrap_or("unknown")
-                );
+                println!("{router} {}", v["Version"].as_str().unwrap_or("unknown"));
             }
         }
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
-                "meshnet",
+                &mut flavour.command(),
+                flavour.name(),
                 &mut std::io::stdout(),
             );
         }
@@ -170,6 +196,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             },
             &node_name,
         )?,
+        Command::Setup { link_dir } => {
+            let link = weave::setup(link_dir.as_deref())?;
+            println!("{}", link.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
