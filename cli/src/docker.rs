@@ -68,6 +68,16 @@ impl Setup {
         })
     }
 
+    /// What `status` and `report` list besides the router and IPAM.
+    pub fn services(&self, env: &EnvArgs) -> meshnet_router::report::Services {
+        meshnet_router::report::Services {
+            proxy: self.proxy.then(|| vec![proxy_url(&env.run_dir)]),
+            plugin: self
+                .plugin
+                .then(|| meshnet_proxy::plugin::DRIVER.to_string()),
+        }
+    }
+
     /// The flags that carry this setup to the detached router.
     pub fn child_args(&self) -> Vec<String> {
         let mut v = vec![

@@ -495,6 +495,8 @@ fn run_foreground(config: RouterConfig, env: &EnvArgs, docker: crate::docker::Se
         let shutdown = CancellationToken::new();
         docker.start_proxy(env, shutdown.clone()).await?;
         let plugin = docker.start_plugin(env, shutdown.clone()).await?;
+        let mut config = config;
+        config.services = docker.services(env);
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::dns::DnsRequest;
 use crate::driver::{ApiRequest, Snapshot};
 use crate::ipam::IpamRequest;
-use crate::{metrics, status};
+use crate::{metrics, report, status};
 
 /// Shared state of the handlers: the way to the driver.
 #[derive(Clone, Debug)]
@@ -122,13 +122,27 @@ async fn status_sub(
     }
 }
 
-async fn report(State(api): State<Api>) -> Response {
-    match api.snapshot().await {
-        Ok(s) => {
-            let body = serde_json::to_string_pretty(&status::report(&s)).unwrap_or_default();
-            ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response()
-        }
-        Err(r) => r,
+/// `GET /report`: JSON, or `?format=TEMPLATE` executed over the same model.
+async fn report(State(api): State<Api>, RawQuery(query): RawQuery) -> Response {
+    let format = form(query, &[])
+        .into_iter()
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v);
+    let snap = match api.snapshot().await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let model = report::build(&snap);
+    match format {
+        None => (
+            [(header::CONTENT_TYPE, "application/json")],
+            report::to_json(&model),
+        )
+            .into_response(),
+        Some(t) => match report::render(&model, &t) {
+            Ok(body) => text(body),
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        },
     }
 }
 

@@ -61,6 +61,8 @@ pub struct RouterConfig {
     pub dns: Option<crate::dns::DnsConfig>,
     /// `--authorized-keys`: only keys listed there may connect (re-read on SIGHUP/reload).
     pub authorized_keys: Option<PathBuf>,
+    /// Services the caller runs next to the router, for `status` and `report`.
+    pub services: crate::report::Services,
 }
 
 impl RouterConfig {
@@ -83,6 +85,7 @@ impl RouterConfig {
             ipam: None,
             dns: Some(crate::dns::DnsConfig::new()),
             authorized_keys: None,
+            services: crate::report::Services::default(),
             dataplane: Some(crate::dataplane::DataplaneConfig {
                 mtu: crate::datapath::DEFAULT_MTU,
                 fastdp: true,

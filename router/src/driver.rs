@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub sleeve: std::collections::BTreeMap<meshnet_mesh::PeerName, crate::sleeve::SleevePeerStatus>,
     /// Wall-clock time the snapshot was taken (to render retry times).
     pub taken_at: SystemTime,
+    /// The other services running with the router (proxy, plugin).
+    pub services: crate::report::Services,
 }
 
 /// Requests from the HTTP API.
@@ -88,6 +90,8 @@ pub struct DriverParts {
     pub ipam: Option<IpamService>,
     pub dns: Option<DnsService>,
     pub dataplane: Option<(Dataplane, Heartbeats)>,
+    /// Shown by `status` and `report`.
+    pub services: crate::report::Services,
 }
 
 /// The driver state.
@@ -406,6 +410,7 @@ impl Driver {
                         .map(Dataplane::sleeve_status)
                         .unwrap_or_default(),
                     taken_at: SystemTime::now(),
+                    services: self.parts.services.clone(),
                 });
             }
             ApiRequest::Connect {

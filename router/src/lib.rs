@@ -43,6 +43,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod nft;
 pub mod persist;
+pub mod report;
 pub mod sleeve;
 pub mod status;
 
@@ -219,6 +220,7 @@ pub async fn run(
             ipam,
             dns,
             dataplane,
+            services: config.services,
         },
         listener,
         api_rx,

@@ -1,15 +1,17 @@
-//! Text and JSON renderings of a [`Snapshot`], in weave's formats
-//! (reference §1.6, §1.7) so a weave user's eyes and scripts still work.
+//! Text renderings of a [`Snapshot`] (`status` and its sub-forms), in
+//! weave's formats (reference §1.6) so a weave user's eyes and scripts still
+//! work. The JSON report is [`crate::report`].
 
 use std::fmt::Write as _;
 
 use meshnet_mesh::{ConnState, LocalConnStatus, PeerName};
+
 use serde_json::{Value, json};
 
 use crate::driver::Snapshot;
 
 /// The overlay serving `peer`, and why it is not fastdp when it is not.
-fn overlay_of(snap: &Snapshot, peer: Option<PeerName>) -> (String, Option<String>) {
+pub(crate) fn overlay_of(snap: &Snapshot, peer: Option<PeerName>) -> (String, Option<String>) {
     match peer.and_then(|p| snap.paths.get(&p)) {
         Some((path, reason)) => (path.to_string(), reason.map(|r| r.to_string())),
         None => ("none".to_string(), None),
@@ -18,7 +20,7 @@ fn overlay_of(snap: &Snapshot, peer: Option<PeerName>) -> (String, Option<String
 
 /// The MTU in use on a link: the sleeve's discovered path MTU when the peer
 /// is on the sleeve and probing finished, else the overlay MTU.
-fn link_mtu(snap: &Snapshot, peer: PeerName, overlay: &str) -> Option<u32> {
+pub(crate) fn link_mtu(snap: &Snapshot, peer: PeerName, overlay: &str) -> Option<u32> {
     let probed = snap.sleeve.get(&peer).and_then(|s| s.mtu).map(u32::from);
     match overlay {
         "sleeve" => probed.or(snap.mtu),
@@ -26,7 +28,7 @@ fn link_mtu(snap: &Snapshot, peer: PeerName, overlay: &str) -> Option<u32> {
     }
 }
 
-fn name_nick(name: PeerName, nick: &str) -> String {
+pub(crate) fn name_nick(name: PeerName, nick: &str) -> String {
     format!("{name}({nick})")
 }
 
@@ -41,7 +43,11 @@ pub fn summary(snap: &Snapshot) -> String {
     line(
         &mut out,
         "Version",
-        &format!("meshnet {}", env!("CARGO_PKG_VERSION")),
+        &format!(
+            "meshnet {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            crate::report::VersionCheck::disabled().summary()
+        ),
     );
     out.push('\n');
     line(&mut out, "Service", "router");
@@ -88,6 +94,16 @@ pub fn summary(snap: &Snapshot) -> String {
         line(&mut out, "TTL", &dns.ttl.to_string());
         let live = dns.entries.iter().filter(|e| !e.tombstone).count();
         line(&mut out, "Entries", &live.to_string());
+    }
+    if let Some(addrs) = &snap.services.proxy {
+        out.push('\n');
+        line(&mut out, "Service", "proxy");
+        line(&mut out, "Address", &addrs.join(", "));
+    }
+    if let Some(driver) = &snap.services.plugin {
+        out.push('\n');
+        line(&mut out, "Service", "plugin (legacy)");
+        line(&mut out, "DriverName", driver);
     }
     out.push('\n');
     out
@@ -191,6 +207,8 @@ fn peer_counts(snap: &Snapshot) -> String {
         }
     }
     match (est, pending) {
+        // weave leaves the parenthesis out when there is nothing to count.
+        (0, 0) => peers.len().to_string(),
         (e, 0) => format!("{} (with {e} established connections)", peers.len()),
         (e, p) => format!(
             "{} (with {e} established, {p} pending connections)",
@@ -295,124 +313,4 @@ pub fn peers(snap: &Snapshot, verbose: bool) -> String {
 /// `meshnet status targets`.
 pub fn targets(snap: &Snapshot) -> String {
     snap.mesh.targets.iter().map(|t| format!("{t}\n")).collect()
-}
-
-/// `meshnet report`: weave's field names where they apply.
-pub fn report(snap: &Snapshot) -> Value {
-    let m = &snap.mesh;
-    let peers: Vec<Value> = m
-        .peers
-        .iter()
-        .map(|p| {
-            json!({
-                "Name": p.name.to_string(),
-                "NickName": p.nickname,
-                "UID": p.uid.to_string(),
-                "ShortID": p.short_id.as_u16(),
-                "Version": p.version,
-                "KeyFingerprint": p.key,
-                "Connections": p.connections.iter().map(|c| json!({
-                    "Name": c.name.to_string(),
-                    "NickName": c.nickname,
-                    "Address": c.address,
-                    "Outbound": c.outbound,
-                    "Established": c.established,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let connections: Vec<Value> = m
-        .connections
-        .iter()
-        .map(|c| {
-            let mut attrs = serde_json::Map::new();
-            if matches!(c.state, ConnState::Established | ConnState::Pending) {
-                let peer = c.peer.as_ref().map(|p| p.0);
-                let (overlay, reason) = overlay_of(snap, peer);
-                if let Some(mtu) = peer.and_then(|p| link_mtu(snap, p, &overlay)) {
-                    attrs.insert("mtu".into(), json!(mtu));
-                }
-                if let Some(s) = peer.and_then(|p| snap.sleeve.get(&p)) {
-                    attrs.insert("sleeve_healthy".into(), json!(s.healthy));
-                    attrs.insert("sleeve_tx".into(), json!(s.tx_packets));
-                    attrs.insert("sleeve_rx".into(), json!(s.rx_packets));
-                    attrs.insert("sleeve_drops".into(), json!(s.drops));
-                }
-                attrs.insert("name".into(), json!(overlay));
-                if let Some(reason) = reason {
-                    attrs.insert("reason".into(), json!(reason));
-                }
-                if snap.encryption {
-                    attrs.insert("encrypted".into(), json!(true));
-                }
-            }
-            json!({
-                "Address": c.address,
-                "Outbound": c.outbound,
-                "State": c.state.to_string(),
-                "Info": connection_info(c),
-                "Attrs": attrs,
-                "Peer": c.peer.as_ref().map(|(n, nick)| name_nick(*n, nick)),
-            })
-        })
-        .collect();
-    let mut report = json!({
-        "Ready": true,
-        "Version": env!("CARGO_PKG_VERSION"),
-        "Router": {
-            "Protocol": "meshnet",
-            "ProtocolMinVersion": meshnet_mesh::PROTOCOL_MIN,
-            "ProtocolMaxVersion": meshnet_mesh::PROTOCOL_MAX,
-            "Encryption": snap.encryption,
-            "PeerDiscovery": m.discovery,
-            "Name": m.name.to_string(),
-            "NickName": m.nickname,
-            "UID": m.uid.to_string(),
-            "KeyFingerprint": snap.public_key.fingerprint(),
-            "PublicKey": snap.public_key.to_base64(),
-            "AuthorizedKeys": snap.authorized_keys,
-            "Port": m.port,
-            "ConnLimit": m.conn_limit,
-            "Peers": peers,
-            "UnicastRoutes": m.unicast_routes.iter().map(|r| json!({
-                "Dest": r.dest.to_string(), "Via": r.via.to_string(),
-            })).collect::<Vec<_>>(),
-            "BroadcastRoutes": m.broadcast_routes.iter().map(|r| json!({
-                "Source": r.source.to_string(),
-                "Via": r.via.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "Connections": connections,
-            "TerminationCount": m.termination_count,
-            "Targets": m.targets,
-            "TrustedSubnets": snap.trusted_subnets,
-            "FastdpAdmitted": snap.fastdp_admitted.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        }
-    });
-    if let Some(ipam) = &snap.ipam {
-        report["IPAM"] = serde_json::to_value(&ipam.status).unwrap_or(Value::Null);
-    }
-    if let Some(dns) = &snap.dns {
-        report["DNS"] = json!({
-            "Domain": dns.domain,
-            "Upstream": dns.upstream.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(),
-            "Address": dns.address.as_ref().map(ToString::to_string).unwrap_or_default(),
-            "TTL": dns.ttl,
-            "Entries": dns.entries.iter().map(|e| json!({
-                "Hostname": e.name,
-                "Origin": e.origin.to_string(),
-                "ContainerID": e.container,
-                "Address": e.addr.to_string(),
-                "Version": e.version,
-                "Tombstone": u8::from(e.tombstone),
-            })).collect::<Vec<_>>(),
-        });
-    }
-    report
-}
-
-fn connection_info(c: &LocalConnStatus) -> String {
-    match (&c.error, c.state) {
-        (Some(e), ConnState::Failed | ConnState::Retrying) => e.clone(),
-        _ => String::new(),
-    }
 }
