@@ -43,7 +43,10 @@ weave --help | help
 weave launch        [--password <pass>] [--trusted-subnets <cidr>,...]
                     [--host <ip_address>] [--port <port>]
                     [--name <mac>] [--nickname <nickname>]
-                    [--no-restart] [--resume] [--no-discovery]
+                    [--no-restart] [--resume] [--no-discovery] [--no-dns]
+                    [--dns-listen-address <address>:<port>]
+                    [--dns-domain <domain>] [--dns-ttl <seconds>]
+                    [--resolv-conf <path>]
                     [--ipalloc-init <mode>]
                     [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
                     [--plugin=false] [--proxy=false]
@@ -55,6 +58,7 @@ weave prime
 
 weave env           [--restore]
       config
+      dns-args
 
 weave connect       [--replace] [<peer> ...]
       forget        <peer> ...
@@ -65,7 +69,13 @@ weave attach        [--no-multicast-route] [<addr> ...] <container_id>
 weave expose        [<addr> ...] [--without-masquerade]
       hide          [<addr> ...]
 
-weave status        [targets | connections | peers | ipam]
+weave dns-add       [<ip_address> ...] <container_id> [-h <fqdn>] |
+                    <ip_address> ... -h <fqdn>
+      dns-remove    [<ip_address> ...] <container_id> [-h <fqdn>] |
+                    <ip_address> ... -h <fqdn>
+      dns-lookup    <unqualified_name>
+
+weave status        [targets | connections | peers | dns | ipam]
       report        [-f <format>]
       ps            [<container_id> ...]
 
@@ -255,6 +265,11 @@ mod tests {
             "--no-restart",
             "--resume",
             "--no-discovery",
+            "--no-dns",
+            "--dns-listen-address=127.0.0.1:5353",
+            "--dns-domain=weave.local.",
+            "--dns-ttl=1",
+            "--resolv-conf=/etc/resolv.conf",
             "--ipalloc-init=observer",
             "--ipalloc-range=10.32.0.0/12",
             "--ipalloc-default-subnet=10.32.0.0/16",
