@@ -105,6 +105,43 @@ fn big_ping(from: &Container, to: &Container) -> Result<(), String> {
     }
 }
 
+/// The MTU `from`'s stack reports for a DF ping to `to` that does not fit:
+/// the sleeve's ICMP "fragmentation needed" names it (`Frag needed and DF
+/// set (mtu = N)`), and once the kernel has cached it, ping refuses locally
+/// (`message too long, mtu=N`).
+fn df_ping_mtu(from: &Container, to: &Container) -> Result<u32, String> {
+    let out = ns_exec(
+        &from.netns,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1200",
+            &to.ip.to_string(),
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mtu = text.split("mtu").skip(1).find_map(|rest| {
+        let digits: String = rest
+            .trim_start_matches([' ', '=', ':'])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    });
+    mtu.ok_or(text)
+}
+
 /// The router's `/metrics` text, read from its status port inside `host`.
 fn metrics(host: &Host) -> String {
     let text = super::traffic::join(spawn_in(host.netns(), || {
@@ -177,6 +214,15 @@ fn pmtu_black_hole(tag: &str, mode: Mode) {
         eprintln!("{host} under the clamp: {lines:#?}");
     }
     let left = RECOVER.saturating_sub(clamped.elapsed());
+    // A DF packet too big for the path is answered with the MTU the sleeve found.
+    let told = wait_for("a DF ping to be told the path MTU", left, || {
+        df_ping_mtu(&c1, &c2)
+    });
+    assert!(
+        (PMTU_FLOOR..=CLAMP_FITS_MTU).contains(&told),
+        "a DF ping was told mtu {told}, not the path's ({PMTU_FLOOR}..={CLAMP_FITS_MTU})"
+    );
+    eprintln!("a DF ping across the clamp was told mtu={told}");
     wait_for("a 10000-byte ping across the clamp", left, || {
         big_ping(&c1, &c2)
     });
