@@ -1,15 +1,22 @@
-//! IPv4 fragmentation of arbitrary frames at arbitrary path MTUs: never panics, emits nothing
-//! on error, and what it emits fits the MTU and carries exactly the original payload.
+//! Frames too big for a path, at arbitrary path MTUs: IPv4 fragmentation never panics, emits
+//! nothing on error, and what it emits fits the MTU and carries exactly the original payload;
+//! the ICMP frag-needed answer never panics and always names the MTU.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use meshnet_mesh::sleeve::frag::fragment;
+use meshnet_mesh::sleeve::icmp::{FRAG_NEEDED_MAX, frag_needed};
 
 fuzz_target!(|data: &[u8]| {
     let Some((mtu, frame)) = data.split_first_chunk::<2>() else {
         return;
     };
     let mtu = u16::from_be_bytes(*mtu);
+    let mut answer = [0u8; FRAG_NEEDED_MAX];
+    if let Some(n) = frag_needed(frame, mtu, &mut answer) {
+        assert!(n <= FRAG_NEEDED_MAX);
+        assert_eq!(&answer[40..42], &mtu.to_be_bytes(), "the answer names the MTU");
+    }
     let mut buf = vec![0u8; 2048];
     let mut sizes = Vec::new();
     let mut payload = 0usize;

@@ -2,32 +2,31 @@
 //! neighbour's verified path MTU is below the overlay MTU, an IPv4 packet with DF set that does
 //! not fit is answered locally with ICMP type 3 code 4 carrying the usable MTU, so the sender's
 //! stack lowers its path MTU (and TCP its MSS) instead of losing packets silently.
+//!
+//! Headers are parsed and built with etherparse (checksums included).
+
+use etherparse::icmpv4::DestUnreachableHeader;
+use etherparse::{Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, Ipv4HeaderSlice};
 
 /// Bytes of an answer: Ethernet 14 + IPv4 20 + ICMP 8 + quoted IPv4 header (≤ 60) + 8.
 pub const FRAG_NEEDED_MAX: usize = 14 + 20 + 8 + 60 + 8;
+const ETH: usize = 14;
+/// TTL of the answers (Linux's default).
+const TTL: u8 = 64;
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+/// The IPv4 header of `frame` when it is an IPv4 packet with DF set whose IP length exceeds
+/// `mtu`.
+fn too_big_df(frame: &[u8], mtu: u16) -> Option<Ipv4HeaderSlice<'_>> {
+    if frame.get(12..14)? != [0x08, 0x00] {
+        return None;
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let ip = Ipv4HeaderSlice::from_slice(frame.get(ETH..)?).ok()?;
+    (ip.dont_fragment() && ip.total_len() > mtu).then_some(ip)
 }
 
 /// True when `frame` is an IPv4 packet with DF set whose IP length exceeds `mtu`.
 pub fn needs_frag_needed(frame: &[u8], mtu: u16) -> bool {
-    frame.len() >= 14 + 20
-        && frame[12..14] == [0x08, 0x00]
-        && frame[14] >> 4 == 4
-        && frame[20] & 0x40 != 0
-        && u16::from_be_bytes([frame[16], frame[17]]) > mtu
+    too_big_df(frame, mtu).is_some()
 }
 
 /// Writes into `out` the Ethernet frame answering `frame` (too big for `mtu`) with ICMP
@@ -35,53 +34,61 @@ pub fn needs_frag_needed(frame: &[u8], mtu: u16) -> bool {
 /// its destination address. Returns its length; `None` when `frame` does not qualify (not IPv4
 /// with DF, itself ICMP, malformed) or `out` is too short.
 pub fn frag_needed(frame: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
-    if !needs_frag_needed(frame, mtu) {
-        return None;
-    }
-    let ip = frame.get(14..)?;
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ihl < 20 || ip.len() < ihl + 8 {
-        return None;
-    }
+    let ip = too_big_df(frame, mtu)?;
+    let ihl = ip.slice().len();
+    // The IP header and the first 8 bytes of its payload are quoted (RFC 792).
+    let quoted = frame.get(ETH..ETH + ihl + 8)?;
     // Never answer ICMP errors with ICMP errors (RFC 1122 3.2.2).
-    if ip[9] == 1 && ip.get(ihl).is_some_and(|t| ![0u8, 8].contains(t)) {
+    if ip.protocol() == IpNumber::ICMP && ![0u8, 8].contains(&quoted[ihl]) {
         return None;
     }
-    let quoted = ihl + 8;
-    let len = 14 + 20 + 8 + quoted;
+    let icmp = Icmpv4Header::with_checksum(
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: mtu,
+        }),
+        quoted,
+    );
+    let icmp_len = icmp.header_len() + quoted.len();
+    let mut reply = Ipv4Header::new(
+        u16::try_from(icmp_len).ok()?,
+        TTL,
+        IpNumber::ICMP,
+        ip.destination(),
+        ip.source(),
+    )
+    .ok()?;
+    reply.dont_fragment = true;
+    reply.header_checksum = reply.calc_header_checksum();
+    let ip_bytes = reply.to_bytes();
+    let icmp_bytes = icmp.to_bytes();
+    let len = ETH + ip_bytes.len() + icmp_len;
     let out = out.get_mut(..len)?;
-    out.fill(0);
     out[..6].copy_from_slice(&frame[6..12]);
     out[6..12].copy_from_slice(&frame[..6]);
     out[12..14].copy_from_slice(&[0x08, 0x00]);
-    let total = (20 + 8 + quoted) as u16;
-    {
-        let h = &mut out[14..34];
-        h[0] = 0x45;
-        h[2..4].copy_from_slice(&total.to_be_bytes());
-        h[6] = 0x40;
-        h[8] = 64;
-        h[9] = 1;
-        h[12..16].copy_from_slice(&ip[16..20]);
-        h[16..20].copy_from_slice(&ip[12..16]);
-        let c = checksum(h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-    }
-    {
-        let icmp = &mut out[34..];
-        icmp[0] = 3;
-        icmp[1] = 4;
-        icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
-        icmp[8..].copy_from_slice(&ip[..quoted]);
-        let c = checksum(icmp);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    }
+    let (ip_out, rest) = out[ETH..].split_at_mut(ip_bytes.len());
+    ip_out.copy_from_slice(&ip_bytes);
+    let (icmp_out, quote_out) = rest.split_at_mut(icmp_bytes.len());
+    icmp_out.copy_from_slice(&icmp_bytes);
+    quote_out.copy_from_slice(quoted);
     Some(len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Internet checksum (RFC 1071): 0 over a block whose checksum field is right.
+    fn checksum(data: &[u8]) -> u16 {
+        let mut sum: u32 = data
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
 
     fn packet(len: u16, df: bool, proto: u8) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
