@@ -20,15 +20,24 @@ pub struct Cli {
 /// (one per network namespace) use different values.
 #[derive(Debug, Args, Clone)]
 pub struct EnvArgs {
-    /// Directory for the pid file, log and sockets.
+    /// Directory for the pid file, log and sockets (meshnet-api.sock: the root-only control socket).
     #[arg(long, env = "MESHNET_RUN_DIR", default_value = meshnet_router::config::DEFAULT_RUN_DIR, global = true)]
     pub run_dir: PathBuf,
     /// Directory for persisted state (identity key, targets, IPAM).
     #[arg(long, env = "MESHNET_DATA_DIR", default_value = meshnet_router::config::DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
-    /// The router's HTTP API address [env: MESHNET_HTTP_ADDR, WEAVE_HTTP_ADDR].
+    /// The router's read-only HTTP API address (changes go through the control socket)
+    /// [env: MESHNET_HTTP_ADDR, WEAVE_HTTP_ADDR].
     #[arg(long, default_value = "127.0.0.1:6784", global = true)]
     pub http_addr: SocketAddr,
+}
+
+impl EnvArgs {
+    /// The router's API: its control socket in the run dir (everything,
+    /// root-only) and the TCP address (reads).
+    pub fn api(&self) -> meshnet_router::api_client::Endpoint {
+        meshnet_router::api_client::Endpoint::new(self.http_addr, &self.run_dir)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,7 +209,9 @@ pub struct DnsNameArgs {
 #[derive(Debug, Args, Clone)]
 pub struct LaunchArgs {
     /// Mesh password: peers without it are turned away and traffic is encrypted.
-    /// Never put on the router's command line; prefer the environment variable
+    /// Handed to the router through a pipe, never its argv or environment; prefer
+    /// the environment variable to this flag. Without --trusted-subnets, a
+    /// password turns the (plaintext) fast datapath off entirely
     /// [env: MESHNET_PASSWORD, WEAVE_PASSWORD].
     #[arg(long)]
     pub password: Option<String>,
@@ -228,7 +239,8 @@ pub struct LaunchArgs {
     /// SIGHUP or `meshnet reload`.
     #[arg(long, env = "MESHNET_AUTHORIZED_KEYS", value_name = "FILE")]
     pub authorized_keys: Option<std::path::PathBuf>,
-    /// Subnets (comma-separated CIDRs) whose peers are trusted with unencrypted fast datapath.
+    /// Subnets (comma-separated CIDRs) whose peers are trusted with unencrypted fast datapath
+    /// (when they trust us too); VXLAN is let in only from connected peers allowed on it.
     #[arg(long, value_delimiter = ',')]
     pub trusted_subnets: Vec<String>,
     /// Read-only status and metrics address ("" disables it)

@@ -43,7 +43,7 @@ async fn api(
     path: &str,
     form: &[(&str, &str)],
 ) -> Result<client::Answer> {
-    client::call_async(env.http_addr, method, path, form).await
+    client::call_async(env.api(), method, path, form).await
 }
 
 /// Asks IPAM for the address an argument stands for; the bool says whether

@@ -22,7 +22,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn register(env: &EnvArgs, ident: &str, ips: &[Ipv4Addr], name: &str) {
     for ip in ips {
         let path = format!("/name/{ident}/{ip}");
-        match client::call_async(env.http_addr, Method::PUT, &path, &[("fqdn", name)]).await {
+        match client::call_async(env.api(), Method::PUT, &path, &[("fqdn", name)]).await {
             Ok(a) if a.status.is_success() || a.status == StatusCode::NOT_FOUND => {}
             Ok(a) => eprintln!(
                 "meshnet: not registering {name} in DNS: {}",
@@ -104,9 +104,7 @@ pub fn add(env: &EnvArgs, args: &[String], fqdn: Option<&str>) -> Result<()> {
         let name = name.ok_or_else(|| anyhow!("no name to register: give -h FQDN"))?;
         for ip in ips {
             let path = format!("/name/{ident}/{ip}");
-            check(
-                client::call_async(env.http_addr, Method::PUT, &path, &[("fqdn", &name)]).await?,
-            )?;
+            check(client::call_async(env.api(), Method::PUT, &path, &[("fqdn", &name)]).await?)?;
         }
         Ok(())
     })
@@ -123,7 +121,7 @@ pub fn remove(env: &EnvArgs, args: &[String], fqdn: Option<&str>) -> Result<()> 
             ips.iter().map(|ip| format!("/name/{ident}/{ip}")).collect()
         };
         for path in paths {
-            check(client::call_async(env.http_addr, Method::DELETE, &path, &form).await?)?;
+            check(client::call_async(env.api(), Method::DELETE, &path, &form).await?)?;
         }
         Ok(())
     })
@@ -131,7 +129,7 @@ pub fn remove(env: &EnvArgs, args: &[String], fqdn: Option<&str>) -> Result<()> 
 
 /// The router's DNS server address (`GET /dns-address-port`).
 fn server(env: &EnvArgs) -> Result<SocketAddr> {
-    let a = client::call(env.http_addr, Method::GET, "/dns-address-port", &[])?;
+    let a = client::call(env.api(), Method::GET, "/dns-address-port", &[])?;
     if !a.status.is_success() {
         bail!("{}", a.body.trim_end());
     }
@@ -183,8 +181,8 @@ pub fn lookup(env: &EnvArgs, name: &str) -> Result<()> {
 
 /// `meshnet dns-args`: `--dns=IP --dns-search=DOMAIN`, nothing when DNS is off.
 pub fn args(env: &EnvArgs) -> Result<()> {
-    let domain = client::call(env.http_addr, Method::GET, "/domain", &[])?;
-    let addr = client::call(env.http_addr, Method::GET, "/dns-address", &[])?;
+    let domain = client::call(env.api(), Method::GET, "/domain", &[])?;
+    let addr = client::call(env.api(), Method::GET, "/dns-address", &[])?;
     if domain.status.is_success() && addr.status.is_success() {
         println!(
             "--dns={} --dns-search={}",

@@ -100,7 +100,7 @@ impl Setup {
             .docker_api
             .parse()
             .map_err(|e| anyhow!("--docker-api: {e}"))?;
-        let mut config = ProxyConfig::new(&env.run_dir, docker, env.http_addr);
+        let mut config = ProxyConfig::new(&env.run_dir, docker, env.api());
         config.default_ipalloc = self.default_ipalloc;
         meshnet_proxy::start(config, shutdown).await.map_err(|e| {
             anyhow!(
@@ -127,7 +127,7 @@ impl Setup {
             .map_err(|e| anyhow!("--docker-api: {e}"))?;
         let config = PluginConfig {
             socket: PLUGIN_SOCKET.into(),
-            router_api: env.http_addr,
+            router_api: env.api(),
             docker,
         };
         meshnet_proxy::plugin::start(config.clone(), shutdown.clone())

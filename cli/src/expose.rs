@@ -29,7 +29,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `check-alive` for the bridge's own addresses).
 async fn allocate(env: &EnvArgs, a: AddrSpec) -> Result<Ipv4Net> {
     let (method, path) = a.request(EXPOSE_IDENT, false);
-    let answer = client::call_async(env.http_addr, method, &path, &[]).await?;
+    let answer = client::call_async(env.api(), method, &path, &[]).await?;
     a.answer(answer.status.as_u16(), &answer.body)
         .map(|(cidr, _)| cidr)
         .map_err(|e| match e {
@@ -91,7 +91,7 @@ pub fn hide(env: &EnvArgs, args: &[String]) -> Result<()> {
             // IPAM may hold addresses that never made it onto the bridge;
             // a stopped router or IPAM off just means there are none.
             let path = format!("/ip/{EXPOSE_IDENT}");
-            if let Ok(a) = client::call_async(env.http_addr, Method::GET, &path, &[]).await
+            if let Ok(a) = client::call_async(env.api(), Method::GET, &path, &[]).await
                 && a.status.is_success()
             {
                 all.extend(
@@ -110,7 +110,7 @@ pub fn hide(env: &EnvArgs, args: &[String]) -> Result<()> {
                 .await
                 .with_context(|| format!("hiding {cidr}"))?;
             let path = format!("/ip/{EXPOSE_IDENT}/{}", cidr.addr());
-            if let Err(e) = client::call_async(env.http_addr, Method::DELETE, &path, &[]).await {
+            if let Err(e) = client::call_async(env.api(), Method::DELETE, &path, &[]).await {
                 eprintln!("meshnet: {cidr} stays allocated to the host in IPAM: {e:#}");
             }
             hidden.push(cidr);

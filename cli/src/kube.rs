@@ -240,7 +240,7 @@ pub async fn reclaim(
 /// `DELETE /peer/<name>` on our router.
 async fn rmpeer(env: &EnvArgs, peer: &str) -> Result<()> {
     let answer =
-        client::call_async(env.http_addr, Method::DELETE, &format!("/peer/{peer}"), &[]).await?;
+        client::call_async(env.api(), Method::DELETE, &format!("/peer/{peer}"), &[]).await?;
     if !answer.status.is_success() {
         bail!(
             "the router refused to take over {peer}'s space: {}",
@@ -252,7 +252,7 @@ async fn rmpeer(env: &EnvArgs, peer: &str) -> Result<()> {
 
 /// This router's peer name, from its report.
 async fn own_peer_name(env: &EnvArgs) -> Result<String> {
-    let answer = client::call_async(env.http_addr, Method::GET, "/report", &[]).await?;
+    let answer = client::call_async(env.api(), Method::GET, "/report", &[]).await?;
     let report: serde_json::Value =
         serde_json::from_str(&answer.body).context("reading the router's report")?;
     report["Router"]["Name"]

@@ -93,38 +93,57 @@ fn handle(fake: &Shared, method: &str, path: &str, body: &[u8]) -> Response<Full
     }
 }
 
-/// Starts the fake on a loopback port; returns its address.
+/// Serves one connection to the fake.
+fn spawn_conn<S>(stream: S, fake: Shared)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let fake = fake.clone();
+            async move {
+                let method = req.method().to_string();
+                let path = req.uri().path().to_owned();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                Ok::<_, Infallible>(handle(&fake, &method, &path, &body))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    });
+}
+
+/// Starts the fake on a loopback port (the Kubernetes API and the router's
+/// read-only API); returns its address.
 async fn serve(fake: Shared) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let fake = fake.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let fake = fake.clone();
-                    async move {
-                        let method = req.method().to_string();
-                        let path = req.uri().path().to_owned();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        Ok::<_, Infallible>(handle(&fake, &method, &path, &body))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            spawn_conn(stream, fake.clone());
         }
     });
     addr
+}
+
+/// Also serves the fake as the router's control socket (where `rmpeer`
+/// goes) in a fresh run dir; returns the dir (removed on drop).
+async fn serve_socket(fake: Shared) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(meshnet_router::api_client::API_SOCKET);
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            spawn_conn(stream, fake.clone());
+        }
+    });
+    dir
 }
 
 fn client_for(addr: std::net::SocketAddr) -> Client {
@@ -132,9 +151,9 @@ fn client_for(addr: std::net::SocketAddr) -> Client {
     Client::try_from(config).unwrap()
 }
 
-fn env_for(addr: std::net::SocketAddr) -> EnvArgs {
+fn env_for(addr: std::net::SocketAddr, run_dir: &std::path::Path) -> EnvArgs {
     EnvArgs {
-        run_dir: "/nonexistent/run".into(),
+        run_dir: run_dir.to_path_buf(),
         data_dir: "/nonexistent/data".into(),
         http_addr: addr,
     }
@@ -182,7 +201,8 @@ async fn peers_are_the_other_nodes_internal_else_external_addresses() {
 async fn reclaim_registers_us_then_takes_over_peers_of_deleted_nodes() {
     let fake = Shared::default();
     let addr = serve(fake.clone()).await;
-    let (client, env) = (client_for(addr), env_for(addr));
+    let run_dir = serve_socket(fake.clone()).await;
+    let (client, env) = (client_for(addr), env_for(addr, run_dir.path()));
 
     // First start: no ConfigMap yet; we are added, nobody is reclaimed.
     let done = reclaim(&client, &env, &at(), "node-1", OUR_PEER)
@@ -240,7 +260,8 @@ async fn reclaim_registers_us_then_takes_over_peers_of_deleted_nodes() {
 async fn a_lock_held_by_a_deleted_node_is_taken_over() {
     let fake = Shared::default();
     let addr = serve(fake.clone()).await;
-    let (client, env) = (client_for(addr), env_for(addr));
+    let run_dir = serve_socket(fake.clone()).await;
+    let (client, env) = (client_for(addr), env_for(addr, run_dir.path()));
     reclaim(&client, &env, &at(), "node-1", OUR_PEER)
         .await
         .unwrap();

@@ -7,7 +7,7 @@
 //! second router think one is running, nor the reverse.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,11 +36,35 @@ pub const LOG_FILE: &str = "router.log";
 /// How long `launch` waits for the API to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Names the inherited pipe the router process reads its password from.
+/// `launch` starts the router (detached, or re-executing itself in the
+/// foreground) with the password in this pipe, so it is in neither the
+/// router's environment (`/proc/PID/environ`, inherited by every child such
+/// as `nft`) nor its argv.
+pub const PASSWORD_FD_ENV: &str = "MESHNET_PASSWORD_FD";
+/// Longest password accepted, in bytes (it must fit in a pipe's buffer).
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+
 /// `meshnet launch`.
-pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
+pub fn launch(env: &EnvArgs, mut args: LaunchArgs) -> Result<()> {
+    let piped = take_piped_password()?;
+    if piped.is_some() {
+        args.password = piped.clone();
+    }
+    if let Some(p) = &args.password
+        && p.len() > MAX_PASSWORD_BYTES
+    {
+        bail!("the password is longer than {MAX_PASSWORD_BYTES} bytes; use a shorter one");
+    }
     let config = router_config(env, &args)?;
     let docker = crate::docker::Setup::resolve(env, &args)?;
     if args.foreground {
+        if piped.is_none() && args.password.is_some() {
+            // Came from MESHNET_PASSWORD or --password: start again with it
+            // in a pipe, so this process's environment and argv never hold it.
+            let mut cmd = router_command(env, &args, &docker)?;
+            return Err(anyhow!(cmd.exec()).context("re-executing the router"));
+        }
         return run_foreground(config, env, docker);
     }
     if let Some(pid) = running_pid(&env.run_dir)? {
@@ -56,29 +80,10 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
         .with_context(|| format!("opening {}", log_path.display()))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
-    let exe = std::env::current_exe().context("finding the meshnet executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("launch")
-        .arg("--foreground")
-        .args(docker.child_args())
-        .args(child_args(&args))
-        .env("MESHNET_RUN_DIR", &env.run_dir)
-        .env("MESHNET_DATA_DIR", &env.data_dir)
-        .env("MESHNET_HTTP_ADDR", env.http_addr.to_string())
-        .stdin(Stdio::null())
+    let mut cmd = router_command(env, &args, &docker)?;
+    cmd.stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)
         .stderr(log);
-    // Everything the settings read from the environment was resolved here
-    // and goes as flags; weave's names must not come back in the child (the
-    // password least of all, nor WEAVE_NO_FASTDP, which has no "off" flag).
-    for s in crate::settings::LAUNCH {
-        cmd.env_remove(s.ours).env_remove(s.weave);
-    }
-    cmd.env_remove(crate::settings::HTTP_ADDR.weave);
-    // The password travels in the environment, never on the command line.
-    if let Some(p) = &args.password {
-        cmd.env("MESHNET_PASSWORD", p);
-    }
     // SAFETY: setsid() is async-signal-safe and touches no memory of ours.
     unsafe {
         cmd.pre_exec(|| {
@@ -101,7 +106,7 @@ pub fn launch(env: &EnvArgs, args: LaunchArgs) -> Result<()> {
         if let Err(e) = api_reachable(env.http_addr) {
             break e;
         }
-        if let Ok(answer) = client::call(env.http_addr, Method::GET, "/report", &[])
+        if let Ok(answer) = client::call(env.api(), Method::GET, "/report", &[])
             && answer.status.is_success()
         {
             let report: serde_json::Value =
@@ -218,6 +223,73 @@ fn api_reachable(addr: std::net::SocketAddr) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// The command that runs the router in the foreground with `args`; the
+/// password, if any, goes in a pipe named by [`PASSWORD_FD_ENV`].
+fn router_command(
+    env: &EnvArgs,
+    args: &LaunchArgs,
+    docker: &crate::docker::Setup,
+) -> Result<Command> {
+    let exe = std::env::current_exe().context("finding the meshnet executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("launch")
+        .arg("--foreground")
+        .args(docker.child_args())
+        .args(child_args(args))
+        .env("MESHNET_RUN_DIR", &env.run_dir)
+        .env("MESHNET_DATA_DIR", &env.data_dir)
+        .env("MESHNET_HTTP_ADDR", env.http_addr.to_string())
+        .env_remove(PASSWORD_FD_ENV);
+    // Everything the settings read from the environment was resolved here
+    // and goes as flags; weave's names must not come back in the child (the
+    // password least of all, nor WEAVE_NO_FASTDP, which has no "off" flag).
+    for s in crate::settings::LAUNCH {
+        cmd.env_remove(s.ours).env_remove(s.weave);
+    }
+    cmd.env_remove(crate::settings::HTTP_ADDR.weave);
+    if let Some(p) = args.password.as_deref().filter(|p| !p.is_empty()) {
+        let (read, write) = nix::unistd::pipe().context("making a pipe for the password")?;
+        std::fs::File::from(write)
+            .write_all(p.as_bytes())
+            .context("writing the password to its pipe")?;
+        // Not close-on-exec (pipe(2) without O_CLOEXEC): the router inherits
+        // it. It stays open here until this process exits or execs.
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(read);
+        cmd.env(PASSWORD_FD_ENV, fd.to_string());
+    }
+    Ok(cmd)
+}
+
+/// Reads the password from the pipe [`PASSWORD_FD_ENV`] names, if it is set.
+fn take_piped_password() -> Result<Option<String>> {
+    let Ok(value) = std::env::var(PASSWORD_FD_ENV) else {
+        return Ok(None);
+    };
+    let fd: std::os::fd::RawFd =
+        value.parse().ok().filter(|fd| *fd > 2).ok_or_else(|| {
+            anyhow!("{PASSWORD_FD_ENV}={value:?} is not a file descriptor number")
+        })?;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        bail!(
+            "{PASSWORD_FD_ENV}={fd} is not an open file descriptor: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to us
+    // by `launch` for this purpose alone; we own it from here on.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut bytes = Vec::new();
+    std::io::Read::take(file, MAX_PASSWORD_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .context("reading the password from its pipe")?;
+    if bytes.len() > MAX_PASSWORD_BYTES {
+        bail!("the password is longer than {MAX_PASSWORD_BYTES} bytes; use a shorter one");
+    }
+    let password = String::from_utf8(bytes).context("the password is not UTF-8")?;
+    Ok(Some(password))
 }
 
 /// The arguments the detached child gets (everything but the password).
@@ -617,7 +689,7 @@ pub fn stop(env: &EnvArgs) -> Result<bool> {
 /// persisted state.
 pub fn reset(env: &EnvArgs) -> Result<()> {
     if running_pid(&env.run_dir)?.is_some()
-        && let Err(e) = client::call(env.http_addr, Method::DELETE, "/peer", &[])
+        && let Err(e) = client::call(env.api(), Method::DELETE, "/peer", &[])
     {
         eprintln!("meshnet: could not hand IP space to other peers: {e:#}");
     }

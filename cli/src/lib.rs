@@ -157,7 +157,7 @@ fn run(cli: Cli, flavour: Flavour) -> Result<ExitCode> {
                 Flavour::Weave => ("weave script", "weave"),
             };
             println!("{this} {}", env!("CARGO_PKG_VERSION"));
-            if let Ok(a) = client::call(env.http_addr, Method::GET, "/report", &[])
+            if let Ok(a) = client::call(env.api(), Method::GET, "/report", &[])
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.body)
             {
                 println!("{router} {}", v["Version"].as_str().unwrap_or("unknown"));
@@ -206,13 +206,13 @@ fn run(cli: Cli, flavour: Flavour) -> Result<ExitCode> {
 
 /// Fails, saying how to start it, unless the router answers.
 fn require_router(env: &EnvArgs) -> Result<()> {
-    client::call(env.http_addr, Method::GET, "/status", &[]).map(drop)
+    client::call(env.api(), Method::GET, "/status", &[]).map(drop)
 }
 
 /// Calls the router; prints a success body to stdout, anything else to
 /// stderr as an error.
 fn print_answer(env: &EnvArgs, method: Method, path: &str, form: &[(&str, &str)]) -> Result<()> {
-    let answer = client::call(env.http_addr, method, path, form)?;
+    let answer = client::call(env.api(), method, path, form)?;
     if answer.status.is_success() {
         print!("{}", answer.body);
         return Ok(());

@@ -3,20 +3,19 @@
 //! them), then `ethwe` through `meshnet_router::datapath::attach`; and
 //! giving the addresses back when the container is gone.
 
-use std::net::SocketAddr;
-
 use http::{Method, StatusCode};
 use ipnet::Ipv4Net;
 use meshnet_router::datapath::{self, Netlink, Netns};
 use meshnet_router::dataplane::BRIDGE_NAME;
 
 use meshnet_router::addrspec::{AddrSpec, IpamAnswerError};
+use meshnet_router::api_client::Endpoint;
 
 /// Why a container could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("the meshnet router does not answer on {addr}: {reason}")]
-    Router { addr: SocketAddr, reason: String },
+    #[error("the meshnet router does not answer: {reason}")]
+    Router { reason: String },
     #[error(
         "IP address allocation is disabled: launch meshnet with --ipalloc-range, or give the container explicit addresses in MESHNET_CIDR"
     )]
@@ -31,14 +30,13 @@ pub enum AttachError {
 
 /// One call to the router's API: status and (trimmed) body.
 pub async fn router_call(
-    addr: SocketAddr,
+    api: &Endpoint,
     method: Method,
     path: &str,
 ) -> Result<(StatusCode, String), AttachError> {
-    let answer = meshnet_router::api_client::call(addr, method, path, &[])
+    let answer = meshnet_router::api_client::call(api, method, path, &[])
         .await
         .map_err(|e| AttachError::Router {
-            addr,
             reason: e.to_string(),
         })?;
     Ok((answer.status, answer.body.trim().to_string()))
@@ -47,7 +45,7 @@ pub async fn router_call(
 /// Asks IPAM for one address; the bool says whether IPAM gave it out (and
 /// so must take it back if the attach fails).
 async fn allocate(
-    api: SocketAddr,
+    api: &Endpoint,
     ident: &str,
     spec: AddrSpec,
 ) -> Result<(Ipv4Net, bool), AttachError> {
@@ -63,7 +61,7 @@ async fn allocate(
 }
 
 /// Gives every address of `ident` back to IPAM.
-pub async fn release(api: SocketAddr, ident: &str) -> Result<(), AttachError> {
+pub async fn release(api: &Endpoint, ident: &str) -> Result<(), AttachError> {
     let (status, body) = router_call(api, Method::DELETE, &format!("/ip/{ident}")).await?;
     if status.is_success() || status == StatusCode::NOT_FOUND {
         Ok(())
@@ -89,7 +87,7 @@ pub async fn is_attached(pid: u32) -> bool {
 /// Attaches the process `pid` (a container's first process) as `ident`;
 /// returns its addresses.
 pub async fn attach(
-    api: SocketAddr,
+    api: &Endpoint,
     ident: &str,
     pid: u32,
     specs: &[AddrSpec],
@@ -151,7 +149,7 @@ pub struct DnsSettings {
 }
 
 /// Asks the router for its DNS address and domain.
-pub async fn dns_settings(api: SocketAddr) -> Option<DnsSettings> {
+pub async fn dns_settings(api: &Endpoint) -> Option<DnsSettings> {
     let (s, domain) = router_call(api, Method::GET, "/domain").await.ok()?;
     if !s.is_success() {
         return None;
@@ -165,7 +163,7 @@ pub async fn dns_settings(api: SocketAddr) -> Option<DnsSettings> {
 
 /// Registers every name for every address of container `id` (DNS off, or
 /// a name outside the domain, is skipped quietly).
-pub async fn register_names(api: SocketAddr, id: &str, addrs: &[Ipv4Net], names: &[String]) {
+pub async fn register_names(api: &Endpoint, id: &str, addrs: &[Ipv4Net], names: &[String]) {
     for a in addrs {
         for name in names {
             let path = format!("/name/{id}/{}", a.addr());
@@ -184,7 +182,7 @@ pub async fn register_names(api: SocketAddr, id: &str, addrs: &[Ipv4Net], names:
 }
 
 /// Removes every DNS name of container `id` (it died).
-pub async fn remove_names(api: SocketAddr, id: &str) {
+pub async fn remove_names(api: &Endpoint, id: &str) {
     let path = format!("/name/{id}");
     if let Err(e) = meshnet_router::api_client::call(api, Method::DELETE, &path, &[]).await {
         tracing::warn!(container = %id, error = %e, "cannot remove the DNS names of a dead container");

@@ -99,8 +99,8 @@ async fn watch_once(
                 Some(Event::Die(id)) => {
                     // Its names go at once (a restart registers them again);
                     // its addresses only after the grace period.
-                    let (api, dead) = (config.router_api, id.clone());
-                    tokio::spawn(async move { attach::remove_names(api, &dead).await });
+                    let (api, dead) = (config.router_api.clone(), id.clone());
+                    tokio::spawn(async move { attach::remove_names(&api, &dead).await });
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         tokio::select! {
@@ -205,7 +205,7 @@ async fn release_if_dead(config: &ProxyConfig, id: &str) {
             return;
         }
     }
-    match attach::release(config.router_api, id).await {
+    match attach::release(&config.router_api, id).await {
         Ok(()) => info!(container = %id, "released the addresses of a dead container"),
         Err(e) => {
             warn!(container = %id, error = %e, "cannot release the addresses of a dead container")

@@ -25,7 +25,6 @@ pub mod plugin;
 mod server;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,7 +68,7 @@ pub struct ProxyConfig {
     /// Host directory with the shim, bind-mounted read-only at `/w`.
     pub shim_dir: PathBuf,
     /// The router's API (IPAM).
-    pub router_api: SocketAddr,
+    pub router_api: meshnet_router::api_client::Endpoint,
     /// Attach containers that do not say otherwise (`--no-default-ipalloc`
     /// turns this off).
     pub default_ipalloc: bool,
@@ -89,7 +88,11 @@ impl ProxyConfig {
     }
 
     /// The defaults for a router with this run dir and API address.
-    pub fn new(run_dir: &Path, docker: DockerAddr, router_api: SocketAddr) -> ProxyConfig {
+    pub fn new(
+        run_dir: &Path,
+        docker: DockerAddr,
+        router_api: meshnet_router::api_client::Endpoint,
+    ) -> ProxyConfig {
         ProxyConfig {
             socket: run_dir.join(SOCKET_FILE),
             docker,

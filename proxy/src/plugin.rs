@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +54,7 @@ pub enum PluginError {
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
     pub socket: PathBuf,
-    pub router_api: SocketAddr,
+    pub router_api: meshnet_router::api_client::Endpoint,
     pub docker: DockerAddr,
 }
 
@@ -116,7 +115,7 @@ async fn register_joined(state: Arc<State>, endpoint: String) {
         };
         let names = crate::intercept::dns_names(&inspect);
         lock(&state.joined).insert(endpoint, id.clone());
-        crate::attach::register_names(state.config.router_api, &id, &[addr], &names).await;
+        crate::attach::register_names(&state.config.router_api, &id, &[addr], &names).await;
         return;
     }
     debug!(%endpoint, "no container found for a joined endpoint; no DNS names");
@@ -232,7 +231,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         "NetworkDriver.Leave" | "NetworkDriver.DeleteEndpoint" => {
             let gone = lock(&state.joined).remove(field(&req, "EndpointID"));
             if let Some(id) = gone {
-                crate::attach::remove_names(state.config.router_api, &id).await;
+                crate::attach::remove_names(&state.config.router_api, &id).await;
             }
             leave(&req).await
         }
@@ -332,7 +331,7 @@ async fn leave(req: &Value) -> Result<Value, String> {
 }
 
 /// The router's default subnet (`GET /ipinfo/defaultsubnet`).
-async fn default_subnet(api: SocketAddr) -> Result<Ipv4Net, String> {
+async fn default_subnet(api: &meshnet_router::api_client::Endpoint) -> Result<Ipv4Net, String> {
     let (status, body) = router_call(api, Method::GET, "/ipinfo/defaultsubnet")
         .await
         .map_err(|e| e.to_string())?;
@@ -353,7 +352,7 @@ async fn request_pool(state: &State, req: &Value) -> Result<Value, String> {
         return Err("IPv6 is not supported".into());
     }
     let pool: Ipv4Net = match field(req, "Pool") {
-        "" => default_subnet(state.config.router_api).await?,
+        "" => default_subnet(&state.config.router_api).await?,
         p => p
             .parse()
             .map_err(|_| format!("invalid subnet {p:?}: use a CIDR such as 10.32.0.0/12"))?,
@@ -383,7 +382,7 @@ pub fn pool_subnet(pool_id: &str) -> Result<Ipv4Net, String> {
 /// RequestAddress: any free address of the pool, or the one asked for.
 async fn request_address(state: &State, req: &Value) -> Result<Value, String> {
     let subnet = pool_subnet(field(req, "PoolID"))?;
-    let api = state.config.router_api;
+    let api = &state.config.router_api;
     let n = state
         .counter
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -430,7 +429,7 @@ async fn release_address(state: &State, req: &Value) -> Result<Value, String> {
     let ident = state.idents.lock().ok().and_then(|mut m| m.remove(&ip));
     if let Some(ident) = ident {
         let path = format!("/ip/{ident}/{ip}");
-        let (status, body) = router_call(state.config.router_api, Method::DELETE, &path)
+        let (status, body) = router_call(&state.config.router_api, Method::DELETE, &path)
             .await
             .map_err(|e| e.to_string())?;
         if !status.is_success() && status != StatusCode::NOT_FOUND {
@@ -453,7 +452,7 @@ pub async fn create_network(config: &PluginConfig) -> Result<(), PluginError> {
             ))),
         };
     }
-    let subnet = default_subnet(config.router_api).await.map_err(err)?;
+    let subnet = default_subnet(&config.router_api).await.map_err(err)?;
     let body = json!({
         "Name": DRIVER,
         "Driver": DRIVER,

@@ -171,7 +171,7 @@ async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
     ) {
         return intercept_error(e);
     }
-    if let Some(dns) = attach::dns_settings(config.router_api).await {
+    if let Some(dns) = attach::dns_settings(&config.router_api).await {
         let name = parts.uri.query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "name")
@@ -323,12 +323,12 @@ pub async fn attach_started(
             && let Ok(Some(a)) = datapath::container_addrs(&host, &ns, BRIDGE_NAME).await
         {
             let names = intercept::dns_names(&inspect);
-            attach::register_names(config.router_api, full_id, &a.addrs, &names).await;
+            attach::register_names(&config.router_api, full_id, &a.addrs, &names).await;
         }
         return Ok(());
     }
     let addrs = match attach::attach(
-        config.router_api,
+        &config.router_api,
         full_id,
         pid,
         &specs,
@@ -346,11 +346,11 @@ pub async fn attach_started(
     info!(container = %full_id, addrs = %shown.join(" "), "attached");
     // Outside the attach lock: a slow router must not delay other attaches.
     let (api, id, names) = (
-        config.router_api,
+        config.router_api.clone(),
         full_id.to_string(),
         intercept::dns_names(&inspect),
     );
-    tokio::spawn(async move { attach::register_names(api, &id, &addrs, &names).await });
+    tokio::spawn(async move { attach::register_names(&api, &id, &addrs, &names).await });
     Ok(())
 }
 

@@ -1,12 +1,28 @@
-//! The HTTP API (weave's paths, reference §2.1–2.2): the control API on
-//! `MESHNET_HTTP_ADDR` and the read-only status/metrics endpoint.
+//! The HTTP API (weave's paths, reference §2.1–2.2), on three listeners:
+//!
+//! - the control socket `$MESHNET_RUN_DIR/meshnet-api.sock` (root-only,
+//!   see [`crate::api_client::API_SOCKET`]): every route, including all that
+//!   change state (connect, forget, IPAM allocation/claim/release, prime,
+//!   rmpeer, ...);
+//! - `MESHNET_HTTP_ADDR` (TCP, default 127.0.0.1:6784): weave's read-only
+//!   routes (status, report, metrics, and the IPAM lookups weave tools
+//!   read). Any other method or a state-changing route gets 403 with a
+//!   pointer to the socket, and so does a request whose `Host` is not a
+//!   loopback name or address (DNS rebinding: a web page whose name now
+//!   resolves to 127.0.0.1);
+//! - the status address (default 127.0.0.1:6782): status and metrics
+//!   only, with the same `Host` check.
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dns::DnsRequest;
@@ -33,7 +49,87 @@ impl Api {
     }
 }
 
-/// Routes that only read.
+/// What the TCP listeners let through.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    /// The address the listener is bound to: a `Host` naming it is fine
+    /// too (a router told to listen on a LAN address is asked by that
+    /// address).
+    pub local: IpAddr,
+    /// The control socket, named in refusals.
+    pub socket: Arc<str>,
+}
+
+/// Whether `host` (a `Host` header value) names this machine: `localhost`,
+/// a loopback address, or the listener's own address, with or without a
+/// port. A name that only resolves here (DNS rebinding) is not.
+pub fn host_allowed(host: &str, local: IpAddr) -> bool {
+    let host = host.trim();
+    let bare = match host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        Some(rest) => match rest.split_once(']') {
+            Some((addr, tail)) if tail.is_empty() || is_port(tail) => addr,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((h, port)) if !h.contains(':') && is_port(port) => h,
+            Some(_) if host.matches(':').count() > 1 => host,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    if bare.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => {
+            ip.is_loopback() || ip == local || (local.is_unspecified() && !ip.is_unspecified())
+        }
+        Err(_) => false,
+    }
+}
+
+fn is_port(tail: &str) -> bool {
+    tail.strip_prefix(':')
+        .unwrap_or(tail)
+        .parse::<u16>()
+        .is_ok()
+}
+
+fn forbidden(msg: String) -> Response {
+    (StatusCode::FORBIDDEN, msg + "\n").into_response()
+}
+
+/// The `Host` check and the read-only rule of the TCP listeners.
+async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).map(HeaderValue::to_str);
+    match host {
+        Some(Ok(h)) if host_allowed(h, g.local) => {}
+        Some(Ok(h)) => {
+            return forbidden(format!(
+                "refused: Host {h:?} is not a loopback name or address (a web page may be trying DNS rebinding); call the API as http://127.0.0.1:PORT/ or http://localhost:PORT/"
+            ));
+        }
+        _ => {
+            return forbidden(
+                "refused: a request without a readable Host header; send Host: 127.0.0.1".into(),
+            );
+        }
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return read_only_refusal(&g);
+    }
+    next.run(req).await
+}
+
+fn read_only_refusal(g: &Guard) -> Response {
+    forbidden(format!(
+        "refused: this address serves read-only calls; changes go through the root-only socket {} (run the meshnet command as root)",
+        g.socket
+    ))
+}
+
+/// Routes that only read: status and metrics (the status address).
 pub fn read_only(api: Api) -> Router {
     Router::new()
         .route("/status", get(status_summary))
@@ -47,7 +143,36 @@ pub fn read_only(api: Api) -> Router {
         .with_state(api)
 }
 
-/// The full control API.
+/// The TCP control address: [`read_only`] plus weave's IPAM lookups, behind
+/// [`guard`]. Routes that change state answer 403 naming the socket.
+pub fn tcp(api: Api, g: Guard) -> Router {
+    let refuse = {
+        let g = g.clone();
+        move || {
+            let g = g.clone();
+            async move { read_only_refusal(&g) }
+        }
+    };
+    read_only(api.clone())
+        .merge(
+            Router::new()
+                .route("/ip/{id}", get(ip_lookup))
+                .route("/ip/{id}/{ip}/{len}", get(ip_lookup_in))
+                .route("/ipinfo/defaultsubnet", get(default_subnet))
+                .route("/name", get(dns_entries))
+                // Waits for, and may trigger, the ring's consensus.
+                .route("/ring", any(refuse))
+                .with_state(api),
+        )
+        .layer(axum::middleware::from_fn_with_state(g, guard))
+}
+
+/// The status address: [`read_only`] behind [`guard`].
+pub fn status(api: Api, g: Guard) -> Router {
+    read_only(api).layer(axum::middleware::from_fn_with_state(g, guard))
+}
+
+/// The full control API (the root-only socket).
 pub fn control(api: Api) -> Router {
     read_only(api.clone()).merge(
         Router::new()
@@ -537,4 +662,47 @@ async fn dns_remove_ip(
         Err(r) => return *r,
     };
     dns_remove(&api, Some(container), Some(addr), fqdn_of(&form(q, &body))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_pass_and_rebound_names_do_not() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:6784",
+            "localhost",
+            "LOCALHOST:6784",
+            "127.3.2.1:80",
+            "[::1]",
+            "[::1]:6784",
+            "::1",
+        ] {
+            assert!(host_allowed(ok, lo), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:6784",
+            "localhost.evil.example",
+            "192.0.2.1:6784",
+            "",
+            "127.0.0.1:notaport",
+            "[::1",
+            "[::1]x",
+            "0.0.0.0",
+        ] {
+            assert!(!host_allowed(bad, lo), "{bad}");
+        }
+        // Bound to a LAN address: that address is asked by name too.
+        let lan: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(host_allowed("192.0.2.1:6784", lan));
+        assert!(!host_allowed("192.0.2.2:6784", lan));
+        // Bound to all addresses: any address literal, never a name.
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        assert!(host_allowed("198.51.100.7:6784", any));
+        assert!(!host_allowed("evil.example", any));
+    }
 }

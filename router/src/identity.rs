@@ -36,6 +36,13 @@ impl Identity {
     pub fn load_or_create(data_dir: &Path) -> Result<Identity, PersistError> {
         let path = data_dir.join(KEY_FILE);
         if let Some(bytes) = persist::read_optional(&path)? {
+            // A key written by an older version may be world-readable.
+            use std::os::unix::fs::PermissionsExt as _;
+            let private = std::fs::Permissions::from_mode(persist::PRIVATE_MODE);
+            std::fs::set_permissions(&path, private).map_err(|source| PersistError::Write {
+                path: path.clone(),
+                source,
+            })?;
             let private = bytes
                 .get(..32)
                 .filter(|_| bytes.len() == 32)
@@ -58,7 +65,7 @@ impl Identity {
                 path: path.clone(),
                 reason: format!("cannot generate a key pair: {e}"),
             })?;
-        persist::write_atomic(&path, &keypair.private)?;
+        persist::write_private(&path, &keypair.private)?;
         let public =
             PublicKey::from_slice(&keypair.public).ok_or_else(|| PersistError::Corrupt {
                 path: path.clone(),

@@ -47,11 +47,14 @@ pub mod report;
 pub mod sleeve;
 pub mod status;
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use meshnet_mesh::{Mesh, PeerName, PeerUid, ShortId};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -82,6 +85,11 @@ pub enum RouterError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot create the control socket {path}: {source}")]
+    Socket {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the router until `shutdown` fires. `on_ready` is called with the
@@ -97,6 +105,13 @@ pub async fn run(
             source,
         })?;
     }
+    // The identity key and the IPAM state are nobody else's business.
+    std::fs::set_permissions(&config.data_dir, Permissions::from_mode(DATA_DIR_MODE)).map_err(
+        |source| RouterError::Dir {
+            path: config.data_dir.clone(),
+            source,
+        },
+    )?;
     let identity = identity::Identity::load_or_create(&config.data_dir)?;
     let derived = identity.peer_name();
     let name = config.name.unwrap_or(derived);
@@ -117,6 +132,8 @@ pub async fn run(
             addr: listen_addr,
             source,
         })?;
+    let socket_path = config.run_dir.join(api_client::API_SOCKET);
+    let control_socket = bind_control_socket(&socket_path)?;
     let http = bind(config.http_addr).await?;
     let status_http = match config.status_addr {
         Some(a) => Some(bind(a).await?),
@@ -190,9 +207,18 @@ pub async fn run(
     };
 
     let api = api::Api { driver: api_tx };
-    serve(http, api::control(api.clone()), shutdown.clone());
-    if let Some(l) = status_http {
-        serve(l, api::read_only(api), shutdown.clone());
+    let guard = |addr: std::net::SocketAddr| api::Guard {
+        local: addr.ip(),
+        socket: socket_path.display().to_string().into(),
+    };
+    serve(control_socket, api::control(api.clone()), shutdown.clone());
+    serve(
+        http,
+        api::tcp(api.clone(), guard(config.http_addr)),
+        shutdown.clone(),
+    );
+    if let (Some(l), Some(addr)) = (status_http, config.status_addr) {
+        serve(l, api::status(api, guard(addr)), shutdown.clone());
     }
 
     let local = Arc::new(control::conn::Local {
@@ -257,7 +283,45 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RouterError> {
         .map_err(|source| RouterError::Listen { addr, source })
 }
 
-fn serve(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) {
+/// Mode of the data dir (identity key, IPAM state).
+pub const DATA_DIR_MODE: u32 = 0o700;
+/// Mode of the control socket: root only...
+pub const SOCKET_MODE: u32 = 0o600;
+/// ...or root and the group [`SOCKET_GROUP`], when that group exists.
+pub const SOCKET_GROUP_MODE: u32 = 0o660;
+/// The group allowed on the control socket, if the host has it.
+pub const SOCKET_GROUP: &str = "meshnet";
+
+/// Binds the control socket at `path` (replacing a stale one: the run dir's
+/// lock says no other router uses it) and restricts it to root, or to root
+/// and the `meshnet` group.
+fn bind_control_socket(path: &Path) -> Result<UnixListener, RouterError> {
+    let err = |source| RouterError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    let group = nix::unistd::Group::from_name(SOCKET_GROUP).ok().flatten();
+    let mode = match group {
+        Some(g) => {
+            nix::unistd::chown(path, None, Some(g.gid)).map_err(|e| err(e.into()))?;
+            SOCKET_GROUP_MODE
+        }
+        None => SOCKET_MODE,
+    };
+    std::fs::set_permissions(path, Permissions::from_mode(mode)).map_err(err)?;
+    Ok(listener)
+}
+
+fn serve<L>(listener: L, app: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -43,6 +43,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     file.commit().map_err(err)
 }
 
+/// Writes `bytes` to `path` atomically, readable by its owner only (0600),
+/// whatever mode an earlier file had: for secrets such as the identity key.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    use atomic_write_file::unix::OpenOptionsExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let err = |source| PersistError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = atomic_write_file::AtomicWriteFile::options()
+        .preserve_mode(false)
+        .mode(PRIVATE_MODE)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.commit().map_err(err)
+}
+
+/// Mode of files written by [`write_private`].
+pub const PRIVATE_MODE: u32 = 0o600;
+
 /// Reads `path`, or `None` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
     match std::fs::read(path) {

@@ -30,7 +30,7 @@ pub fn is_ours(conf: &NetConf) -> bool {
 /// transient (the DaemonSet may be starting), anything else is the router's.
 pub fn call_error(e: anyhow::Error) -> CniError {
     match e.downcast_ref::<CallError>() {
-        Some(CallError::NotRunning(_)) => {
+        Some(CallError::NotRunning(_) | CallError::NoSocket(_)) => {
             CniError::new(code::TRY_AGAIN, "the meshnet router is not running")
                 .details(format!("{e:#}"))
         }
@@ -55,7 +55,7 @@ pub async fn allocate(conf: &NetConf, container_id: &str, env: &EnvArgs) -> CniR
         },
     };
     let (method, path) = spec.request(container_id, false);
-    let answer = client::call_async(env.http_addr, method, &path, &[])
+    let answer = client::call_async(env.api(), method, &path, &[])
         .await
         .map_err(call_error)?;
     let (cidr, _) = spec.answer(answer.status.as_u16(), &answer.body).map_err(|e| match e {
@@ -82,7 +82,7 @@ pub async fn allocate(conf: &NetConf, container_id: &str, env: &EnvArgs) -> CniR
 /// and IPAM being off are success: DEL must be idempotent.
 pub async fn release(env: &EnvArgs, container_id: &str) -> CniResultOf<()> {
     let answer = client::call_async(
-        env.http_addr,
+        env.api(),
         Method::DELETE,
         &format!("/ip/{container_id}"),
         &[],
@@ -105,14 +105,9 @@ pub async fn release(env: &EnvArgs, container_id: &str) -> CniResultOf<()> {
 
 /// The addresses IPAM holds for the container.
 pub async fn held(env: &EnvArgs, container_id: &str) -> CniResultOf<Vec<Ipv4Net>> {
-    let answer = client::call_async(
-        env.http_addr,
-        Method::GET,
-        &format!("/ip/{container_id}"),
-        &[],
-    )
-    .await
-    .map_err(call_error)?;
+    let answer = client::call_async(env.api(), Method::GET, &format!("/ip/{container_id}"), &[])
+        .await
+        .map_err(call_error)?;
     if !answer.status.is_success() {
         return Ok(Vec::new());
     }

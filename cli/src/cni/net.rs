@@ -324,7 +324,7 @@ async fn bridge_gateway(env: &EnvArgs, host: &Netns, pod: Ipv4Net) -> CniResultO
     }
     let spec = meshnet_router::addrspec::AddrSpec::Net(subnet);
     let (method, path) = spec.request(EXPOSE_IDENT, false);
-    let answer = client::call_async(env.http_addr, method, &path, &[])
+    let answer = client::call_async(env.api(), method, &path, &[])
         .await
         .map_err(ipam::call_error)?;
     let (cidr, _) = spec
@@ -597,7 +597,7 @@ async fn check(conf: &NetConf, inv: &Invocation, env: &EnvArgs) -> CniResultOf<(
 pub async fn status_of_router(env: &EnvArgs, need_ipam: bool) -> CniResultOf<()> {
     let unavailable =
         |msg: &str, d: String| Err(CniError::new(code::NOT_AVAILABLE, msg.to_owned()).details(d));
-    let answer = match client::call_async(env.http_addr, Method::GET, "/report", &[]).await {
+    let answer = match client::call_async(env.api(), Method::GET, "/report", &[]).await {
         Ok(a) if a.status.is_success() => a,
         Ok(a) => {
             return unavailable(
@@ -694,5 +694,5 @@ async fn register_dns(env: &EnvArgs, inv: &Invocation, id: &str, addrs: &[Ipv4Ne
 
 /// Removes every DNS name of the container (404 when DNS is off is fine).
 async fn unregister_dns(env: &EnvArgs, id: &str) {
-    let _ = client::call_async(env.http_addr, Method::DELETE, &format!("/name/{id}"), &[]).await;
+    let _ = client::call_async(env.api(), Method::DELETE, &format!("/name/{id}"), &[]).await;
 }
