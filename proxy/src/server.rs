@@ -317,8 +317,13 @@ pub async fn attach_started(
     let specs = intercept::mesh_addrs(&env, mode, config.default_ipalloc)
         .map_err(|e| AttachFailure::new(pid, e))?
         .unwrap_or_else(|| vec![intercept::AddrSpec::Default]);
-    if if_missing && attach::is_attached(pid).await {
-        // Attached before (the router restarted): its names come back.
+    if attach::is_attached(pid).await {
+        // This run is attached already: by the other path (the start
+        // request and Docker's start event race), or before the router
+        // restarted, in which case its names come back.
+        if !if_missing {
+            return Ok(());
+        }
         if let (Ok(host), Ok(ns)) = (Netns::current(), Netns::of_pid(pid))
             && let Ok(Some(a)) = datapath::container_addrs(&host, &ns, BRIDGE_NAME).await
         {
@@ -339,7 +344,7 @@ pub async fn attach_started(
         Ok(a) => a,
         // It ran and exited while we attached (the other attach, from the
         // start event or request, let it run): nothing wrong.
-        Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => return Ok(()),
+        Err(_) if !process_alive(pid) => return Ok(()),
         Err(e) => return Err(AttachFailure::new(pid, e)),
     };
     let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
@@ -354,6 +359,13 @@ pub async fn attach_started(
     Ok(())
 }
 
+/// Whether `pid` is still a live process. An exited container process
+/// can linger as a zombie until its shim reaps it: `/proc/PID` is still
+/// there, but its namespaces are gone, so that is what is checked.
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +378,26 @@ mod tests {
             "reg.example:5000/a/b@sha256:ab"
         );
         assert_eq!(encode_path("a?b#c d"), "a%3Fb%23c%20d");
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        // Exited but not reaped yet: a zombie whose /proc entry remains.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+        {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!process_alive(pid));
+        child.wait().expect("reap");
+        assert!(process_alive(std::process::id()));
     }
 }
