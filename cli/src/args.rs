@@ -255,6 +255,10 @@ pub struct LaunchArgs {
     /// [env: MESHNET_NO_FASTDP, WEAVE_NO_FASTDP].
     #[arg(long)]
     pub no_fastdp: bool,
+    /// Rotate sleeve keys after this many seconds (1..=120, the default): a test hook, hidden
+    /// from --help.
+    #[arg(long, hide = true, value_name = "SECS")]
+    pub sleeve_rekey_interval: Option<u64>,
     /// IP allocation range for containers ("" disables IPAM)
     /// [env: MESHNET_IPALLOC_RANGE, IPALLOC_RANGE].
     #[arg(long, alias = "iprange", default_value = meshnet_router::config::DEFAULT_IPALLOC_RANGE)]

@@ -313,6 +313,9 @@ fn child_args(a: &LaunchArgs) -> Vec<String> {
     if a.no_fastdp {
         v.push("--no-fastdp".into());
     }
+    if let Some(x) = a.sleeve_rekey_interval {
+        v.push(format!("--sleeve-rekey-interval={x}"));
+    }
     v.push(format!("--ipalloc-range={}", a.ipalloc_range));
     if let Some(x) = &a.ipalloc_default_subnet {
         v.push(format!("--ipalloc-default-subnet={x}"));
@@ -421,10 +424,17 @@ pub fn router_config(env: &EnvArgs, a: &LaunchArgs) -> Result<RouterConfig> {
             a.mtu
         );
     }
+    let max = meshnet_mesh::sleeve::REKEY_AFTER_TIME.as_secs();
+    let sleeve_rekey_after = match a.sleeve_rekey_interval {
+        None => meshnet_mesh::sleeve::REKEY_AFTER_TIME,
+        Some(s) if (1..=max).contains(&s) => std::time::Duration::from_secs(s),
+        Some(s) => bail!("invalid --sleeve-rekey-interval {s}: use 1 to {max} seconds"),
+    };
     c.dataplane = Some(meshnet_router::dataplane::DataplaneConfig {
         mtu: a.mtu,
         fastdp: !a.no_fastdp,
         sleeve_port: a.port,
+        sleeve_rekey_after,
     });
     Ok(c)
 }

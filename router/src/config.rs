@@ -90,6 +90,7 @@ impl RouterConfig {
                 mtu: crate::datapath::DEFAULT_MTU,
                 fastdp: true,
                 sleeve_port: DEFAULT_PORT,
+                sleeve_rekey_after: meshnet_mesh::sleeve::REKEY_AFTER_TIME,
             }),
         }
     }

@@ -21,7 +21,7 @@ use meshnet_mesh::{ConnId, Mesh, PeerName};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use meshnet_mesh::sleeve::{Forwarding, PeerPath, SleeveHello};
+use meshnet_mesh::sleeve::{Forwarding, PeerPath, Rekey, SleeveHello};
 
 use crate::datapath::{self, LinkInfo, Mac, Netlink, Netns};
 use crate::fastdp::{self, Fastdp, KernelCmd};
@@ -48,6 +48,9 @@ pub struct DataplaneConfig {
     pub fastdp: bool,
     /// UDP port of the sleeve (the TCP control port's number, as weave).
     pub sleeve_port: u16,
+    /// How long a sleeve receive key lives before it is rotated (capped at
+    /// [`meshnet_mesh::sleeve::REKEY_AFTER_TIME`]; shorter only to test rotation).
+    pub sleeve_rekey_after: std::time::Duration,
 }
 
 /// What the driver knows about a connection when it comes up.
@@ -70,6 +73,8 @@ struct DpPeer {
     sleeve_port: Option<u16>,
     /// Its VXLAN is let in (connected, allowed on fastdp, IPv4).
     admitted: bool,
+    /// When our receive key for it is rotated next.
+    rekey: Rekey,
 }
 
 /// The data plane of one router.
@@ -237,11 +242,24 @@ impl Dataplane {
                 hello: None,
                 sleeve_port: None,
                 admitted: allowed.is_ok(),
+                rekey: Rekey::new(self.cfg.sleeve_rekey_after, Instant::now()),
             },
         ) {
             self.forget_kernel(&old);
         }
         self.publish_admission();
+        self.send_sleeve_key(mesh, conn, peer);
+        self.overlay.handle_peer_up(peer, allowed);
+        if allowed.is_ok()
+            && let Some(f) = &self.fastdp
+        {
+            mesh.send_overlay_control(conn, f.hello.encode());
+        }
+        self.apply_changes();
+    }
+
+    /// Makes a fresh sleeve receive key for `peer` and sends its hello on `conn`.
+    fn send_sleeve_key(&self, mesh: &mut Mesh, conn: ConnId, peer: PeerName) {
         match self.sleeve.new_recv_key(peer) {
             Ok(hello) => {
                 let mut bytes = vec![SUBTAG_SLEEVE];
@@ -250,13 +268,23 @@ impl Dataplane {
             }
             Err(e) => warn!(%peer, error = %e, "cannot make a sleeve key"),
         }
-        self.overlay.handle_peer_up(peer, allowed);
-        if allowed.is_ok()
-            && let Some(f) = &self.fastdp
-        {
-            mesh.send_overlay_control(conn, f.hello.encode());
+    }
+
+    /// Rotates every receive key that is old or used enough (the peer keeps sending with the
+    /// previous one until our hello arrives; that one stays valid meanwhile).
+    fn rotate_sleeve_keys(&mut self, mesh: &mut Mesh, now: Instant) {
+        let due: Vec<(PeerName, ConnId)> = self
+            .peers
+            .iter()
+            .filter(|(name, p)| p.rekey.due(now, self.sleeve.recv_key_packets(**name)))
+            .map(|(name, p)| (*name, p.conn))
+            .collect();
+        for (peer, conn) in due {
+            self.send_sleeve_key(mesh, conn, peer);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.rekey.rekeyed(now);
+            }
         }
-        self.apply_changes();
     }
 
     /// The connection `conn` to `peer` went down.
@@ -383,18 +411,21 @@ impl Dataplane {
             self.overlay.poll_timeout(),
             self.next_heartbeat,
             Some(self.next_forwarding),
+            self.peers.values().map(|p| p.rekey.deadline()).min(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Sends due heartbeats and lets the overlay time out silent paths.
-    pub fn on_timer(&mut self, mesh: &Mesh, now: Instant) {
+    /// Sends due heartbeats, rotates due sleeve keys and lets the overlay time out silent
+    /// paths.
+    pub fn on_timer(&mut self, mesh: &mut Mesh, now: Instant) {
         if self.next_forwarding <= now {
             self.next_forwarding = now + FORWARDING_REFRESH;
             self.update_forwarding(mesh, now);
         }
+        self.rotate_sleeve_keys(mesh, now);
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             let targets = self.overlay.probe_targets();
             if let Some(f) = &self.fastdp {
@@ -498,6 +529,12 @@ impl Dataplane {
     /// The sleeve's view of each peer (health, path MTU).
     pub fn sleeve_status(&self) -> BTreeMap<PeerName, SleevePeerStatus> {
         self.sleeve.status()
+    }
+
+    /// Sleeve key rotations: (receive keys we replaced, send keys peers replaced).
+    pub fn sleeve_rekeys(&self) -> (u64, u64) {
+        let c = self.sleeve.counters();
+        (c.rekeys_sent, c.rekeys_received)
     }
 
     /// How often peers fell back from fastdp to the sleeve, by reason.

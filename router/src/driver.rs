@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub fastdp_admitted: Vec<std::net::Ipv4Addr>,
     /// How often peers fell back from fastdp to the sleeve, by reason.
     pub fastdp_fallbacks: meshnet_mesh::overlay::Fallbacks,
+    /// Sleeve key rotations: (receive keys we replaced, send keys peers replaced).
+    pub sleeve_rekeys: (u64, u64),
     /// The sleeve's view of each peer (health, path MTU, counters).
     pub sleeve: std::collections::BTreeMap<meshnet_mesh::PeerName, crate::sleeve::SleevePeerStatus>,
     /// Wall-clock time the snapshot was taken (to render retry times).
@@ -276,7 +278,7 @@ impl Driver {
         if let Some(dp) = &mut self.dataplane
             && dp.poll_timeout().is_some_and(|t| t <= now)
         {
-            dp.on_timer(&self.parts.mesh, now);
+            dp.on_timer(&mut self.parts.mesh, now);
         }
     }
 
@@ -403,6 +405,11 @@ impl Driver {
                         .dataplane
                         .as_ref()
                         .map(Dataplane::fastdp_fallbacks)
+                        .unwrap_or_default(),
+                    sleeve_rekeys: self
+                        .dataplane
+                        .as_ref()
+                        .map(Dataplane::sleeve_rekeys)
                         .unwrap_or_default(),
                     sleeve: self
                         .dataplane

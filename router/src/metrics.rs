@@ -57,6 +57,21 @@ pub fn render(snap: &Snapshot) -> String {
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
             .inc_by(n);
     }
+    let rekeys = Family::<Labels, Counter>::default();
+    registry.register(
+        "meshnet_sleeve_rekeys",
+        "Sleeve key rotations (sent: a fresh receive key we sent a peer; received: a peer's \
+         fresh key that replaced the one we sealed with).",
+        rekeys.clone(),
+    );
+    for (direction, n) in [
+        ("sent", snap.sleeve_rekeys.0),
+        ("received", snap.sleeve_rekeys.1),
+    ] {
+        rekeys
+            .get_or_create(&vec![("direction".to_string(), direction.to_string())])
+            .inc_by(n);
+    }
     let peers = Gauge::<i64>::default();
     peers.set(i64::try_from(snap.mesh.peers.len()).unwrap_or(i64::MAX));
     registry.register(

@@ -14,6 +14,8 @@
 
 #[path = "datapath/pmtu.rs"]
 mod pmtu;
+#[path = "datapath/rekey.rs"]
+mod rekey;
 #[path = "datapath/traffic.rs"]
 mod traffic;
 

@@ -6,6 +6,7 @@
 //! - [`crypto`]: AES-256-GCM seal/open in place with the counter as nonce, replay window.
 //! - [`forward`]: the [`Forwarding`] snapshot, MAC learning, per-frame decisions.
 //! - [`health`]: heartbeats and path-MTU discovery per direct neighbour.
+//! - [`rekey`]: when a receive key is rotated ([`REKEY_AFTER_TIME`], [`REKEY_AFTER_PACKETS`]).
 //! - [`icmp`], [`frag`]: what happens to a frame larger than a neighbour's path MTU (ICMP
 //!   frag-needed for DF packets, IPv4 fragmentation for the rest).
 //!
@@ -17,6 +18,7 @@ pub mod forward;
 pub mod frag;
 pub mod health;
 pub mod icmp;
+pub mod rekey;
 pub mod wire;
 
 pub use crypto::{CryptoError, Opener, ReplayWindow, Sealer};
@@ -24,4 +26,5 @@ pub use forward::{
     DropReason, Forwarding, INITIAL_TTL, LocalOut, MacTable, PeerPath, Relay, RemoteOut,
 };
 pub use health::{Health, LinkStatus};
+pub use rekey::{REKEY_AFTER_PACKETS, REKEY_AFTER_TIME, Rekey};
 pub use wire::{Control, Destination, Inner, KeyId, Kind, Outer, SleeveHello, WireError};

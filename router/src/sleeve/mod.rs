@@ -31,7 +31,7 @@ use meshnet_mesh::PeerName;
 use meshnet_mesh::sleeve::wire::{ETH_LEN, OVERHEAD};
 use meshnet_mesh::sleeve::{Forwarding, Health, KeyId, MacTable, Opener, Sealer, SleeveHello};
 use ring::rand::{SecureRandom, SystemRandom};
-use tracing::info;
+use tracing::{debug, info};
 use tun_rs::SyncDevice;
 
 use crate::datapath::{DatapathError, Netns};
@@ -145,6 +145,10 @@ pub struct Counters {
     pub tap_rx: AtomicU64,
     /// Frames written to the TAP.
     pub tap_tx: AtomicU64,
+    /// Receive keys we replaced (a fresh one sent to a peer that had one).
+    pub rekeys_sent: AtomicU64,
+    /// Send keys a peer replaced (its fresh hello took over a working path).
+    pub rekeys_received: AtomicU64,
 }
 
 /// A snapshot of [`Counters`] plus the kernel's socket drops.
@@ -170,6 +174,10 @@ pub struct CounterSnapshot {
     pub tap_rx: u64,
     /// See [`Counters`].
     pub tap_tx: u64,
+    /// See [`Counters`].
+    pub rekeys_sent: u64,
+    /// See [`Counters`].
+    pub rekeys_received: u64,
     /// Datagrams the kernel dropped because our receive buffer was full.
     pub socket_drops: u64,
 }
@@ -344,7 +352,7 @@ impl Sleeve {
 
     /// Makes a fresh receive key for frames *from* `peer` and returns the hello to send it.
     /// Older keys of that peer stay valid until a second newer one exists, so packets in
-    /// flight during a re-key are not lost.
+    /// flight during a re-key are not lost (this is also how a key is rotated).
     pub fn new_recv_key(&self, peer: PeerName) -> Result<SleeveHello, SleeveError> {
         let mut key = [0u8; 32];
         if self.encrypt {
@@ -376,6 +384,12 @@ impl Sleeve {
             .map(|(id, r)| (r.generation, *id))
             .collect();
         gens.sort();
+        if gens.len() > 1 {
+            self.shared
+                .counters
+                .rekeys_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
         while gens.len() > 2 {
             let (_, old) = gens.remove(0);
             receivers.remove(&old);
@@ -390,7 +404,9 @@ impl Sleeve {
     }
 
     /// Installs `peer`'s hello: from now on frames for it are sealed with its key and sent to
-    /// `remote_ip`:`hello.udp_port`; heartbeats and PMTU probing start.
+    /// `remote_ip`:`hello.udp_port`; heartbeats and PMTU probing start. A hello for a peer we
+    /// already send to at that address is a re-key: only the key changes, its health and path
+    /// MTU carry over.
     pub fn handle_hello(
         &self,
         peer: PeerName,
@@ -405,22 +421,49 @@ impl Sleeve {
             });
         }
         let addr = SocketAddr::new(remote_ip, hello.udp_port);
+        let old = self
+            .shared
+            .senders
+            .load()
+            .get(&peer)
+            .filter(|p| p.addr == addr)
+            .cloned();
+        let l = |a: Option<&AtomicU64>| a.map_or(0, |a| a.load(Ordering::Relaxed));
         let path = Arc::new(SendPath {
             sealer: Sealer::new(hello.key_id, self.encrypt.then_some(&hello.key)),
             addr,
-            pmtu: AtomicU16::new(0),
-            tx_packets: AtomicU64::new(0),
-            drops: AtomicU64::new(0),
+            pmtu: AtomicU16::new(old.as_ref().map_or(0, |o| o.pmtu.load(Ordering::Relaxed))),
+            tx_packets: AtomicU64::new(l(old.as_ref().map(|o| &o.tx_packets))),
+            drops: AtomicU64::new(l(old.as_ref().map(|o| &o.drops))),
         });
         self.shared.senders.rcu(|m| {
             let mut m = BTreeMap::clone(m);
             m.insert(peer, path.clone());
             m
         });
+        if old.is_some() {
+            self.shared
+                .counters
+                .rekeys_received
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, key_id = %hello.key_id, "sleeve send key rotated");
+            return Ok(());
+        }
         let mtu = u16::try_from(self.shared.mtu.min(hello.mtu)).unwrap_or(u16::MAX);
         lock(&self.shared.health).add_peer(peer, mtu, Instant::now());
         info!(%peer, %addr, key_id = %hello.key_id, "sleeve peer up");
         Ok(())
+    }
+
+    /// Packets received from `peer` under its newest receive key (what [`Rekey::due`] counts).
+    ///
+    /// [`Rekey::due`]: meshnet_mesh::sleeve::Rekey::due
+    pub fn recv_key_packets(&self, peer: PeerName) -> u64 {
+        lock(&self.shared.receivers)
+            .values()
+            .filter(|r| r.peer == peer)
+            .max_by_key(|r| r.generation)
+            .map_or(0, |r| r.rx_packets)
     }
 
     /// Drops everything about `peer`: send path, receive keys, learned MACs, health.
@@ -477,6 +520,8 @@ impl Sleeve {
             tap_write: l(&c.tap_write),
             tap_rx: l(&c.tap_rx),
             tap_tx: l(&c.tap_tx),
+            rekeys_sent: l(&c.rekeys_sent),
+            rekeys_received: l(&c.rekeys_received),
             socket_drops: port::socket_drops(&self.shared.udp),
         }
     }

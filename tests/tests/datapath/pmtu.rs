@@ -143,7 +143,7 @@ fn df_ping_mtu(from: &Container, to: &Container) -> Result<u32, String> {
 }
 
 /// The router's `/metrics` text, read from its status port inside `host`.
-fn metrics(host: &Host) -> String {
+pub fn metrics(host: &Host) -> String {
     let text = super::traffic::join(spawn_in(host.netns(), || {
         let mut s = TcpStream::connect(("127.0.0.1", 6782)).expect("connecting to the status port");
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -159,7 +159,7 @@ fn metrics(host: &Host) -> String {
 }
 
 /// The value of the metric line starting with `prefix` (name and labels).
-fn metric(text: &str, prefix: &str) -> Option<f64> {
+pub fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse().ok())
