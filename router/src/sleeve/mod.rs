@@ -11,7 +11,8 @@
 //! Call protocol for the integrator: [`Sleeve::start`] once the bridge exists; publish a
 //! [`Forwarding`] whenever routes change ([`Sleeve::set_forwarding`]); for every peer connection
 //! send it [`Sleeve::new_recv_key`]'s hello over TCP and feed the hello it sends back to
-//! [`Sleeve::handle_hello`]; [`Sleeve::forget_peer`] when the connection goes;
+//! [`Sleeve::handle_hello`] (a key is rotated the same way: a fresh `new_recv_key` hello, which
+//! the peer's `handle_hello` takes as a re-key); [`Sleeve::forget_peer`] when the connection goes;
 //! [`Sleeve::stop`] at shutdown (the TAP disappears with its fd).
 
 pub mod gro;
