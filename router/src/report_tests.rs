@@ -81,6 +81,7 @@ fn snapshot() -> Snapshot {
         mtu: Some(1376),
         fastdp_admitted: vec!["192.0.2.2".parse().unwrap()],
         fastdp_fallbacks: Default::default(),
+        sleeve_rekeys: (0, 0),
         sleeve: Default::default(),
         taken_at: UNIX_EPOCH,
         services: Services {
