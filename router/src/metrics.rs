@@ -189,3 +189,140 @@ fn dns_metrics(registry: &mut Registry, dns: &crate::dns::DnsSnapshot) {
             .inc_by(*n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use meshnet_mesh::overlay::{Fallbacks, NoFastdp, Path};
+    use meshnet_mesh::{ConnState, LocalConnStatus};
+
+    use super::render;
+    use crate::report::tests::snapshot;
+
+    /// The sample lines (no `#` comments) of a rendering, sorted.
+    fn samples(text: &str) -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn conn(state: ConnState, peer: Option<&str>) -> LocalConnStatus {
+        LocalConnStatus {
+            address: "192.0.2.9:6783".into(),
+            outbound: true,
+            state,
+            peer: peer.map(|p| (p.parse().unwrap(), String::new())),
+            error: None,
+            retry_in: None,
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn every_metric_with_weaves_names_and_the_snapshots_values() {
+        let mut snap = snapshot();
+        let (b, c) = ("8a:bb:bb:bb:bb:bb", "8a:cc:cc:cc:cc:cc");
+        snap.mesh.connections = vec![
+            conn(ConnState::Established, Some(b)),
+            conn(ConnState::Established, Some(c)),
+            conn(ConnState::Pending, Some(c)),
+            conn(ConnState::Failed, None),
+            // A live peer with no datapath yet.
+            conn(ConnState::Established, Some("8a:dd:dd:dd:dd:dd")),
+        ];
+        snap.paths = [
+            (
+                b.parse().unwrap(),
+                (Path::Sleeve, Some(NoFastdp::Encrypted)),
+            ),
+            (c.parse().unwrap(), (Path::Fastdp, None)),
+        ]
+        .into();
+        snap.mesh.termination_count = 4;
+        snap.fastdp_fallbacks = Fallbacks {
+            heartbeat_timeout: 2,
+            path_mtu: 3,
+        };
+        snap.sleeve_rekeys = (5, 6);
+        {
+            let dns = snap.dns.as_mut().unwrap();
+            dns.queries = 10;
+            dns.forwarded = 7;
+            dns.upstream_failures = 1;
+            dns.rcodes = vec![("NOERROR", 8), ("NXDOMAIN", 2)];
+            let mut theirs = dns.entries[0].clone();
+            theirs.origin = b.parse().unwrap();
+            let mut dead = dns.entries[0].clone();
+            dead.tombstone = true;
+            dns.entries.extend([theirs, dead]);
+        }
+        let text = render(&snap);
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics text: {text}");
+        let want = [
+            "meshnet_dns_answers_total{rcode=\"NOERROR\"} 8",
+            "meshnet_dns_answers_total{rcode=\"NXDOMAIN\"} 2",
+            "meshnet_dns_forwarded_total 7",
+            "meshnet_dns_queries_total 10",
+            "meshnet_dns_upstream_failures_total 1",
+            "meshnet_fastdp_fallbacks_total{reason=\"heartbeat_timeout\"} 2",
+            "meshnet_fastdp_fallbacks_total{reason=\"path_mtu\"} 3",
+            "meshnet_ipam_conflicts 0",
+            "meshnet_peers 1",
+            "meshnet_sleeve_rekeys_total{direction=\"received\"} 6",
+            "meshnet_sleeve_rekeys_total{direction=\"sent\"} 5",
+            "weave_connection_terminations_total 4",
+            "weave_connections{state=\"established\",type=\"fastdp\",encryption=\"yes\"} 1",
+            "weave_connections{state=\"established\",type=\"sleeve\",encryption=\"yes\"} 1",
+            "weave_connections{state=\"established\",type=\"unknown\",encryption=\"yes\"} 1",
+            "weave_connections{state=\"failed\",type=\"unknown\",encryption=\"yes\"} 1",
+            "weave_connections{state=\"pending\",type=\"fastdp\",encryption=\"yes\"} 1",
+            "weave_dns_entries 1",
+            "weave_ipam_pending_allocates 0",
+            "weave_ipam_pending_claims 0",
+            "weave_ipam_unreachable_count 0",
+            "weave_ipam_unreachable_percentage 0.0",
+            "weave_ips{state=\"local-used\"} 1",
+            "weave_max_ips 65536",
+        ];
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(samples(&text), want, "{text}");
+        for help in [
+            "# HELP weave_connections Number of peer connections, by state, overlay type and encryption.",
+            "# TYPE weave_connections gauge",
+            "# TYPE weave_connection_terminations counter",
+            "# TYPE weave_max_ips gauge",
+        ] {
+            assert!(text.contains(help), "{help:?} missing: {text}");
+        }
+    }
+
+    #[test]
+    fn unencrypted_and_without_ipam_or_dns() {
+        let mut snap = snapshot();
+        snap.encryption = false;
+        snap.ipam = None;
+        snap.dns = None;
+        let text = render(&snap);
+        let s = samples(&text);
+        let state = snap.mesh.connections[0].state;
+        let line =
+            format!("weave_connections{{state=\"{state}\",type=\"unknown\",encryption=\"\"}} 1");
+        assert!(s.contains(&line), "{line} missing: {text}");
+        for absent in [
+            "weave_ips",
+            "weave_max_ips",
+            "weave_dns_entries",
+            "meshnet_dns_queries",
+        ] {
+            assert!(
+                !s.iter().any(|l| l.starts_with(absent)),
+                "{absent} without its service: {text}"
+            );
+        }
+        assert!(s.contains(&"meshnet_peers 1".to_string()), "{text}");
+    }
+}

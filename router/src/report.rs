@@ -420,4 +420,4 @@ fn from_gtmpl(v: &gtmpl::Value) -> Value {
 
 #[cfg(test)]
 #[path = "report_tests.rs"]
-mod tests;
+pub(crate) mod tests;

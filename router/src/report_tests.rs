@@ -10,13 +10,13 @@ use super::*;
 use crate::driver::Snapshot;
 use crate::ipam::IpamSnapshot;
 
-const NAME: &str = "8a:3e:3e:3e:3e:3e";
+pub(crate) const NAME: &str = "8a:3e:3e:3e:3e:3e";
 
 /// The snapshot of a router like the one weave's test 700 launches:
 /// `--ipalloc-range 10.2.0.0/16 --name 8a:3e:3e:3e:3e:3e --nickname
 /// nicknamington`, then `connect 10.2.2.1` (unreachable), one container
 /// allocated, a password and the proxy and plugin on.
-fn snapshot() -> Snapshot {
+pub(crate) fn snapshot() -> Snapshot {
     let now = Instant::now();
     let name: PeerName = NAME.parse().unwrap();
     let mut mesh = Mesh::new(

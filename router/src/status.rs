@@ -314,3 +314,7 @@ pub fn peers(snap: &Snapshot, verbose: bool) -> String {
 pub fn targets(snap: &Snapshot) -> String {
     snap.mesh.targets.iter().map(|t| format!("{t}\n")).collect()
 }
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;
