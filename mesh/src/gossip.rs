@@ -7,10 +7,17 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::ids::{ConnId, PeerName};
-use crate::mesh::{Channels, CloseReason, Event, Mesh, NoRoute, SURROGATE_TTL, TOPOLOGY_CHANNEL};
+use crate::mesh::{
+    Channels, CloseReason, Event, MAX_PEERS, Mesh, NoRoute, SURROGATE_TTL, TOPOLOGY_CHANNEL,
+};
 use crate::routes;
 use crate::topology::{DeltaOutcome, FullOutcome};
-use crate::wire::{DecodeError, GossipMsg, GossipUnicastMsg, Message, TopologyMsg};
+use crate::wire::{DecodeError, GossipMsg, GossipUnicastMsg, Message, PeerRecord, TopologyMsg};
+
+/// Byte budget of one `Full` answer: a quarter of [`crate::wire::MAX_MESSAGE_LEN`], so a
+/// chunk is far from the limit at which the receiver drops the connection, yet large enough
+/// that a 1,000-peer answer takes a handful of messages.
+pub const MAX_TOPOLOGY_CHUNK_BYTES: usize = crate::wire::MAX_MESSAGE_LEN / 4;
 
 /// FNV-1a 64 over channel and payload (weave dedupes surrogate gossip the same way).
 fn fnv64a(channel: &str, payload: &[u8]) -> u64 {
@@ -87,8 +94,26 @@ impl Mesh {
     fn handle_topology(&mut self, conn: ConnId, from: PeerName, payload: &[u8]) {
         let msg = match TopologyMsg::decode(payload) {
             Ok(m) => m,
+            Err(DecodeError::TooLong { what, len, max }) => {
+                let reason = CloseReason::LimitExceeded {
+                    what,
+                    count: len,
+                    limit: max,
+                };
+                return self.close_conn(conn, reason);
+            }
             Err(e) => return self.close_conn(conn, CloseReason::Decode(format!("topology: {e}"))),
         };
+        if let Some(count) = self.peers_after(&msg)
+            && count > MAX_PEERS
+        {
+            let reason = CloseReason::LimitExceeded {
+                what: "known peers",
+                count,
+                limit: MAX_PEERS,
+            };
+            return self.close_conn(conn, reason);
+        }
         let mut changed = false;
         match msg {
             TopologyMsg::Delta(deltas) => {
@@ -139,13 +164,13 @@ impl Mesh {
                 }
             }
             TopologyMsg::Request(names) => {
+                // Once per distinct peer, however often the request names it.
+                let names: BTreeSet<PeerName> = names.into_iter().collect();
                 let records: Vec<_> = names
                     .into_iter()
                     .filter_map(|n| self.topo.record(n))
                     .collect();
-                if !records.is_empty() {
-                    self.send_topology(conn, &TopologyMsg::Full(records));
-                }
+                self.send_records(conn, records);
             }
             TopologyMsg::Digest(entries) => {
                 // Pull only: request what the sender holds newer. The sender learns what we
@@ -173,6 +198,48 @@ impl Mesh {
         if changed || self.topo.has_pending() {
             self.topology_changed();
         }
+    }
+
+    /// Sends `records` as as many `Full` messages as it takes to keep each under
+    /// [`MAX_TOPOLOGY_CHUNK_BYTES`]: the answer to a request for every record of a dense mesh
+    /// is larger than one message may be.
+    fn send_records(&mut self, conn: ConnId, records: Vec<PeerRecord>) {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for r in records {
+            let size = r.encoded_len();
+            if !chunk.is_empty() && bytes + size > MAX_TOPOLOGY_CHUNK_BYTES {
+                self.send_topology(conn, &TopologyMsg::Full(std::mem::take(&mut chunk)));
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push(r);
+        }
+        if !chunk.is_empty() {
+            self.send_topology(conn, &TopologyMsg::Full(chunk));
+        }
+    }
+
+    /// How many peers we would know after merging `msg` (an upper bound: every name it
+    /// mentions that we do not know counts), or `None` when it cannot add peers.
+    fn peers_after(&self, msg: &TopologyMsg) -> Option<usize> {
+        let mut new = BTreeSet::new();
+        let mut note = |n: &PeerName| {
+            if self.topo.peer(*n).is_none() {
+                new.insert(*n);
+            }
+        };
+        match msg {
+            TopologyMsg::Full(records) => records.iter().for_each(|r| {
+                note(&r.name);
+                r.conns.iter().for_each(|(n, _)| note(n));
+            }),
+            TopologyMsg::Delta(deltas) => deltas
+                .iter()
+                .for_each(|d| d.upserts.iter().for_each(|(n, _)| note(n))),
+            TopologyMsg::Request(_) | TopologyMsg::Digest(_) => return None,
+        }
+        Some(self.topo.peers().len() + new.len())
     }
 
     fn handle_gossip(&mut self, from: PeerName, g: GossipMsg, channels: &mut dyn Channels) {

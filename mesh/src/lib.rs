@@ -15,6 +15,8 @@
 //! - `sim` (feature `sim`, and in tests): a deterministic N-peer simulator.
 
 pub mod admission;
+#[cfg(test)]
+mod bounds_tests;
 pub mod dns;
 mod gossip;
 pub mod ids;

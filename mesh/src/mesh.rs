@@ -44,6 +44,14 @@ pub const DEFAULT_CONN_LIMIT: usize = 200;
 pub const SURROGATE_TTL: Duration = Duration::from_secs(30);
 /// The internal topology channel.
 pub const TOPOLOGY_CHANNEL: &str = "topology";
+/// Most peers one router keeps records of (placeholders included). meshnet aims at
+/// 1,000-peer meshes; 4× that leaves room for growth and for records of departed peers that
+/// linger until GC, while bounding memory and route work. Gossip that would take us past it
+/// is refused whole and its connection closed.
+pub const MAX_PEERS: usize = 4096;
+/// Most entries (records, deltas, names, digest triples) in one topology message, and most
+/// connections in one record: an honest peer never names more peers than a router may know.
+pub const MAX_TOPOLOGY_ENTRIES: usize = MAX_PEERS;
 
 /// Static configuration of one mesh peer.
 #[derive(Debug, Clone)]
@@ -112,6 +120,18 @@ pub enum CloseReason {
     /// The peer broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The peer sent more than a named limit allows (see [`MAX_PEERS`] and friends).
+    #[error(
+        "{what}: {count} exceeds the limit of {limit}; the peer is buggy or hostile, check its version and logs"
+    )]
+    LimitExceeded {
+        /// What was counted.
+        what: &'static str,
+        /// How many there were (or would have been).
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The peer's key was removed from the authorized keys.
     #[error("key {0} is no longer in --authorized-keys")]
     KeyNotAuthorized(PublicKey),

@@ -14,6 +14,29 @@ use crate::ids::{PeerName, PeerUid, ShortId};
 use crate::keys::PublicKey;
 use crate::wire::hello::MAX_NICKNAME_LEN;
 
+/// Most entries (records, deltas, names, digest triples) in one message and most
+/// connections in one record or delta; the mesh uses the same bound for peers it knows.
+pub const MAX_ENTRIES: usize = crate::mesh::MAX_TOPOLOGY_ENTRIES;
+
+/// One LEB128 varint (postcard's integer encoding) and the bytes after it.
+fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v: u64 = 0;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The entry count a body announces (its variant index, then the sequence length), read
+/// before anything is deserialised, so an over-long message costs nothing to refuse.
+fn announced_entries(body: &[u8]) -> Option<u64> {
+    let (_variant, rest) = varint(body)?;
+    Some(varint(rest)?.0)
+}
+
 /// Format version of topology payloads.
 pub const TOPOLOGY_FORMAT: u8 = 2;
 /// Longest remote address string accepted (`[v6]:port` fits).
@@ -50,6 +73,13 @@ pub struct PeerRecord {
     pub listen_port: u16,
     /// Its connections, sorted by remote name.
     pub conns: Vec<(PeerName, ConnSummary)>,
+}
+
+impl PeerRecord {
+    /// Its encoded size in a [`TopologyMsg::Full`] (for splitting answers into messages).
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
 }
 
 /// The change of one peer's record from `from_version` to `to_version` (same `uid`).
@@ -104,6 +134,10 @@ impl TopologyMsg {
                 supported: TOPOLOGY_FORMAT,
             });
         }
+        if let Some(n) = announced_entries(body) {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            check_len("topology message entries", n, MAX_ENTRIES)?;
+        }
         let msg: TopologyMsg = postcard_exact("topology", body)?;
         msg.validate()?;
         Ok(msg)
@@ -111,6 +145,7 @@ impl TopologyMsg {
 
     fn validate(&self) -> Result<(), DecodeError> {
         let conns = |c: &[(PeerName, ConnSummary)]| {
+            check_len("connections in one record", c.len(), MAX_ENTRIES)?;
             c.iter().try_for_each(|(_, s)| {
                 check_len("remote address", s.remote_addr.len(), MAX_ADDR_LEN)
             })
@@ -118,6 +153,11 @@ impl TopologyMsg {
         match self {
             TopologyMsg::Delta(ds) => ds.iter().try_for_each(|d| {
                 check_len("nickname", d.nickname.len(), MAX_NICKNAME_LEN)?;
+                check_len(
+                    "connections removed in one delta",
+                    d.removed.len(),
+                    MAX_ENTRIES,
+                )?;
                 conns(&d.upserts)
             }),
             TopologyMsg::Full(rs) => rs.iter().try_for_each(|r| {
@@ -196,6 +236,22 @@ mod tests {
         assert!(TopologyMsg::decode(&[2, 9, 0]).is_err());
         assert!(TopologyMsg::decode(&[2, 2, 3, 1]).is_err());
         assert!(TopologyMsg::decode(&[2, 2, 0, 0]).is_err());
+        // A request announcing 2^34 names is refused before anything is allocated.
+        assert_eq!(
+            TopologyMsg::decode(&[2, 2, 0x80, 0x80, 0x80, 0x80, 0x40]),
+            Err(DecodeError::TooLong {
+                what: "topology message entries",
+                len: 1 << 34,
+                max: MAX_ENTRIES
+            })
+        );
+        let at_limit = TopologyMsg::Request(vec![name(1); MAX_ENTRIES]);
+        assert_eq!(TopologyMsg::decode(&at_limit.encode()), Ok(at_limit));
+        let over = TopologyMsg::Digest(vec![(name(1), PeerUid(1), 1); MAX_ENTRIES + 1]);
+        assert!(matches!(
+            TopologyMsg::decode(&over.encode()),
+            Err(DecodeError::TooLong { len, .. }) if len == MAX_ENTRIES + 1
+        ));
         // A full record cut inside its key.
         assert!(TopologyMsg::decode(&[2, 1, 1, 1, 0xab, 0xab]).is_err());
         let mut long = summary();

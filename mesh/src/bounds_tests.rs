@@ -1,0 +1,265 @@
+//! Tests of the topology bounds: what one hostile or buggy neighbour can make this peer do.
+//! Each scenario is the attack itself; each must be refused with bounded work and must not
+//! reach the rest of the mesh.
+
+use std::time::Instant;
+
+use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
+use crate::keys::PublicKey;
+use crate::mesh::{
+    Action, CloseReason, Config, ConnInfo, Event, MAX_PEERS, MAX_TOPOLOGY_ENTRIES, Mesh, NoChannels,
+};
+use crate::wire::{ConnSummary, GossipMsg, Hello, Message, PeerRecord, TopologyMsg};
+
+fn name(v: u64) -> PeerName {
+    PeerName::new(v).unwrap()
+}
+
+fn key(n: u64) -> PublicKey {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&n.to_le_bytes());
+    PublicKey(k)
+}
+
+fn hello(n: u64) -> Hello {
+    Hello {
+        name: name(n),
+        name_derived: false,
+        nickname: format!("p{n}"),
+        uid: PeerUid(n * 11),
+        conn_half: n,
+        short_id: ShortId::new(n as u16).unwrap(),
+        listen_port: 6783,
+        overlays: vec![],
+        trusted: false,
+    }
+}
+
+fn info(n: u64) -> ConnInfo {
+    ConnInfo {
+        outbound: false,
+        remote_addr: format!("192.0.2.{n}:6783").parse().unwrap(),
+        target: None,
+        local_conn_half: 1000 + n,
+        remote_key: key(n),
+    }
+}
+
+fn summary() -> ConnSummary {
+    ConnSummary {
+        remote_addr: String::new(),
+        outbound: true,
+        established: true,
+    }
+}
+
+fn record(n: u64, conns: Vec<u64>) -> PeerRecord {
+    PeerRecord {
+        name: name(n),
+        key: key(n),
+        nickname: String::new(),
+        uid: PeerUid(n * 11),
+        version: 5,
+        short_id: ShortId::default(),
+        listen_port: 6783,
+        conns: conns.into_iter().map(|c| (name(c), summary())).collect(),
+    }
+}
+
+fn topo_from(src: u64, msg: &TopologyMsg) -> Vec<u8> {
+    Message::Gossip(GossipMsg {
+        channel: "topology".into(),
+        src: name(src),
+        payload: msg.encode(),
+    })
+    .encode()
+}
+
+/// Peer 1 with neighbours 2 (on conn 2) and 3 (on conn 3), every output drained.
+fn peer_with_two_neighbours(now: Instant) -> Mesh {
+    let mut m = Mesh::new(
+        Config {
+            name: name(1),
+            key: key(1),
+            nickname: "one".into(),
+            uid: PeerUid(11),
+            short_id: ShortId::new(1).unwrap(),
+            port: 6783,
+            conn_limit: 0,
+            discovery: false,
+            seed: 1,
+        },
+        now,
+    );
+    for n in [2, 3] {
+        m.handle_connection(ConnId(n), info(n), hello(n), now)
+            .unwrap();
+    }
+    drain(&mut m);
+    m
+}
+
+fn drain(m: &mut Mesh) -> (Vec<Action>, Vec<crate::Transmit>, Vec<Event>) {
+    (
+        std::iter::from_fn(|| m.poll_action()).collect(),
+        std::iter::from_fn(|| m.poll_transmit()).collect(),
+        std::iter::from_fn(|| m.poll_event()).collect(),
+    )
+}
+
+fn closed_for_limit(actions: &[Action], conn: ConnId) -> bool {
+    actions.iter().any(|a| {
+        matches!(a, Action::Close { conn: c, reason: CloseReason::LimitExceeded { .. } } if *c == conn)
+    })
+}
+
+fn topology_payloads(transmits: &[crate::Transmit], conn: ConnId) -> Vec<TopologyMsg> {
+    transmits
+        .iter()
+        .filter(|t| t.conn == conn)
+        .filter_map(|t| match Message::decode(&t.bytes) {
+            Ok(Message::Gossip(g)) if g.channel == "topology" => {
+                TopologyMsg::decode(&g.payload).ok()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_naming_300k_fake_peers_is_refused_before_it_is_merged_or_relayed() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let known = m.topo.peers().len();
+    let fake = TopologyMsg::Full(vec![record(2, (1_000..301_000).collect())]);
+    let bytes = topo_from(2, &fake);
+    assert!(
+        bytes.len() < crate::wire::MAX_MESSAGE_LEN,
+        "a valid-sized message"
+    );
+    m.handle_message(ConnId(2), &bytes, t0, &mut NoChannels);
+    let (actions, transmits, events) = drain(&mut m);
+    assert!(closed_for_limit(&actions, ConnId(2)), "{actions:?}");
+    assert_eq!(m.topo.peers().len(), known, "nothing merged");
+    assert!(
+        transmits.iter().all(|t| t.conn != ConnId(3)),
+        "nothing relayed to the other neighbour"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::PeerAdded(_))));
+}
+
+#[test]
+fn a_message_with_more_entries_than_the_limit_is_refused_whole() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let known = m.topo.peers().len();
+    let records = (10..10 + MAX_TOPOLOGY_ENTRIES as u64 + 1)
+        .map(|n| record(n, vec![]))
+        .collect();
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Full(records)),
+        t0,
+        &mut NoChannels,
+    );
+    let (actions, transmits, _) = drain(&mut m);
+    assert!(closed_for_limit(&actions, ConnId(2)), "{actions:?}");
+    assert_eq!(m.topo.peers().len(), known);
+    assert!(transmits.iter().all(|t| t.conn != ConnId(3)));
+}
+
+#[test]
+fn peers_known_are_capped_across_messages() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let mut next = 10;
+    // Fill up to the cap in messages that are each within the per-message limit.
+    while m.topo.peers().len() < MAX_PEERS {
+        let room = (MAX_PEERS - m.topo.peers().len()).min(MAX_TOPOLOGY_ENTRIES);
+        let records = (next..next + room as u64)
+            .map(|n| record(n, vec![]))
+            .collect();
+        next += room as u64;
+        m.handle_message(
+            ConnId(2),
+            &topo_from(2, &TopologyMsg::Full(records)),
+            t0,
+            &mut NoChannels,
+        );
+        let (actions, _, _) = drain(&mut m);
+        assert!(actions.is_empty(), "within the cap: {actions:?}");
+    }
+    // One more peer, from the other neighbour: refused whole, that connection closed.
+    let one_more = TopologyMsg::Full(vec![record(next, vec![])]);
+    m.handle_message(ConnId(3), &topo_from(3, &one_more), t0, &mut NoChannels);
+    let (actions, _, _) = drain(&mut m);
+    assert!(closed_for_limit(&actions, ConnId(3)), "{actions:?}");
+    assert_eq!(m.topo.peers().len(), MAX_PEERS);
+    assert!(m.topo.peer(name(next)).is_none());
+}
+
+#[test]
+fn a_request_naming_one_peer_many_times_is_answered_once() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let req = TopologyMsg::Request(vec![name(1); MAX_TOPOLOGY_ENTRIES]);
+    m.handle_message(ConnId(2), &topo_from(2, &req), t0, &mut NoChannels);
+    let (actions, transmits, _) = drain(&mut m);
+    assert!(actions.is_empty(), "{actions:?}");
+    let answers = topology_payloads(&transmits, ConnId(2));
+    let records: usize = answers
+        .iter()
+        .map(|a| match a {
+            TopologyMsg::Full(r) => r.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(records, 1, "one record per distinct peer: {answers:?}");
+}
+
+#[test]
+fn a_request_naming_one_peer_a_million_times_is_refused_unanswered() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let req = TopologyMsg::Request(vec![name(1); 1_000_000]);
+    m.handle_message(ConnId(2), &topo_from(2, &req), t0, &mut NoChannels);
+    let (actions, transmits, _) = drain(&mut m);
+    assert!(closed_for_limit(&actions, ConnId(2)), "{actions:?}");
+    assert!(topology_payloads(&transmits, ConnId(2)).is_empty());
+}
+
+#[test]
+fn an_answer_larger_than_one_message_is_split() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    // 420 dense records, each naming the same 3,500 peers: about 9 MB in all, more than one
+    // message may carry.
+    let shared: Vec<u64> = (100_000..103_500).collect();
+    let names: Vec<u64> = (10..430).collect();
+    for batch in names.chunks(100) {
+        let records = batch.iter().map(|n| record(*n, shared.clone())).collect();
+        m.handle_message(
+            ConnId(2),
+            &topo_from(2, &TopologyMsg::Full(records)),
+            t0,
+            &mut NoChannels,
+        );
+        let (actions, _, _) = drain(&mut m);
+        assert!(actions.is_empty(), "{actions:?}");
+    }
+    let req = TopologyMsg::Request(names.iter().map(|n| name(*n)).collect());
+    m.handle_message(ConnId(3), &topo_from(3, &req), t0, &mut NoChannels);
+    let (_, transmits, _) = drain(&mut m);
+    let answers: Vec<_> = transmits.iter().filter(|t| t.conn == ConnId(3)).collect();
+    assert!(answers.len() > 1, "split into several messages");
+    let mut got = 0;
+    for a in answers {
+        assert!(a.bytes.len() <= crate::gossip::MAX_TOPOLOGY_CHUNK_BYTES + 64 * 1024);
+        if let Ok(Message::Gossip(g)) = Message::decode(&a.bytes)
+            && let Ok(TopologyMsg::Full(r)) = TopologyMsg::decode(&g.payload)
+        {
+            got += r.len();
+        }
+    }
+    assert_eq!(got, names.len(), "every record once");
+}
