@@ -16,8 +16,12 @@ fn range() -> Cidr {
     "10.32.0.0/12".parse().expect("range")
 }
 
+fn peer(i: u64) -> PeerName {
+    PeerName::new(i).expect("bench peer names fit in 48 bits")
+}
+
 fn peers() -> BTreeSet<PeerName> {
-    (1..=PEERS).map(PeerName::new).collect()
+    (1..=PEERS).map(peer).collect()
 }
 
 /// The ring of 1,000 peers, and a newer copy in which every peer donated
@@ -27,8 +31,8 @@ fn rings() -> (Ring, Ring) {
     let base = Ring::split(AddrRange::new(r.start, r.end), &peers(), Lineage(1));
     let mut newer = base.clone();
     for p in 1..=PEERS {
-        let me = PeerName::new(p);
-        let to = PeerName::new(p % PEERS + 1);
+        let me = peer(p);
+        let to = peer(p % PEERS + 1);
         if let Some(own) = newer.owned_by(me).first().copied() {
             let half = AddrRange::new(own.start + own.size() / 2, own.end);
             newer.transfer(half, me, to).expect("own space");
@@ -47,8 +51,8 @@ fn allocate(c: &mut Criterion) {
             .collect();
         b.iter_batched(
             || {
-                let seeds: BTreeSet<PeerName> = [PeerName::new(1)].into();
-                Ipam::new(Config::new(PeerName::new(1), range(), Init::Seed(seeds)), 1)
+                let seeds: BTreeSet<PeerName> = [peer(1)].into();
+                Ipam::new(Config::new(peer(1), range(), Init::Seed(seeds)), 1)
             },
             |mut ipam| {
                 let now = Instant::now();
@@ -61,8 +65,8 @@ fn allocate(c: &mut Criterion) {
         );
     });
     g.bench_function("10k_idempotent_repeats", |b| {
-        let seeds: BTreeSet<PeerName> = [PeerName::new(1)].into();
-        let mut ipam = Ipam::new(Config::new(PeerName::new(1), range(), Init::Seed(seeds)), 1);
+        let seeds: BTreeSet<PeerName> = [peer(1)].into();
+        let mut ipam = Ipam::new(Config::new(peer(1), range(), Init::Seed(seeds)), 1);
         let now = Instant::now();
         let idents: Vec<Ident> = (0..n)
             .map(|i| Ident::new(format!("container-{i:012}")))
@@ -117,7 +121,7 @@ fn merge(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut ipam = Ipam::new(
-                    Config::new(PeerName::new(1), range(), Init::Consensus { peers: 1 }),
+                    Config::new(peer(1), range(), Init::Consensus { peers: 1 }),
                     1,
                 );
                 let now = Instant::now();
@@ -127,7 +131,7 @@ fn merge(c: &mut Criterion) {
                     paxos: None,
                     ring: Some(base.clone()),
                 });
-                ipam.handle_gossip(PeerName::new(2), &old.encode(), now)
+                ipam.handle_gossip(peer(2), &old.encode(), now)
                     .expect("ring");
                 for i in 0..1000 {
                     let _ = ipam.allocate(&Ident::new(format!("c{i}")), None, true, now);
@@ -135,7 +139,7 @@ fn merge(c: &mut Criterion) {
                 ipam
             },
             |mut ipam| {
-                ipam.handle_gossip(PeerName::new(2), &bytes, Instant::now())
+                ipam.handle_gossip(peer(2), &bytes, Instant::now())
                     .expect("gossip");
                 ipam
             },

@@ -1,4 +1,5 @@
-//! Identity and address value types: [`PeerName`], [`Ident`], [`Cidr`] and
+//! Identity and address value types: [`PeerName`] (re-exported from the mesh crate), [`Ident`],
+//! [`Cidr`] and
 //! the half-open [`AddrRange`] the ring does its arithmetic on (u32, never
 //! `Ipv4Addr`, because the ring is integer intervals).
 
@@ -8,90 +9,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A 48-bit, MAC-style peer name (`aa:bb:cc:dd:ee:ff`), as weave's. The
-/// router converts from the mesh crate's own type; keeping a local newtype
-/// means this crate does not depend on the mesh crate.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PeerName(pub u64);
+/// Peer names are the mesh crate's (one type, one parser, for the whole workspace).
+pub use meshnet_mesh::PeerName;
 
-/// Mask of the 48 bits a peer name may use.
-const NAME_MASK: u64 = 0xffff_ffff_ffff;
-
-impl PeerName {
-    /// Builds a name from the low 48 bits of `v`.
-    pub fn new(v: u64) -> Self {
-        PeerName(v & NAME_MASK)
-    }
-}
-
-impl fmt::Display for PeerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0.to_be_bytes();
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[2], b[3], b[4], b[5], b[6], b[7]
-        )
-    }
-}
-
-impl fmt::Debug for PeerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Error parsing a [`PeerName`] or a [`Cidr`].
+/// Error parsing a [`Cidr`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// Not six colon-separated hex bytes.
-    #[error("invalid peer name {0:?}: expected six hex bytes like aa:bb:cc:dd:ee:ff")]
-    PeerName(String),
     /// Not `a.b.c.d/len`.
     #[error("invalid CIDR {0:?}: expected a.b.c.d/len with len <= 32")]
     Cidr(String),
-}
-
-impl FromStr for PeerName {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseError::PeerName(s.to_string());
-        let mut v: u64 = 0;
-        let mut n = 0;
-        for part in s.split(':') {
-            if part.is_empty() || part.len() > 2 {
-                return Err(err());
-            }
-            let b = u8::from_str_radix(part, 16).map_err(|_| err())?;
-            v = (v << 8) | u64::from(b);
-            n += 1;
-        }
-        if n != 6 {
-            return Err(err());
-        }
-        Ok(PeerName(v))
-    }
-}
-
-impl Serialize for PeerName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.collect_str(self)
-        } else {
-            s.serialize_u64(self.0)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PeerName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if d.is_human_readable() {
-            let s = String::deserialize(d)?;
-            s.parse().map_err(serde::de::Error::custom)
-        } else {
-            Ok(PeerName::new(u64::deserialize(d)?))
-        }
-    }
 }
 
 /// The owner of an allocation: a container id, `weave:expose`-style special
@@ -338,15 +264,6 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peer_name_round_trip() {
-        let p: PeerName = "8a:3e:3e:3e:3e:3e".parse().unwrap();
-        assert_eq!(p.to_string(), "8a:3e:3e:3e:3e:3e");
-        assert!("8a:3e:3e".parse::<PeerName>().is_err());
-        assert!("8a:3e:3e:3e:3e:3e:01".parse::<PeerName>().is_err());
-        assert!("zz:3e:3e:3e:3e:3e".parse::<PeerName>().is_err());
-    }
 
     #[test]
     fn cidr_parse_and_ranges() {

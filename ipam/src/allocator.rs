@@ -109,7 +109,7 @@ impl Ipam {
             unknown_since: BTreeMap::new(),
             denied_donors: BTreeSet::new(),
             next_request: 1,
-            rng: SplitMix::new(seed ^ cfg.name.0),
+            rng: SplitMix::new(seed ^ cfg.name.as_u64()),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             dirty: false,

@@ -250,7 +250,9 @@ mod tests {
 
     #[test]
     fn three_electors_agree() {
-        let mut nodes: Vec<Paxos> = (1..=3).map(|i| Paxos::new(PeerName(i), 3, true)).collect();
+        let mut nodes: Vec<Paxos> = (1..=3)
+            .map(|i| Paxos::new(PeerName::new(i).unwrap(), 3, true))
+            .collect();
         run(&mut nodes, &|_, _| true);
         nodes[0].propose();
         nodes[2].propose();
@@ -264,11 +266,13 @@ mod tests {
 
     #[test]
     fn minority_cannot_decide_and_lone_quorum_one_can() {
-        let mut nodes: Vec<Paxos> = (1..=3).map(|i| Paxos::new(PeerName(i), 3, true)).collect();
+        let mut nodes: Vec<Paxos> = (1..=3)
+            .map(|i| Paxos::new(PeerName::new(i).unwrap(), 3, true))
+            .collect();
         nodes[0].propose();
         run(&mut nodes, &|_, _| false);
         assert!(nodes[0].decided().is_none());
-        let mut lone = Paxos::new(PeerName(9), 1, true);
+        let mut lone = Paxos::new(PeerName::new(9).unwrap(), 1, true);
         lone.propose();
         assert_eq!(lone.decided().unwrap().1.len(), 1);
     }
@@ -278,23 +282,25 @@ mod tests {
         // Seed 7694 of the simulator: one elector accepted its own proposal
         // and crashed; an observer (which cannot know N) must not treat
         // that lone acceptance as a decision.
-        let mut lone = Paxos::new(PeerName(3), 3, true);
-        let mut other = Paxos::new(PeerName(1), 3, true);
+        let mut lone = Paxos::new(PeerName::new(3).unwrap(), 3, true);
+        let mut other = Paxos::new(PeerName::new(1).unwrap(), 3, true);
         lone.propose();
         other.merge(lone.state());
         other.think();
         lone.merge(other.state());
         lone.think();
-        assert!(lone.state()[&PeerName(3)].accepted.round > 0);
+        assert!(lone.state()[&PeerName::new(3).unwrap()].accepted.round > 0);
         assert!(lone.decided().is_none());
-        let mut observer = Paxos::new(PeerName(4), 1, false);
+        let mut observer = Paxos::new(PeerName::new(4).unwrap(), 1, false);
         observer.merge(lone.state());
         assert!(observer.decided().is_none());
     }
 
     #[test]
     fn later_proposal_keeps_chosen_value() {
-        let mut nodes: Vec<Paxos> = (1..=3).map(|i| Paxos::new(PeerName(i), 3, true)).collect();
+        let mut nodes: Vec<Paxos> = (1..=3)
+            .map(|i| Paxos::new(PeerName::new(i).unwrap(), 3, true))
+            .collect();
         // 0 and 1 decide while 2 is cut off.
         nodes[0].propose();
         run(&mut nodes, &|i, j| i < 2 && j < 2);

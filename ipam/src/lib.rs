@@ -1,5 +1,5 @@
 //! meshnet-ipam: sans-IO IP address management for meshnet, weave's model
-//! (reference §6) made safe where weave hurt its users.
+//! made safe where weave hurt its users.
 //!
 //! The universe (default `10.32.0.0/12`) is a [`ring::Ring`] of tokens owned
 //! by peers, a CRDT merged by version and gossiped on the `ipam` channel.
@@ -27,7 +27,7 @@
 //!   reservations for it are dropped everywhere.
 //!
 //! Layout:
-//! - [`addr`]: `PeerName`, `Ident`, `Cidr`, `AddrRange`.
+//! - [`addr`]: `Ident`, `Cidr`, `AddrRange`, and the mesh crate's `PeerName` re-exported.
 //! - [`ring`]: the ring CRDT and lineage.
 //! - [`space`]: local free intervals.
 //! - [`consensus`]: gossip Paxos for the initial ring.

@@ -35,7 +35,7 @@ impl Lineage {
         bytes.extend_from_slice(&range.start.to_be_bytes());
         bytes.extend_from_slice(&range.end.to_be_bytes());
         for s in seeds {
-            bytes.extend_from_slice(&s.0.to_be_bytes());
+            bytes.extend_from_slice(&s.as_u64().to_be_bytes());
         }
         Lineage(fnv1a(&[&bytes]))
     }
@@ -48,7 +48,7 @@ impl Lineage {
             &range.start.to_be_bytes(),
             &range.end.to_be_bytes(),
             &round.to_be_bytes(),
-            &proposer.0.to_be_bytes(),
+            &proposer.as_u64().to_be_bytes(),
         ]))
     }
 }
@@ -386,7 +386,7 @@ mod tests {
     use super::*;
 
     fn p(n: u64) -> PeerName {
-        PeerName(n)
+        PeerName::new(n).unwrap()
     }
 
     fn universe() -> AddrRange {

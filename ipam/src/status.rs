@@ -1,5 +1,5 @@
 //! Status for `meshnet status`, `status ipam`, `report` and `/metrics`,
-//! with weave's strings and JSON field names (reference §1.6, §1.7, §2.5).
+//! with weave's strings and JSON field names.
 
 use std::net::Ipv4Addr;
 

@@ -219,10 +219,10 @@ mod tests {
     use crate::ring::Lineage;
 
     fn samples() -> Vec<Message> {
-        let peers: BTreeSet<_> = [PeerName(1), PeerName(2)].into();
+        let peers: BTreeSet<_> = [PeerName::new(1).unwrap(), PeerName::new(2).unwrap()].into();
         let ring = Ring::split(AddrRange::new(100, 164), &peers, Lineage(3));
         let mut paxos = PaxosState::new();
-        paxos.insert(PeerName(1), Claims::default());
+        paxos.insert(PeerName::new(1).unwrap(), Claims::default());
         vec![
             Message::Gossip(GossipState {
                 role: Role::Elector,

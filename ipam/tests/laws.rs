@@ -17,7 +17,7 @@ const UNIVERSE: AddrRange = AddrRange {
 };
 
 fn peer(i: u8) -> PeerName {
-    PeerName(u64::from(i) + 1)
+    PeerName::new(u64::from(i) + 1).unwrap()
 }
 
 /// One owner-side change: `peer` moves a slice of its space to `to`,

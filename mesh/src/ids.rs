@@ -133,14 +133,24 @@ impl FromStr for PeerName {
     }
 }
 
+/// Binary formats (postcard, the wire) carry the integer; human-readable ones (the JSON that
+/// IPAM persists and reports) carry the `8a:3e:3e:3e:3e:3e` text.
 impl Serialize for PeerName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_u64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for PeerName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PeerName, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            return text.parse().map_err(serde::de::Error::custom);
+        }
         let v = u64::deserialize(d)?;
         PeerName::new(v).ok_or_else(|| serde::de::Error::custom(PeerNameError::TooLarge(v)))
     }
@@ -286,5 +296,14 @@ mod tests {
             4095
         );
         assert_eq!(PeerUid(42).to_string(), "42");
+    }
+
+    #[test]
+    fn serde_as_text_in_json() {
+        let p = n("8a:3e:3e:3e:3e:3e");
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, "\"8a:3e:3e:3e:3e:3e\"");
+        assert_eq!(serde_json::from_str::<PeerName>(&json).unwrap(), p);
+        assert!(serde_json::from_str::<PeerName>("\"8a:3e\"").is_err());
     }
 }

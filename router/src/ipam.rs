@@ -38,7 +38,7 @@ pub struct IpamConfig {
 /// An API answer: HTTP status code and body.
 pub type Reply = oneshot::Sender<(u16, String)>;
 
-/// Requests the HTTP API forwards to IPAM (weave's §2.3 routes).
+/// Requests the HTTP API forwards to IPAM (weave's IPAM routes).
 #[derive(Debug)]
 pub enum IpamRequest {
     /// `POST /ip/{id}[/{subnet}][?check-alive=true]`
@@ -122,14 +122,6 @@ pub struct IpamService {
     ready: Vec<(Reply, (u16, String))>,
 }
 
-fn to_ipam(p: PeerName) -> meshnet_ipam::PeerName {
-    meshnet_ipam::PeerName::new(p.as_u64())
-}
-
-fn to_mesh(p: meshnet_ipam::PeerName) -> Option<PeerName> {
-    PeerName::new(p.0)
-}
-
 impl IpamService {
     /// Restores persisted state from `data_dir`, or starts fresh (logging why).
     pub fn start(
@@ -141,7 +133,7 @@ impl IpamService {
         now: Instant,
     ) -> Result<IpamService, persist::PersistError> {
         let state_file = data_dir.join(STATE_FILE);
-        let mut icfg = meshnet_ipam::Config::new(to_ipam(name), cfg.range, cfg.init);
+        let mut icfg = meshnet_ipam::Config::new(name, cfg.range, cfg.init);
         if let Some(d) = cfg.default_subnet {
             icfg.default_subnet = d;
         }
@@ -233,7 +225,7 @@ impl IpamService {
             .status(now)
             .peers
             .into_iter()
-            .map(|p| (to_ipam(p.name), p.nickname))
+            .map(|p| (p.name, p.nickname))
             .collect();
         self.ipam.handle_peers_changed(known, now);
     }
@@ -379,10 +371,8 @@ impl IpamService {
             match t {
                 Transmit::Broadcast(bytes) => mesh.gossip_broadcast(CHANNEL, bytes),
                 Transmit::Unicast(peer, bytes) => {
-                    if let Some(p) = to_mesh(peer) {
-                        // No route: IPAM retries on its own timer.
-                        let _ = mesh.gossip_unicast(CHANNEL, p, bytes);
-                    }
+                    // No route: IPAM retries on its own timer.
+                    let _ = mesh.gossip_unicast(CHANNEL, peer, bytes);
                 }
             }
         }
@@ -460,7 +450,7 @@ impl Channels for IpamService {
             return Ok(());
         }
         self.ipam
-            .handle_gossip(to_ipam(src), payload, self.now)
+            .handle_gossip(src, payload, self.now)
             .map_err(|e| e.to_string())
     }
 
@@ -469,7 +459,7 @@ impl Channels for IpamService {
             return Ok(());
         }
         self.ipam
-            .handle_unicast(to_ipam(src), payload, self.now)
+            .handle_unicast(src, payload, self.now)
             .map_err(|e| e.to_string())
     }
 }

@@ -74,7 +74,7 @@ pub struct Sim {
 }
 
 pub fn name(i: usize) -> PeerName {
-    PeerName::new(0x0a00_0000_0000 + i as u64 + 1)
+    PeerName::new(0x0a00_0000_0000 + i as u64 + 1).expect("test names fit in 48 bits")
 }
 
 impl Sim {
