@@ -219,7 +219,6 @@ mod tests {
             conn_half: 0,
             short_id: ShortId::default(),
             listen_port: 6783,
-            overlays: vec![],
             trusted: false,
         }
     }

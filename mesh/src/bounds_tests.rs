@@ -30,7 +30,6 @@ fn hello(n: u64) -> Hello {
         conn_half: n,
         short_id: ShortId::new(n as u16).unwrap(),
         listen_port: 6783,
-        overlays: vec![],
         trusted: false,
     }
 }

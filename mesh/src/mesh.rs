@@ -343,7 +343,7 @@ impl Mesh {
     }
 
     /// The handshake payload to send on a new connection. The router fills `name_derived`
-    /// and `overlays` afterwards.
+    /// afterwards.
     pub fn hello(&self, conn_half: u64, trusted: bool) -> Hello {
         Hello {
             name: self.config.name,
@@ -353,7 +353,6 @@ impl Mesh {
             conn_half,
             short_id: self.topo.our_short_id(),
             listen_port: self.config.port,
-            overlays: Vec::new(),
             trusted,
         }
     }
@@ -586,7 +585,7 @@ impl Mesh {
         self.check_short_id();
     }
 
-    /// Weave §4.2: if someone with a lower name has our short id, we pick a free one.
+    /// As in weave: if someone with a lower name has our short id, we pick a free one.
     fn check_short_id(&mut self) {
         let ours = self.topo.our_short_id();
         let lower_has_it = self

@@ -41,7 +41,6 @@ fn hello(n: u64, uid: u64, half: u64) -> Hello {
         conn_half: half,
         short_id: ShortId::new(n as u16).unwrap(),
         listen_port: 6783,
-        overlays: vec![],
         trusted: false,
     }
 }

@@ -1,7 +1,10 @@
 //! The handshake payload each side sends inside the Noise handshake (message 2 from the
-//! responder, message 3 from the initiator): who we are and what we offer. Encoding: one
-//! format byte ([`HELLO_FORMAT`]), then the postcard encoding of the fields in declaration
-//! order. Strings and lists are bounded so a hostile peer cannot make us allocate much.
+//! responder, message 3 from the initiator): who we are. Encoding: one format byte
+//! ([`HELLO_FORMAT`]), then the postcard encoding of the fields in declaration order, with a
+//! reserved list of strings between `listen_port` and `trusted`: always sent empty, accepted
+//! within its bounds and ignored (the overlays are negotiated later, per peer, with overlay
+//! control messages, so a list fixed at handshake time would say nothing true). Strings and
+//! lists are bounded so a hostile peer cannot make us allocate much.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,13 +15,13 @@ use crate::ids::{PeerName, PeerUid, ShortId};
 pub const HELLO_FORMAT: u8 = 1;
 /// Longest nickname accepted, in bytes.
 pub const MAX_NICKNAME_LEN: usize = 255;
-/// Most overlay names a peer may offer.
-pub const MAX_OVERLAYS: usize = 8;
-/// Longest overlay name, in bytes.
-pub const MAX_OVERLAY_NAME_LEN: usize = 32;
+/// Most entries accepted in the reserved list.
+pub const MAX_RESERVED: usize = 8;
+/// Longest entry accepted in the reserved list, in bytes.
+pub const MAX_RESERVED_LEN: usize = 32;
 
 /// What a peer says about itself in the handshake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// Its peer name.
     pub name: PeerName,
@@ -34,16 +37,39 @@ pub struct Hello {
     pub short_id: ShortId,
     /// Its TCP listen port, so peers of peers can dial it back.
     pub listen_port: u16,
-    /// Overlays it offers, in preference order (e.g. `["fastdp", "sleeve"]`).
-    pub overlays: Vec<String>,
     /// Whether it trusts our address (trusted subnets).
     pub trusted: bool,
+}
+
+/// The encoded layout of a [`Hello`], with the reserved list in its place.
+#[derive(Serialize, Deserialize)]
+struct HelloWire {
+    name: PeerName,
+    name_derived: bool,
+    nickname: String,
+    uid: PeerUid,
+    conn_half: u64,
+    short_id: ShortId,
+    listen_port: u16,
+    reserved: Vec<String>,
+    trusted: bool,
 }
 
 impl Hello {
     /// The bytes carried in the Noise handshake message.
     pub fn encode(&self) -> Vec<u8> {
-        postcard_with_prefix(&[HELLO_FORMAT], self)
+        let wire = HelloWire {
+            name: self.name,
+            name_derived: self.name_derived,
+            nickname: self.nickname.clone(),
+            uid: self.uid,
+            conn_half: self.conn_half,
+            short_id: self.short_id,
+            listen_port: self.listen_port,
+            reserved: Vec::new(),
+            trusted: self.trusted,
+        };
+        postcard_with_prefix(&[HELLO_FORMAT], &wire)
     }
 
     /// Parses and bounds-checks a handshake payload.
@@ -56,19 +82,28 @@ impl Hello {
                 supported: HELLO_FORMAT,
             });
         }
-        let hello: Hello = postcard_exact("hello", body)?;
+        let w: HelloWire = postcard_exact("hello", body)?;
+        check_len("reserved list", w.reserved.len(), MAX_RESERVED)?;
+        for r in &w.reserved {
+            check_len("reserved entry", r.len(), MAX_RESERVED_LEN)?;
+        }
+        let hello = Hello {
+            name: w.name,
+            name_derived: w.name_derived,
+            nickname: w.nickname,
+            uid: w.uid,
+            conn_half: w.conn_half,
+            short_id: w.short_id,
+            listen_port: w.listen_port,
+            trusted: w.trusted,
+        };
         hello.validate()?;
         Ok(hello)
     }
 
     /// Checks the documented bounds (also used before sending, by tests).
     pub fn validate(&self) -> Result<(), DecodeError> {
-        check_len("nickname", self.nickname.len(), MAX_NICKNAME_LEN)?;
-        check_len("overlay list", self.overlays.len(), MAX_OVERLAYS)?;
-        for o in &self.overlays {
-            check_len("overlay name", o.len(), MAX_OVERLAY_NAME_LEN)?;
-        }
-        Ok(())
+        check_len("nickname", self.nickname.len(), MAX_NICKNAME_LEN)
     }
 }
 
@@ -85,7 +120,6 @@ mod tests {
             conn_half: 1,
             short_id: ShortId::new(0x123).unwrap(),
             listen_port: 6783,
-            overlays: vec!["fastdp".into(), "sleeve".into()],
             trusted: false,
         }
     }
@@ -104,15 +138,35 @@ mod tests {
             &[1],          // conn_half
             &[0xa3, 0x02], // short id 0x123
             &[0xff, 0x34], // port 6783
-            &[2, 6],
-            b"fastdp",
-            &[6],
-            b"sleeve",
-            &[0], // trusted
+            &[0],          // reserved list, empty
+            &[0],          // trusted
         ]
         .concat();
         assert_eq!(bytes, expected);
         assert_eq!(Hello::decode(&bytes), Ok(h));
+    }
+
+    /// Routers that filled the reserved slot (with their overlay names) are still understood.
+    #[test]
+    fn a_filled_reserved_list_is_accepted_and_ignored() {
+        let filled: Vec<u8> = [
+            &[1u8][..],
+            &[0xbe, 0xfc, 0xf8, 0xf1, 0xe3, 0xc7, 0x22],
+            &[1],
+            &[5],
+            b"host1",
+            &[0xac, 0x02],
+            &[1],
+            &[0xa3, 0x02],
+            &[0xff, 0x34],
+            &[2, 6],
+            b"fastdp",
+            &[6],
+            b"sleeve",
+            &[0],
+        ]
+        .concat();
+        assert_eq!(Hello::decode(&filled), Ok(sample()));
     }
 
     #[test]
@@ -140,11 +194,31 @@ mod tests {
             Hello::decode(&long.encode()),
             Err(DecodeError::TooLong { .. })
         ));
-        let mut many = sample();
-        many.overlays = vec!["a".into(); 9];
-        assert!(Hello::decode(&many.encode()).is_err());
-        let mut wide = sample();
-        wide.overlays = vec!["a".repeat(33)];
-        assert!(Hello::decode(&wide.encode()).is_err());
+        let with_reserved = |list: &[u8]| {
+            let mut b = bytes[..bytes.len() - 2].to_vec();
+            b.extend_from_slice(list);
+            b.push(0);
+            b
+        };
+        let mut many = vec![(MAX_RESERVED + 1) as u8];
+        for _ in 0..=MAX_RESERVED {
+            many.extend_from_slice(&[1, b'a']);
+        }
+        assert!(matches!(
+            Hello::decode(&with_reserved(&many)),
+            Err(DecodeError::TooLong { .. })
+        ));
+        let mut wide = vec![1, (MAX_RESERVED_LEN + 1) as u8];
+        wide.extend(std::iter::repeat_n(b'a', MAX_RESERVED_LEN + 1));
+        assert!(matches!(
+            Hello::decode(&with_reserved(&wide)),
+            Err(DecodeError::TooLong { .. })
+        ));
+        let mut edge = vec![MAX_RESERVED as u8];
+        for _ in 0..MAX_RESERVED {
+            edge.push(MAX_RESERVED_LEN as u8);
+            edge.extend(std::iter::repeat_n(b'a', MAX_RESERVED_LEN));
+        }
+        assert_eq!(Hello::decode(&with_reserved(&edge)), Ok(sample()));
     }
 }

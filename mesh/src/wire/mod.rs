@@ -10,7 +10,7 @@ pub mod topology;
 pub mod verdict;
 
 pub use header::{HEADER_LEN, Header, HeaderError, PROTOCOL_MAX, PROTOCOL_MIN};
-pub use hello::{HELLO_FORMAT, Hello, MAX_NICKNAME_LEN, MAX_OVERLAY_NAME_LEN, MAX_OVERLAYS};
+pub use hello::{HELLO_FORMAT, Hello, MAX_NICKNAME_LEN, MAX_RESERVED, MAX_RESERVED_LEN};
 pub use message::{
     GossipMsg, GossipUnicastMsg, MAX_CHANNEL_LEN, MAX_MESSAGE_LEN, MESSAGE_FORMAT, Message, tag,
 };

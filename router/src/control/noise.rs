@@ -418,7 +418,6 @@ mod tests {
             conn_half: 11,
             short_id: ShortId::from_low_bits(3),
             listen_port: 6783,
-            overlays: vec![],
             trusted: false,
         };
         Side {
