@@ -262,6 +262,11 @@ mod tests {
     fn name_derivation_golden_vector() {
         // SHA-256 of 32 zero bytes starts 66 68 7a ad f8 62: multicast bit cleared, local set.
         assert_eq!(key(0).derived_name().to_string(), "66:68:7a:ad:f8:62");
+        // SHA-256 of 32 bytes 0x02 starts 75:87:7b:b4:1d:39 (multicast bit set, local bit
+        // clear) and of 0x04 starts 9f:4f:b6:8f:3e:1d (both set): the first byte becomes a
+        // locally administered unicast MAC byte, the other five are kept.
+        assert_eq!(key(2).derived_name().to_string(), "76:87:7b:b4:1d:39");
+        assert_eq!(key(4).derived_name().to_string(), "9e:4f:b6:8f:3e:1d");
         assert_eq!(
             key(0).fingerprint(),
             "SHA256:Zmh6rfhivXdsj8GLjp+OIAiXFIVu4jOzkCpZHQ1fKSU"

@@ -25,7 +25,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
-use meshnet_mesh::PeerName;
 use meshnet_mesh::overlay::{FastdpHello, HEARTBEAT_ETHERTYPE, Heartbeat, Path};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
@@ -299,17 +298,4 @@ fn sockaddr(ifindex: IfIndex, proto: u16, dst: [u8; 6]) -> io::Result<libc::sock
     addr.sll_halen = 6;
     addr.sll_addr[..6].copy_from_slice(&dst);
     Ok(addr)
-}
-
-/// The peer a heartbeat claims to come from, if the frame's source MAC is
-/// the bridge MAC that peer announced (a frame cannot speak for another peer).
-pub fn verified_sender(
-    hb: &Heartbeat,
-    src_mac: [u8; 6],
-    announced: &BTreeMap<PeerName, FastdpHello>,
-) -> Option<PeerName> {
-    announced
-        .get(&hb.from)
-        .filter(|h| h.bridge_mac == src_mac)
-        .map(|_| hb.from)
 }
