@@ -1,4 +1,4 @@
-//! `meshnet attach`, `detach` and `ps` (weave §1.8, §1.9): addresses come
+//! `meshnet attach`, `detach` and `ps`: addresses come
 //! from the router's IPAM (`net:default`, `net:CIDR`) or are claimed there
 //! (`CIDR`, `ip:CIDR`); the interface is made over netlink by this process.
 

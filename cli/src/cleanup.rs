@@ -1,4 +1,4 @@
-//! Host-side cleanup for `meshnet reset` (weave §1.4 `destroy_bridge`) and
+//! Host-side cleanup for `meshnet reset` (what weave's `destroy_bridge` does) and
 //! the root check `launch` makes before touching the kernel.
 
 use anyhow::{Context, Result, bail};

@@ -1,4 +1,4 @@
-//! The DNS commands (weave §1.11): `dns-add`, `dns-remove`, `dns-lookup`,
+//! The DNS commands: `dns-add`, `dns-remove`, `dns-lookup`,
 //! `dns-args`, and the registration `attach` does.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

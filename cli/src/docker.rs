@@ -1,6 +1,6 @@
 //! The Docker side of `meshnet launch` and `stop`: which Docker engine to
 //! use, starting the API proxy inside the router process, and whether the
-//! network plugin runs (weave §8, §10.1).
+//! network plugin runs.
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! `meshnet env` and `meshnet config` (weave §1.12): point the Docker CLI at
+//! `meshnet env` and `meshnet config`: point the Docker CLI at
 //! the proxy with `eval $(meshnet env)`, and back with `eval $(meshnet env
 //! --restore)`. The text printed on stdout is shell, so anything else goes
 //! to stderr.

@@ -1,4 +1,4 @@
-//! `meshnet expose` and `hide` (weave §1.10): the host gets addresses on
+//! `meshnet expose` and `hide`: the host gets addresses on
 //! the bridge, from IPAM under the pseudo-container `weave:expose`, and the
 //! router crate's [`meshnet_router::expose`] puts them on the bridge with
 //! their forwarding and masquerade rules. Prints the IPs without prefix

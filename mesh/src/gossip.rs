@@ -1,4 +1,4 @@
-//! Message dispatch and gossip for [`Mesh`] (weave §4.5, §4.8–4.10): the `topology`
+//! Message dispatch and gossip for [`Mesh`]: the `topology`
 //! channel (deltas, full records, requests, digests), application channels through
 //! [`Channels`], surrogate relaying of unknown channels, and hop-by-hop unicast and
 //! per-source broadcast trees.

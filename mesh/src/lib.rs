@@ -1,4 +1,4 @@
-//! meshnet-mesh: the sans-IO control plane of meshnet (DESIGN §1, §3).
+//! meshnet-mesh: the sans-IO control plane of meshnet.
 //!
 //! No sockets, no clock, no OS randomness: the router feeds inputs with `handle_*(.., now)`
 //! and drains outputs with `poll_*`. Layout:

@@ -1,4 +1,4 @@
-//! The connection maker half of [`Mesh`] (weave §4.7): `connect`/`forget`, discovery of
+//! The connection maker half of [`Mesh`]: `connect`/`forget`, discovery of
 //! peers of peers, dial scheduling with backoff, and how connection outcomes move targets.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +10,7 @@ use crate::targets::{RESET_AFTER, Target, TargetState, addr_ip, parse_target};
 use crate::wire::Hello;
 
 impl Mesh {
-    /// Adds direct targets (`host[:port]`, weave §1.5). With `replace`, direct targets not
+    /// Adds direct targets (`host[:port]`). With `replace`, direct targets not
     /// listed are dropped first. Invalid entries are returned as messages; valid ones are
     /// added regardless. Connecting an existing target makes it retry now.
     pub fn connect(

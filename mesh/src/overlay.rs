@@ -2,7 +2,7 @@
 //!
 //! Every remote peer is served by exactly one path into the local bridge,
 //! the kernel fast datapath (VXLAN) or the sleeve, or the bridge would
-//! deliver duplicates (DESIGN §4). Fastdp is preferred when it is allowed
+//! deliver duplicates. Fastdp is preferred when it is allowed
 //! (no password, or both ends trust each other's subnet), the peer offered
 //! it, and heartbeats that really cross the VXLAN device come back; when they
 //! stop, the peer falls back to the sleeve with the reason kept for `status`,

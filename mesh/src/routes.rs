@@ -1,4 +1,4 @@
-//! Routes over the topology (weave §4.9): breadth-first search from us with every layer
+//! Routes over the topology: breadth-first search from us with every layer
 //! sorted by name, so all peers compute the same answer; per-source broadcast trees; and the
 //! weighted random neighbour subset used for gossip.
 

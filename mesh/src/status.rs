@@ -1,5 +1,5 @@
 //! A snapshot of the mesh for `meshnet status` and `/report`, serialised with weave's JSON
-//! field names (PascalCase, §1.7) where a weave field exists. Peer names are rendered as
+//! field names (PascalCase) where a weave field exists. Peer names are rendered as
 //! `8a:3e:3e:3e:3e:3e` strings here (on the wire they are integers).
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Connection targets (weave's connection maker, §4.7): direct targets from `connect` and,
+//! Connection targets (weave's connection maker): direct targets from `connect` and,
 //! with discovery, peers of peers. Each has a state and an exponential backoff with jitter.
 //! This module holds the data and the rules; the [`crate::Mesh`] decides when to look.
 

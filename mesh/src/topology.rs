@@ -1,4 +1,4 @@
-//! The topology store: what every known peer reports about itself (weave §4.8), merged by
+//! The topology store: what every known peer reports about itself, merged by
 //! `(version, uid)`, plus the bookkeeping that turns our own changes into coalesced
 //! [`PeerDelta`]s. Pure data: no timers here, the [`crate::Mesh`] decides when to send.
 

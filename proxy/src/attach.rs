@@ -1,5 +1,5 @@
 //! Putting a started container on the mesh: addresses from the router's
-//! IPAM over its HTTP API (weave §2.3 routes, as `meshnet attach` uses
+//! IPAM over its HTTP API (weave's IPAM routes, as `meshnet attach` uses
 //! them), then `ethwe` through `meshnet_router::datapath::attach`; and
 //! giving the addresses back when the container is gone.
 

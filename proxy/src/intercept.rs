@@ -1,4 +1,4 @@
-//! What the proxy rewrites, as pure functions (weave §8): which paths are
+//! What the proxy rewrites, as pure functions: which paths are
 //! intercepted, which containers go on the mesh with which addresses, and
 //! the `containers/create` body rewrite that puts the wait shim first.
 

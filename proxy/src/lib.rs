@@ -1,5 +1,5 @@
 //! meshnet-proxy: the Docker API proxy behind `eval $(meshnet env)` (weave's
-//! proxy, reference §8). Clients talk Docker's API to
+//! proxy). Clients talk Docker's API to
 //! `$MESHNET_RUN_DIR/meshnet.sock`; everything is passed to the real engine
 //! unchanged except that containers created through it get a tiny static
 //! wait shim as their first process, and are attached to the mesh when they
@@ -13,7 +13,7 @@
 //!   create/start interceptors.
 //! - [`attach`]: IPAM over the router's API and `datapath::attach`.
 //! - `events`: releases addresses of dead containers after a grace period.
-//! - [`plugin`]: the Docker network + IPAM plugin `meshnet` (weave §10.1).
+//! - [`plugin`]: the Docker network + IPAM plugin `meshnet`.
 //!
 //! Proxy and plugin run inside the router process (`meshnet launch`), in the
 //! host network namespace, which is where containers are attached from.

@@ -1,5 +1,5 @@
-//! The Docker network and IPAM plugin `meshnet` (legacy plugin API v1, weave
-//! §10.1): dockerd calls `/run/docker/plugins/meshnet.sock` with JSON POSTs.
+//! The Docker network and IPAM plugin `meshnet` (legacy plugin API v1, as
+//! weave's): dockerd calls `/run/docker/plugins/meshnet.sock` with JSON POSTs.
 //! Join creates a veth pair whose host end sits on the bridge; dockerd moves
 //! the other end into the container and names it `ethwe0`. Addresses come
 //! from the router's IPAM. The router must run in dockerd's network

@@ -1,6 +1,6 @@
 //! The address arguments weave users write — `attach ADDR... C`, `expose
 //! ADDR...`, `MESHNET_CIDR`/`WEAVE_CIDR` — and how each maps onto the
-//! router's IPAM API (reference §1.9, §2.3). One definition for the CLI and
+//! router's IPAM API. One definition for the CLI and
 //! the Docker proxy.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The HTTP API (weave's paths, reference §2.1–2.2), on three listeners:
+//! The HTTP API (weave's paths), on three listeners:
 //!
 //! - the control socket `$MESHNET_RUN_DIR/meshnet-api.sock` (root-only,
 //!   see [`crate::api_client::API_SOCKET`]): every route, including all that

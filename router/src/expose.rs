@@ -1,7 +1,7 @@
 //! Host access to the overlay and the kernel side of `meshnet reset`:
-//! `expose`/`hide` (weave §1.10), forwarding for the bridge in a namespace
-//! whose firewall drops forwarded traffic (DESIGN §9, weave §12.1), and the
-//! sweep of everything meshnet created (weave §1.4 `destroy_bridge`).
+//! `expose`/`hide`, forwarding for the bridge in a namespace
+//! whose firewall drops forwarded traffic, and the
+//! sweep of everything meshnet created (what weave's `destroy_bridge` does).
 //!
 //! Every function takes the namespace it acts on, so tests run them in
 //! namespaces they own. Addresses live on the bridge (netlink); rules live
@@ -23,7 +23,7 @@ use crate::nft::{self, Desired, NftError};
 
 /// Every netdev meshnet creates starts with this (the VXLAN device, the
 /// sleeve TAP, host-side container veths), so `reset` can sweep them, as
-/// weave does with `vethwe*` (§12.2).
+/// weave does with `vethwe*`.
 pub const LINK_PREFIX: &str = "vethwe";
 
 /// Errors from expose, hide, forwarding setup and cleanup.

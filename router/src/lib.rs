@@ -1,7 +1,9 @@
 //! meshnet-router: the daemon shell around the sans-IO core.
 //!
-//! It moves bytes, timers and kernel state in and out of `meshnet-mesh`
-//! (and later `meshnet-ipam`) and makes no protocol decision itself.
+//! It moves bytes, timers and kernel state in and out of `meshnet-mesh` and
+//! `meshnet-ipam`, which hold the protocol rules. Where a rule is still
+//! applied here (parts of the sleeve's per-packet policy in [`sleeve`], the
+//! fastdp heartbeat schedule in [`dataplane`]), the module doc says so.
 //!
 //! Layout:
 //! - [`config`]: the validated configuration the CLI hands over.

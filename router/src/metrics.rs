@@ -1,4 +1,4 @@
-//! Prometheus metrics with weave's names (reference §2.5), rendered from a
+//! Prometheus metrics with weave's names, rendered from a
 //! [`Snapshot`] at scrape time, so they can never disagree with `status`.
 
 use meshnet_mesh::ConnState;

@@ -1,6 +1,6 @@
 //! nftables state meshnet owns, through nftables' JSON API (`nft -j -f -`).
 //!
-//! Two kinds of rules (weave §1.10, §12.1, translated from iptables):
+//! Two kinds of rules (weave's, translated from iptables):
 //!
 //! - Our table `ip meshnet`, rewritten whole on every change in one atomic
 //!   transaction: a `postrouting` nat chain with the expose masquerade rules
@@ -12,7 +12,7 @@
 //!   practice). An accept in our own table cannot help there: every base
 //!   chain on a hook runs and a drop anywhere is final. Without these,
 //!   frames bridged on `meshnet` vanish as soon as br_netfilter hands them
-//!   to the IPv4 FORWARD hook (DESIGN §9). Each such rule carries a comment
+//!   to the IPv4 FORWARD hook. Each such rule carries a comment
 //!   starting with `meshnet`, so it can be found, deduplicated and removed
 //!   (iptables-nft shows them as `-m comment --comment meshnet`).
 //!
@@ -47,7 +47,7 @@ pub const POSTROUTING: &str = "postrouting";
 pub const FORWARD: &str = "forward";
 /// Comment on the bridge-forwarding rules we insert into others' chains.
 pub const BRIDGE_COMMENT: &str = "meshnet";
-/// Docker's default bridge: weave drops docker0 → weave traffic (§12.1) so
+/// Docker's default bridge: weave drops docker0 → weave traffic so
 /// containers on Docker's own network cannot reach the overlay unasked.
 pub const DOCKER_BRIDGE: &str = "docker0";
 /// Priority of nat postrouting chains (`srcnat`).
@@ -299,7 +299,7 @@ fn our_chain(name: &str) -> ChainRef {
     }
 }
 
-/// weave's expose NAT rules for `cidr` (§1.10), in order: leave multicast
+/// weave's expose NAT rules for `cidr`, in order: leave multicast
 /// alone, masquerade what enters the subnet from outside it (so replies come
 /// back through the host), masquerade what leaves it.
 pub fn masquerade_rules(cidr: Ipv4Net) -> Vec<Rule<'static>> {
@@ -340,7 +340,7 @@ pub fn masquerade_rules(cidr: Ipv4Net) -> Vec<Rule<'static>> {
     ]
 }
 
-/// The rules every dropping forward chain needs for `bridge` (weave §12.1,
+/// The rules every dropping forward chain needs for `bridge` (as weave's,
 /// non-NPC): bridged traffic, and traffic leaving the overlay.
 ///
 /// weave's third accept, `-o weave -m conntrack --ctstate

@@ -1,5 +1,5 @@
 //! The report (`meshnet report`, `GET /report`) as a typed model with
-//! weave's field names (reference §1.7), and Go text/template rendering of
+//! weave's field names, and Go text/template rendering of
 //! it (`report -f '{{.Router.Name}}'`, `GET /report?format=...`).
 //!
 //! The JSON and the templates are the same model: [`build`] makes a

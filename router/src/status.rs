@@ -1,5 +1,5 @@
 //! Text renderings of a [`Snapshot`] (`status` and its sub-forms), in
-//! weave's formats (reference §1.6) so a weave user's eyes and scripts still
+//! weave's formats so a weave user's eyes and scripts still
 //! work. The JSON report is [`crate::report`].
 
 use std::fmt::Write as _;

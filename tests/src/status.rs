@@ -1,5 +1,5 @@
 //! Parsers for `meshnet status connections` and `meshnet status peers`, which
-//! follow weave's column layout (reference/weave.md §1.6). Each parser checks
+//! follow weave's column layout. Each parser checks
 //! the exact layout (direction, padded columns, allowed states) and returns a
 //! description of what is wrong, so a scenario can assert "every line is
 //! well-formed" and then assert on the fields.
@@ -141,7 +141,7 @@ pub fn parse_connection_line(line: &str) -> Result<ConnectionLine, String> {
     }
     let (name_nick, attrs) = rest.split_once(' ').unwrap_or((rest, ""));
     let (name, nick) = parse_name_nick(name_nick).map_err(&fail)?;
-    // DESIGN §4: when fastdp is not (yet) used, the reason follows the attrs
+    // When fastdp is not (yet) used, the reason follows the attrs
     // in parentheses, e.g. `mtu=1376 (fastdp: waiting for heartbeat)`.
     let (attrs, reason) = match attrs.trim_end().split_once(" (") {
         Some((attrs, reason)) => {

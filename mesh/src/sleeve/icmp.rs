@@ -1,4 +1,4 @@
-//! ICMP "fragmentation needed" for frames the path cannot carry (weave §5.4): when a
+//! ICMP "fragmentation needed" for frames the path cannot carry: when a
 //! neighbour's verified path MTU is below the overlay MTU, an IPv4 packet with DF set that does
 //! not fit is answered locally with ICMP type 3 code 4 carrying the usable MTU, so the sender's
 //! stack lowers its path MTU (and TCP its MSS) instead of losing packets silently.

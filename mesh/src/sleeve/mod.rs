@@ -1,4 +1,4 @@
-//! The sans-IO half of the sleeve datapath (DESIGN §4): the userspace overlay that carries
+//! The sans-IO half of the sleeve datapath: the userspace overlay that carries
 //! Ethernet frames between hosts over UDP 6783, encrypted, relayed over multi-hop routes.
 //!
 //! Layout:
@@ -10,8 +10,8 @@
 //! - [`icmp`], [`frag`]: what happens to a frame larger than a neighbour's path MTU (ICMP
 //!   frag-needed for DF packets, IPv4 fragmentation for the rest).
 //!
-//! The router (`meshnet_router::sleeve`) owns the TAP, the UDP socket and the threads; it
-//! reads no protocol decision from anywhere but here.
+//! The router (`meshnet_router::sleeve`) owns the TAP, the UDP sockets and the threads, and
+//! calls into these pieces per packet.
 
 pub mod crypto;
 pub mod forward;

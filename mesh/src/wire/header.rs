@@ -1,5 +1,5 @@
 //! The 7-byte protocol header each side writes first on a TCP connection: ASCII `weave`, then
-//! the minimum and maximum protocol versions it speaks (weave §4.3). Weave speaks 1..2;
+//! the minimum and maximum protocol versions it speaks. Weave speaks 1..2;
 //! meshnet speaks 3..3 (a Noise handshake follows), so a weave router is told plainly why the
 //! two cannot talk.
 

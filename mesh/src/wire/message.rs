@@ -1,5 +1,5 @@
 //! One application message after the handshake (the plaintext the router reassembles from
-//! Noise transport chunks): one tag byte using weave's numbers (§4.5), then for gossip tags a
+//! Noise transport chunks): one tag byte using weave's numbers, then for gossip tags a
 //! format byte ([`MESSAGE_FORMAT`]) and the postcard encoding of the envelope. Unknown tags
 //! decode to [`Message::Unknown`] so the mesh can log and ignore them as weave does.
 

@@ -1,4 +1,4 @@
-//! The gratuitous ARP frame sent after an address is added (weave §9).
+//! The gratuitous ARP frame sent after an address is added.
 //!
 //! Other hosts may have a stale ARP entry for a reused address; a broadcast
 //! ARP request whose sender and target are both the new address makes every

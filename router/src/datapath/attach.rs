@@ -1,4 +1,4 @@
-//! Attaching containers to the bridge (weave §9): the `ethwe` veth, its
+//! Attaching containers to the bridge: the `ethwe` veth, its
 //! addresses, the multicast route, gratuitous ARP; detaching; reading back.
 //!
 //! "Ours" means: the container has a veth named `ethwe` whose peer sits in
@@ -19,7 +19,7 @@ use super::sys;
 
 /// The container-side interface name; weave users and tools grep for it.
 pub const CONTAINER_IFNAME: &str = "ethwe";
-/// Host-side veth prefix (DESIGN §2: host veths start with `vethwe`, so
+/// Host-side veth prefix (host veths start with `vethwe`, so
 /// `reset` can sweep them; `pl` = "peer local", as weave names them).
 pub const HOST_VETH_PREFIX: &str = "vethwepl";
 /// Temporary name of the container end before it moves and becomes `ethwe`.
@@ -31,7 +31,7 @@ pub fn multicast_net() -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::new(224, 0, 0, 0), 4).unwrap_or_default()
 }
 
-/// ARP tuning applied to `ethwe` (weave §9): containers come and go and
+/// ARP tuning applied to `ethwe`: containers come and go and
 /// addresses get reused, so stale neighbour entries must expire quickly.
 const ARP_SYSCTLS: [(&str, &str); 3] = [
     ("base_reachable_time", "5"),
@@ -170,13 +170,13 @@ fn check_addrs(addrs: &[Ipv4Net]) -> Result<()> {
     Ok(())
 }
 
-/// Attaches the container in `container` to `bridge` in `host` (weave §9).
+/// Attaches the container in `container` to `bridge` in `host`.
 ///
 /// If the container already has our `ethwe`, only missing addresses are
 /// added (an address it already has is a no-op). Otherwise a veth pair is
 /// created, the host end enslaved to the bridge, the other end moved in and
 /// renamed `ethwe`, MTU and addresses set, TX checksum offload turned off
-/// (the sleeve reads frames in userspace, DESIGN §9), both ends brought up,
+/// (the sleeve reads frames in userspace), both ends brought up,
 /// gratuitous ARP sent, and `224.0.0.0/4 dev ethwe` added last unless
 /// `multicast_route` is false. On any failure, what this call created is
 /// removed again.
@@ -532,7 +532,7 @@ mod tests {
 
     #[test]
     fn host_veth_names_sweepable_by_reset() {
-        // DESIGN §2: `reset` deletes every link starting with `vethwe`.
+        // `reset` deletes every link starting with `vethwe`.
         assert!(HOST_VETH_PREFIX.starts_with("vethwe"));
         assert!(PEER_VETH_PREFIX.starts_with("vethwe"));
     }

@@ -6,7 +6,7 @@
 //! - [`netlink`]: [`Netlink`], a thin wrapper over an rtnetlink handle bound
 //!   to one namespace; the only file that names rtnetlink types, so the
 //!   frequent breaking bumps of that crate touch one file.
-//! - [`attach`]: `attach`/`detach`/`container_addrs` (weave §9).
+//! - [`attach`]: `attach`, `detach` and `container_addrs`, as weave has them.
 //! - [`plan`]: desired-state diffs as pure functions (addresses, FDB, names).
 //! - `arp` and `sys`: the gratuitous ARP frame, and the few non-netlink
 //!   kernel calls (AF_PACKET send, SIOCETHTOOL, per-netns sysctls).
@@ -37,7 +37,7 @@ pub use plan::{
     AddressPlan, DetachPlan, FdbDesired, FdbEntry, FdbOp, plan_addresses, plan_detach, plan_fdb,
 };
 
-/// Default overlay MTU (DESIGN §2): 1500 minus VXLAN and a margin for
+/// Default overlay MTU: 1500 minus VXLAN and a margin for
 /// encrypted sleeve, the same value weave uses for fastdp.
 pub const DEFAULT_MTU: u32 = 1376;
 

@@ -1,7 +1,7 @@
 //! [`Netlink`]: rtnetlink bound to one network namespace, in our own types.
 //!
 //! This is the only file that names rtnetlink / netlink-packet-route types:
-//! those crates break their API every few months (crates.md §7), so a bump
+//! those crates break their API every few months, so a bump
 //! should touch this file and nothing else. Operations are idempotent where
 //! the issue needs them to be (`ensure_*`, "already there" is not an error).
 
@@ -107,7 +107,7 @@ pub struct LinkInfo {
     pub vxlan: Option<VxlanConfig>,
 }
 
-/// Desired VXLAN device (fast datapath, DESIGN §4).
+/// Desired VXLAN device (fast datapath).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct VxlanSpec {
     /// Device name, e.g. `vxlan-6784`.
@@ -180,7 +180,7 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl Netlink {
-    /// Opens a netlink socket inside `netns` (crates.md §8): the socket is
+    /// Opens a netlink socket inside `netns`: the socket is
     /// created on a thread that entered the namespace, with the current
     /// tokio runtime entered so it registers with the reactor, and the
     /// connection task is spawned on that runtime. The returned handle can

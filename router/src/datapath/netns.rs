@@ -6,7 +6,7 @@
 //! namespace, runs a closure and reports back through a oneshot channel.
 //! Sockets created there (netlink, AF_PACKET, ioctl sockets) stay bound to
 //! that namespace after the thread exits, which is what
-//! [`crate::datapath::netlink::Netlink::connect`] relies on (crates.md §8).
+//! [`crate::datapath::netlink::Netlink::connect`] relies on.
 
 use std::fmt;
 use std::fs::File;

@@ -1,4 +1,4 @@
-//! Desired-state logic as pure functions (STYLE rule 2).
+//! Desired-state logic as pure functions.
 //!
 //! Kernel state is read, diffed against what we want here, and the diff is
 //! applied by the I/O code. Keeping the diff pure makes idempotence and

@@ -1,7 +1,7 @@
 //! Receive-side coalescing: consecutive in-order segments of one IPv4 TCP flow received in a
 //! batch are merged into one TSO super-frame and written to the TAP with a virtio GSO header,
 //! so the local stack handles one 64 KiB frame instead of ~45 (the mirror of what the kernel
-//! does for us on the sending side, crates.md §6).
+//! does for us on the sending side).
 //!
 //! Only the plain case coalesces: Ethernet + IPv4 without options, not fragmented, TCP with
 //! flags ACK or ACK|PSH (PSH ends a run), equal headers apart from sequence number, IP id and

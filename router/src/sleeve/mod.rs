@@ -1,6 +1,8 @@
-//! The I/O half of the sleeve datapath (DESIGN §4): a TAP port on the `meshnet` bridge and a
-//! UDP socket on 6783, moved by two dedicated threads; every decision comes from
-//! `meshnet_mesh::sleeve`.
+//! The I/O half of the sleeve datapath: a TAP port on the `meshnet` bridge and a
+//! UDP socket on 6783, moved by two dedicated threads. Forwarding, MAC learning, health,
+//! PMTU, ICMP and fragmentation come from `meshnet_mesh::sleeve`; key selection, the
+//! encryption checks, TTL and the cut of a frame to the path MTU are still applied here and
+//! in `pump`.
 //!
 //! Layout:
 //! - this file: [`Sleeve`], its config and status, the key handle API.
@@ -260,7 +262,7 @@ impl Sleeve {
 
     /// [`Sleeve::start`], choosing whether to ask the kernel for TSO/USO super-frames and
     /// partial checksums on the TAP (IFF_VNET_HDR + TUNSETOFFLOAD; the sleeve splits them
-    /// itself, worth ~4× per crates.md §6). `false` is for comparisons and old kernels.
+    /// itself, ~4× in our measurements). `false` is for comparisons and old kernels.
     pub async fn start_with_offload(
         config: SleeveConfig,
         offload: bool,

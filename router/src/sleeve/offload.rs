@@ -1,4 +1,4 @@
-//! TAP offloads (crates.md §6): with IFF_VNET_HDR and TSO/USO/CSUM enabled the kernel hands
+//! TAP offloads: with IFF_VNET_HDR and TSO/USO/CSUM enabled the kernel hands
 //! the TAP reader one 64 KiB super-frame instead of ~45 MTU-sized ones, and may leave
 //! checksums partial. [`Splitter`] turns what was read into MTU-sized frames with complete
 //! checksums, which is what the sleeve carries.

@@ -3,7 +3,7 @@
 //!
 //! The TAP port and the VXLAN port are both bridge-port `isolated`: the bridge never forwards
 //! between two isolated ports, so a frame never goes VXLAN → TAP or TAP → VXLAN inside a host
-//! (each remote peer is served by exactly one of the two paths, DESIGN §4).
+//! (each remote peer is served by exactly one of the two paths).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -15,7 +15,7 @@ use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 use crate::datapath::{DatapathError, Netlink, Netns};
 
 /// Socket buffer size asked for on the sleeve's UDP socket. Default buffers (208 KiB) overflow
-/// within a millisecond at multi-Gb/s (DESIGN §9: BoringTun lost 36k datagrams in 5 s); 8 MiB
+/// within a millisecond at multi-Gb/s (BoringTun lost 36k datagrams in 5 s that way); 8 MiB
 /// holds ~5 ms at 10 Gb/s. Set with the *FORCE variants (we are root) so `rmem_max` does not cap it.
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
