@@ -296,6 +296,10 @@ pub struct LaunchArgs {
     /// Proxy: leave containers without MESHNET_CIDR/WEAVE_CIDR off the mesh.
     #[arg(long)]
     pub no_default_ipalloc: bool,
+    /// Proxy: `docker inspect` shows a container's mesh address and MAC in
+    /// NetworkSettings.IPAddress, IPPrefixLen and MacAddress instead of Docker's bridge ones.
+    #[arg(long)]
+    pub rewrite_inspect: bool,
     /// Serve the Docker network/IPAM plugin `meshnet` and create the network `meshnet`
     /// (default: on in the root network namespace when Docker is reachable).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,

@@ -20,6 +20,7 @@ pub struct Setup {
     pub docker_api: String,
     pub proxy: bool,
     pub default_ipalloc: bool,
+    pub rewrite_inspect: bool,
     pub plugin: bool,
 }
 
@@ -64,6 +65,7 @@ impl Setup {
             docker_api,
             proxy: args.proxy,
             default_ipalloc: !args.no_default_ipalloc,
+            rewrite_inspect: args.rewrite_inspect,
             plugin,
         })
     }
@@ -88,6 +90,9 @@ impl Setup {
         if !self.default_ipalloc {
             v.push("--no-default-ipalloc".into());
         }
+        if self.rewrite_inspect {
+            v.push("--rewrite-inspect".into());
+        }
         v
     }
 
@@ -102,6 +107,7 @@ impl Setup {
             .map_err(|e| anyhow!("--docker-api: {e}"))?;
         let mut config = ProxyConfig::new(&env.run_dir, docker, env.api());
         config.default_ipalloc = self.default_ipalloc;
+        config.rewrite_inspect = self.rewrite_inspect;
         meshnet_proxy::start(config, shutdown).await.map_err(|e| {
             anyhow!(
                 "cannot start the Docker proxy: {e}; launch with --proxy=false to run without it"

@@ -50,7 +50,7 @@ weave launch        [--password <pass>] [--trusted-subnets <cidr>,...]
                     [--ipalloc-init <mode>]
                     [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
                     [--plugin=false] [--proxy=false]
-                    [--no-default-ipalloc]
+                    [--no-default-ipalloc] [--rewrite-inspect]
                     [--mtu <mtu>] [--no-fastdp] [--conn-limit <n>]
                     <peer> ...
 
@@ -276,6 +276,7 @@ mod tests {
             "--plugin=false",
             "--proxy=false",
             "--no-default-ipalloc",
+            "--rewrite-inspect",
             "--mtu=1400",
             "--no-fastdp",
             "--conn-limit=10",

@@ -38,6 +38,8 @@ pub enum Route<'a> {
     Create,
     /// `POST [/vX.Y]/containers/{id}/start` or `/restart`
     Start(&'a str),
+    /// `GET [/vX.Y]/containers/{id}/json` (`docker inspect`)
+    Inspect,
     /// Everything else: passed through untouched.
     Other,
 }
@@ -53,6 +55,7 @@ pub fn route(path: &str) -> Route<'_> {
     }
     match rest.split_once('/') {
         Some((id, "start" | "restart")) if !id.is_empty() => Route::Start(id),
+        Some((id, "json")) if !id.is_empty() => Route::Inspect,
         _ => Route::Other,
     }
 }
@@ -331,6 +334,32 @@ pub fn dns_names(inspect: &Value) -> Vec<String> {
     names
 }
 
+/// The process of a running container, from `GET /containers/{id}/json`.
+pub fn running_pid(inspect: &Value) -> Option<u32> {
+    let state = inspect.get("State")?;
+    if state.get("Running").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let pid = u32::try_from(state.get("Pid")?.as_u64()?).ok()?;
+    (pid != 0).then_some(pid)
+}
+
+/// `--rewrite-inspect` (weave's): puts the mesh interface's MAC and first
+/// address where `docker inspect` shows a container's network, i.e.
+/// `NetworkSettings.MacAddress`, `.IPAddress` and `.IPPrefixLen`. A body
+/// with no `NetworkSettings` object is left alone.
+pub fn rewrite_inspect(inspect: &mut Value, mac: &str, addr: ipnet::Ipv4Net) {
+    let Some(settings) = inspect
+        .get_mut("NetworkSettings")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    settings.insert("MacAddress".into(), Value::from(mac));
+    settings.insert("IPAddress".into(), Value::from(addr.addr().to_string()));
+    settings.insert("IPPrefixLen".into(), Value::from(addr.prefix_len()));
+}
+
 /// True when a container (from `GET /containers/{id}/json`) was created
 /// through the proxy, so its first process waits for the mesh.
 pub fn waits_for_mesh(inspect: &Value) -> bool {
@@ -378,6 +407,41 @@ mod tests {
     }
 
     #[test]
+    fn inspect_shows_the_mesh_address_and_mac() {
+        let mut inspect = json!({"Id": "3f2c", "State": {"Running": true, "Pid": 4321},
+            "NetworkSettings": {"IPAddress": "172.17.0.2", "IPPrefixLen": 16,
+                "MacAddress": "02:42:ac:11:00:02", "Networks": {"bridge": {}}}});
+        assert_eq!(running_pid(&inspect), Some(4321));
+        let addr: ipnet::Ipv4Net = "10.32.0.1/12".parse().unwrap();
+        rewrite_inspect(&mut inspect, "ae:e3:07:9c:8c:d4", addr);
+        let ns = &inspect["NetworkSettings"];
+        assert_eq!(ns["IPAddress"], "10.32.0.1");
+        assert_eq!(ns["IPPrefixLen"], 12);
+        assert_eq!(ns["MacAddress"], "ae:e3:07:9c:8c:d4");
+        assert_eq!(ns["Networks"], json!({"bridge": {}}));
+        // Newer engines drop the top-level fields: they come back.
+        let mut bare = json!({"NetworkSettings": {}});
+        rewrite_inspect(&mut bare, "ae:e3:07:9c:8c:d4", addr);
+        assert_eq!(bare["NetworkSettings"]["IPAddress"], "10.32.0.1");
+        // Nothing to rewrite: untouched, no panic.
+        for odd in [json!({}), json!({"NetworkSettings": null}), json!([1])] {
+            let mut v = odd.clone();
+            rewrite_inspect(&mut v, "ae:e3:07:9c:8c:d4", addr);
+            assert_eq!(v, odd);
+        }
+        for not_running in [
+            json!({"State": {"Running": false, "Pid": 0}}),
+            json!({"State": {"Running": true, "Pid": 0}}),
+            json!({"State": {"Running": true, "Pid": -1}}),
+            json!({"State": {"Running": true, "Pid": 99999999999u64}}),
+            json!({"State": "up"}),
+            json!(null),
+        ] {
+            assert_eq!(running_pid(&not_running), None, "{not_running}");
+        }
+    }
+
+    #[test]
     fn dns_names_of_a_container() {
         let inspect = json!({"Name": "/pingme",
             "Config": {"Hostname": "web", "Domainname": "weave.local"},
@@ -395,6 +459,10 @@ mod tests {
         assert_eq!(route("/containers/box1/restart"), Route::Start("box1"));
         assert_eq!(route("/v1.41/containers/abc/stop"), Route::Other);
         assert_eq!(route("/v1.41/containers/json"), Route::Other);
+        assert_eq!(route("/v1.41/containers/c1/json"), Route::Inspect);
+        assert_eq!(route("/containers/abc/json"), Route::Inspect);
+        assert_eq!(route("/containers//json"), Route::Other);
+        assert_eq!(route("/containers/abc/json/x"), Route::Other);
         assert_eq!(route("/_ping"), Route::Other);
         assert_eq!(route("/version/containers/create"), Route::Other);
         assert_eq!(route("/containers//start"), Route::Other);

@@ -74,6 +74,9 @@ pub struct ProxyConfig {
     pub default_ipalloc: bool,
     /// Add the 224.0.0.0/4 route to `ethwe`.
     pub multicast_route: bool,
+    /// `--rewrite-inspect`: `docker inspect` shows the mesh address and
+    /// MAC in `NetworkSettings` (weave's option).
+    pub rewrite_inspect: bool,
     /// See [`RELEASE_GRACE`].
     pub release_grace: Duration,
     /// One attach at a time: a start request and Docker's start event may
@@ -100,6 +103,7 @@ impl ProxyConfig {
             router_api,
             default_ipalloc: true,
             multicast_route: true,
+            rewrite_inspect: false,
             release_grace: RELEASE_GRACE,
             attach_lock: Arc::default(),
         }

@@ -3,7 +3,8 @@
 //! (`logs -f`, `events`, `build`), or, on `101 Switching Protocols` (`run
 //! -it`, `exec -it`, `attach`), both connections are upgraded and spliced.
 //! `containers/create` and `containers/{id}/start|restart` are rewritten or
-//! followed by an attach (see [`crate::intercept`]).
+//! followed by an attach (see [`crate::intercept`]); with
+//! `--rewrite-inspect`, `containers/{id}/json` answers show the mesh address.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ async fn handle(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
         Route::Start(id) if req.method() == Method::POST => {
             let id = id.to_string();
             start(config, req, &id).await
+        }
+        Route::Inspect if req.method() == Method::GET && config.rewrite_inspect => {
+            inspect(config, req).await
         }
         _ => pass(config, req.map(|b| b.boxed())).await,
     }
@@ -192,6 +196,102 @@ async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     pass(config, Request::from_parts(parts, full(body))).await
+}
+
+/// The largest `docker inspect` answer the proxy rewrites; a larger one
+/// (thousands of mounts or labels) passes through unchanged.
+pub const MAX_INSPECT_BODY: usize = 4 << 20;
+
+/// `GET /containers/{id}/json` with `--rewrite-inspect`: Docker's answer,
+/// with the mesh interface's first address and MAC in `NetworkSettings`
+/// when the container has one (weave's `--rewrite-inspect`).
+async fn inspect(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> {
+    let resp = pass(config, req.map(|b| b.boxed())).await;
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match collect_limited(body, MAX_INSPECT_BODY).await {
+        Ok(b) => b,
+        Err(Unread::TooBig(body)) => return Response::from_parts(parts, body),
+        Err(Unread::Failed(e)) => return upstream_error(UpstreamError::Http(e)),
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, full(bytes));
+    };
+    let Some(pid) = intercept::running_pid(&value) else {
+        return Response::from_parts(parts, full(bytes));
+    };
+    // An attach in progress (the start request, or Docker's start event)
+    // finishes first, so an inspect right after `docker run` sees it.
+    drop(config.attach_lock.lock().await);
+    let found = match (Netns::current(), Netns::of_pid(pid)) {
+        (Ok(host), Ok(ns)) => datapath::container_addrs(&host, &ns, BRIDGE_NAME).await,
+        _ => Ok(None),
+    };
+    match found {
+        Ok(Some(a)) if !a.addrs.is_empty() => {
+            intercept::rewrite_inspect(&mut value, &a.mac.to_string(), a.addrs[0]);
+        }
+        Ok(_) => return Response::from_parts(parts, full(bytes)),
+        Err(e) => {
+            warn!(pid, error = %e, "cannot read a container's mesh address for inspect");
+            return Response::from_parts(parts, full(bytes));
+        }
+    }
+    let body = value.to_string();
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, full(body))
+}
+
+/// Why [`collect_limited`] gave no whole body.
+enum Unread {
+    /// Over the limit: the same body, what was read put back in front.
+    TooBig(Body),
+    Failed(hyper::Error),
+}
+
+/// Reads a body of at most `limit` bytes.
+async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Unread> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Unread::Failed)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: none in Docker's JSON answers
+        };
+        buf.extend_from_slice(&data);
+        if buf.len() > limit {
+            let read = full(buf.freeze());
+            return Err(Unread::TooBig(Prefixed(Some(read), body).boxed()));
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// A body whose first part was already read: that part, then the rest.
+struct Prefixed(Option<Body>, Body);
+
+impl hyper::body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Some(first) = this.0.as_mut() {
+            match std::pin::Pin::new(first).poll_frame(cx) {
+                Poll::Ready(None) => this.0 = None,
+                other => return other,
+            }
+        }
+        std::pin::Pin::new(&mut this.1).poll_frame(cx)
+    }
 }
 
 /// Percent-encodes an image reference for a path (`/` in names is fine for
@@ -378,6 +478,30 @@ mod tests {
             "reg.example:5000/a/b@sha256:ab"
         );
         assert_eq!(encode_path("a?b#c d"), "a%3Fb%23c%20d");
+    }
+
+    /// A body of several frames, as Docker's chunked answers come.
+    fn frames(parts: &[&'static str]) -> Body {
+        parts
+            .iter()
+            .rev()
+            .fold(crate::upstream::empty(), |rest, p| {
+                Prefixed(Some(full(*p)), rest).boxed()
+            })
+    }
+
+    #[tokio::test]
+    async fn an_inspect_answer_over_the_limit_passes_unchanged() {
+        let small = collect_limited(frames(&["{\"a\":", "1}"]), 7).await;
+        assert!(matches!(small, Ok(ref b) if b == "{\"a\":1}"));
+        // One byte over: the whole body still comes out, in order.
+        let Err(Unread::TooBig(body)) = collect_limited(frames(&["{\"a\":", "12}"]), 7).await
+        else {
+            panic!("a body over the limit was collected");
+        };
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all, "{\"a\":12}");
+        assert!(MAX_INSPECT_BODY >= 1 << 20, "inspect answers reach hundreds of KiB");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! scenarios.
 //!
 //! Layout: this file (environment, waits, CLI helpers); [`status`] (parsers
-//! for the `status` text formats, each checking the exact column layout).
+//! for the `status` text formats, each checking the exact column layout);
+//! [`docker`] (the real engine: CLI calls, cleanup of containers).
 
+pub mod docker;
 pub mod status;
 
 use std::fmt::Debug;

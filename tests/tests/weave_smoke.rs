@@ -3,14 +3,22 @@
 //! symlink to the binary under test) in lab hosts, with weave's environment
 //! variables. The table in tests/README.md says which weave tests are here.
 //!
-//! Needs root (network namespaces) and a built `meshnet`.
+//! Needs root (network namespaces) and a built `meshnet`; the proxy tests
+//! need the Docker engine.
+//!
+//! Layout: this file (running `weave`, status/report helpers, 700, 110,
+//! usage); `weave_smoke/proxy.rs` (6xx, Docker).
+
+#[path = "weave_smoke/proxy.rs"]
+mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use meshnet_tests::status::parse_connections;
-use meshnet_tests::{Host, control_addr, lab_on_one_segment, meshnet_bin, require_root, wait_for};
+pub use meshnet_tests::Host;
+use meshnet_tests::{control_addr, lab_on_one_segment, meshnet_bin, require_root, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
