@@ -501,7 +501,14 @@ mod tests {
         };
         let all = body.collect().await.unwrap().to_bytes();
         assert_eq!(all, "{\"a\":12}");
-        assert!(MAX_INSPECT_BODY >= 1 << 20, "inspect answers reach hundreds of KiB");
+        // The named limit: exactly that much is rewritten, one byte more is not.
+        let at_limit = full(vec![b' '; MAX_INSPECT_BODY]);
+        assert!(collect_limited(at_limit, MAX_INSPECT_BODY).await.is_ok());
+        let over = full(vec![b' '; MAX_INSPECT_BODY + 1]);
+        assert!(matches!(
+            collect_limited(over, MAX_INSPECT_BODY).await,
+            Err(Unread::TooBig(_))
+        ));
     }
 
     #[test]

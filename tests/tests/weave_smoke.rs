@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use meshnet_tests::status::parse_connections;
 pub use meshnet_tests::Host;
+use meshnet_tests::status::parse_connections;
 use meshnet_tests::{control_addr, lab_on_one_segment, meshnet_bin, require_root, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(60);

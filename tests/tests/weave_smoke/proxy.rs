@@ -40,7 +40,11 @@ fn weave_605_proxy_inspect() {
     );
     let via_proxy = docker_ok_at(Some(&proxy), &["inspect", "--format", INSPECT_FORMAT, &c1]);
     let ps = ok(h1, &link, &["ps", &c1], &[]);
-    assert_eq!(via_proxy.trim(), format!("/{}", ps.trim()), "weave ps: {ps}");
+    assert_eq!(
+        via_proxy.trim(),
+        format!("/{}", ps.trim()),
+        "weave ps: {ps}"
+    );
 
     let direct = docker_ok_at(None, &["inspect", "--format", INSPECT_FORMAT, &c1]);
     assert_ne!(direct, via_proxy, "the engine itself is not rewritten");
