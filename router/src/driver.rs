@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub authorized_keys: Option<usize>,
     pub encryption: bool,
     pub trusted_subnets: Vec<String>,
+    /// Connections whose two ends trust each other (`--trusted-subnets` on
+    /// both): their data may travel unencrypted.
+    pub trusted_conns: std::collections::BTreeSet<ConnId>,
     /// IPAM, when enabled.
     pub ipam: Option<IpamSnapshot>,
     /// DNS, when enabled.
@@ -56,6 +59,15 @@ pub struct Snapshot {
     pub taken_at: SystemTime,
     /// The other services running with the router (proxy, plugin).
     pub services: crate::report::Services,
+}
+
+impl Snapshot {
+    /// Whether connection `c` is encrypted: a password is set and its two
+    /// ends do not both trust each other (weave's per-connection
+    /// `encrypted` / `unencrypted`).
+    pub fn conn_encrypted(&self, c: &meshnet_mesh::LocalConnStatus) -> bool {
+        self.encryption && !c.conn.is_some_and(|id| self.trusted_conns.contains(&id))
+    }
 }
 
 /// Requests from the HTTP API.
@@ -387,6 +399,12 @@ impl Driver {
                         .trusted_subnets
                         .iter()
                         .map(ToString::to_string)
+                        .collect(),
+                    trusted_conns: self
+                        .conn_meta
+                        .iter()
+                        .filter(|(_, m)| m.remote_trusts_us && m.we_trust_remote)
+                        .map(|(id, _)| *id)
                         .collect(),
                     ipam: self.parts.ipam.as_ref().map(IpamService::snapshot),
                     dns: self.parts.dns.as_ref().map(DnsService::snapshot),

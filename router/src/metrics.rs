@@ -21,8 +21,8 @@ pub fn render(snap: &Snapshot) -> String {
         "Number of peer connections, by state, overlay type and encryption.",
         connections.clone(),
     );
-    let encryption = if snap.encryption { "yes" } else { "" };
     for c in &snap.mesh.connections {
+        let encryption = if snap.conn_encrypted(c) { "yes" } else { "" };
         let overlay = match (c.state, c.peer.as_ref().and_then(|p| snap.paths.get(&p.0))) {
             (ConnState::Established | ConnState::Pending, Some((path, _))) => path.to_string(),
             _ => "unknown".to_string(),

@@ -253,7 +253,7 @@ fn connection(snap: &Snapshot, c: &LocalConnStatus) -> ConnectionReport {
         if let Some(reason) = reason {
             attrs.insert("reason".into(), json!(reason));
         }
-        if snap.encryption {
+        if snap.conn_encrypted(c) {
             attrs.insert("encrypted".into(), json!(true));
         }
     }

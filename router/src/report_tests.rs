@@ -52,6 +52,7 @@ pub(crate) fn snapshot() -> Snapshot {
         authorized_keys: Some(2),
         encryption: true,
         trusted_subnets: vec!["10.0.0.0/8".into()],
+        trusted_conns: Default::default(),
         ipam: Some(IpamSnapshot {
             status: ipam.status(),
             lines: ipam.status_lines(),
@@ -476,4 +477,57 @@ fn status_targets_and_peers() {
         Some("10.2.2.1:6783"),
         "{conns}"
     );
+}
+
+/// weave 115: with a password, a connection whose ends trust each other is
+/// `unencrypted` in `status connections`, in the report's attributes and in
+/// `weave_connections`; one only one end trusts stays `encrypted`.
+#[test]
+fn trusted_connections_are_unencrypted_everywhere() {
+    use meshnet_mesh::{ConnId, ConnState, LocalConnStatus};
+    let mut snap = snapshot();
+    let peer: PeerName = "e2:7e:49:7e:0f:1b".parse().unwrap();
+    snap.mesh.connections.clear();
+    for (id, addr) in [(1, "192.0.2.2:6783"), (2, "192.0.2.3:6783")] {
+        snap.mesh.connections.push(LocalConnStatus {
+            address: addr.into(),
+            outbound: true,
+            state: ConnState::Established,
+            peer: Some((peer, "server1".into())),
+            error: None,
+            retry_in: None,
+            conn: Some(ConnId(id)),
+        });
+    }
+    snap.trusted_conns.insert(ConnId(2));
+    let text = crate::status::connections(&snap);
+    let column = |addr: &str| {
+        let line = text.lines().find(|l| l.contains(addr)).unwrap();
+        line.split_whitespace().nth(3).unwrap().to_string()
+    };
+    assert_eq!(column("192.0.2.2:6783"), "encrypted", "{text}");
+    assert_eq!(column("192.0.2.3:6783"), "unencrypted", "{text}");
+    let report = build(&snap);
+    let encrypted: Vec<bool> = report
+        .router
+        .connections
+        .iter()
+        .map(|c| c.attrs.get("encrypted") == Some(&json!(true)))
+        .collect();
+    assert_eq!(encrypted, [true, false]);
+    let metrics = crate::metrics::render(&snap);
+    let count = |enc: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("weave_connections{") && l.contains("state=\"established\""))
+            .filter(|l| l.contains(&format!("encryption=\"{enc}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(count("yes"), ["1"], "{metrics}");
+    assert_eq!(count(""), ["1"], "{metrics}");
+    // Without a password there is no encryption column at all.
+    snap.encryption = false;
+    let plain = crate::status::connections(&snap);
+    assert!(!plain.contains("encrypted"), "{plain}");
 }

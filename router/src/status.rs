@@ -232,7 +232,12 @@ fn connection_line(snap: &Snapshot, c: &LocalConnStatus) -> String {
         (ConnState::Established | ConnState::Pending, Some((name, nick))) => {
             let mut info = String::new();
             if snap.encryption {
-                let _ = write!(info, "{:<11} ", "encrypted");
+                let word = if snap.conn_encrypted(c) {
+                    "encrypted"
+                } else {
+                    "unencrypted"
+                };
+                let _ = write!(info, "{word:<11} ");
             }
             let (overlay, reason) = overlay_of(snap, Some(*name));
             let _ = write!(info, "{overlay:<6} {}", name_nick(*name, nick));
