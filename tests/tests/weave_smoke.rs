@@ -7,10 +7,13 @@
 //! need the Docker engine.
 //!
 //! Layout: this file (running `weave`, status/report helpers, 700, 110,
-//! usage); `weave_smoke/proxy.rs` (6xx, Docker).
+//! usage); `weave_smoke/router.rs` (1xx, 3xx: encryption, discovery,
+//! targets, rmpeer, peer names); `weave_smoke/proxy.rs` (6xx, Docker).
 
 #[path = "weave_smoke/proxy.rs"]
 mod proxy;
+#[path = "weave_smoke/router.rs"]
+mod router;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
