@@ -18,7 +18,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 /// A namespace "container" `name` on `host`, attached with `addr` (or IPAM's
 /// default); returns its namespace and the address `attach` printed.
-fn container(
+pub(super) fn container(
     lab: &mut TestLab,
     link: &std::path::Path,
     host: &str,
@@ -37,7 +37,7 @@ fn container(
 }
 
 /// One ping from container namespace `from` to `ip`.
-fn ping(from: &str, ip: &str) -> bool {
+pub(super) fn ping(from: &str, ip: &str) -> bool {
     std::process::Command::new("ip")
         .args(["netns", "exec", from, "ping", "-c", "1", "-W", "1", ip])
         .output()
@@ -47,7 +47,7 @@ fn ping(from: &str, ip: &str) -> bool {
 }
 
 /// Waits until `from` reaches (or, with `!reach`, stops reaching) `ip`.
-fn wait_ping(from: &str, ip: &str, reach: bool) {
+pub(super) fn wait_ping(from: &str, ip: &str, reach: bool) {
     let what = if reach { "reach" } else { "no longer reach" };
     wait_for(&format!("{from} to {what} {ip}"), SETTLE, || {
         (ping(from, ip) == reach).then_some(())
