@@ -262,3 +262,126 @@ fn an_answer_larger_than_one_message_is_split() {
     }
     assert_eq!(got, names.len(), "every record once");
 }
+
+/// `n` peers 10.. in a ring with chords (each linked to the next and the 7th next), every
+/// link reported by both ends and established, the first also linked to us (peer 1) and to
+/// neighbour 2.
+fn ring_records(n: u64) -> Vec<PeerRecord> {
+    let first = 10;
+    let last = first + n - 1;
+    let wrap = |v: u64| first + (v - first) % n;
+    (first..=last)
+        .map(|p| {
+            let mut links: std::collections::BTreeSet<u64> =
+                [wrap(p + 1), wrap(p + 7), wrap(p + n - 1), wrap(p + n - 7)].into();
+            if p == first {
+                links.insert(2);
+            }
+            record(p, links.into_iter().collect())
+        })
+        .collect()
+}
+
+#[test]
+fn status_does_its_route_searches_once_per_topology_version() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    // Neighbour 2 reports the link to the ring, then the whole ring arrives at once.
+    let mut two = record(2, vec![1, 10]);
+    two.version = 9;
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Full(vec![two])),
+        t0,
+        &mut NoChannels,
+    );
+    drain(&mut m);
+    let ring = TopologyMsg::Full(ring_records(300));
+    m.handle_message(ConnId(2), &topo_from(2, &ring), t0, &mut NoChannels);
+    let (_, _, events) = drain(&mut m);
+    let added = events
+        .iter()
+        .filter(|e| matches!(e, Event::PeerAdded(_)))
+        .count();
+    assert_eq!(added, 299, "peer 10 was known from 2's record");
+    // The router asks for a status on every PeerAdded (three times: IPAM, DNS, datapath).
+    let before = m.route_searches();
+    let mut last = None;
+    for _ in 0..added * 3 {
+        last = Some(m.status(t0));
+    }
+    let spent = m.route_searches() - before;
+    let peers = m.topo.peers().len() as u64;
+    assert!(spent <= peers + 1, "{spent} searches for {peers} peers");
+    let st = last.unwrap();
+    // 3 has not reported its side of our link yet, so data routes go to 2 and the ring.
+    assert_eq!(st.unicast_routes.len(), 301);
+    // Nothing changes: no search at all.
+    let before = m.route_searches();
+    m.handle_message(ConnId(3), &Message::Heartbeat.encode(), t0, &mut NoChannels);
+    assert_eq!(m.status(t0), st);
+    assert_eq!(m.route_searches(), before);
+    // A change is seen at once.
+    m.handle_closed(ConnId(2), "test", t0);
+    assert!(m.status(t0).unicast_routes.is_empty());
+}
+
+/// The routes a fresh search finds, as a status shows them.
+fn fresh_routes(m: &Mesh) -> Vec<crate::RouteStatus> {
+    crate::routes::unicast(&m.topo, m.name(), true)
+        .into_iter()
+        .map(|(dest, via)| crate::RouteStatus { dest, via })
+        .collect()
+}
+
+#[test]
+fn cached_status_routes_follow_every_kind_of_change() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let mut check = |m: &mut Mesh, step: &str| {
+        drain(m);
+        assert_eq!(m.status(t0).unicast_routes, fresh_routes(m), "after {step}");
+    };
+    check(&mut m, "connect");
+    let mut two = record(2, vec![1, 10]);
+    two.version = 9;
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Full(vec![two])),
+        t0,
+        &mut NoChannels,
+    );
+    check(&mut m, "a full record");
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Full(ring_records(20))),
+        t0,
+        &mut NoChannels,
+    );
+    check(&mut m, "the ring");
+    let delta = crate::wire::PeerDelta {
+        name: name(10),
+        uid: PeerUid(110),
+        from_version: 5,
+        to_version: 6,
+        nickname: String::new(),
+        short_id: ShortId::default(),
+        listen_port: 6783,
+        upserts: vec![],
+        removed: vec![name(2)],
+    };
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Delta(vec![delta])),
+        t0,
+        &mut NoChannels,
+    );
+    check(&mut m, "a delta cutting the ring off");
+    m.handle_closed(ConnId(2), "test", t0);
+    check(&mut m, "our connection closed");
+    m.handle_timeout(t0 + crate::mesh::GC_DELAY, &mut NoChannels);
+    check(&mut m, "garbage collection");
+    m.handle_connection(ConnId(4), info(4), hello(4), t0)
+        .unwrap();
+    check(&mut m, "a new connection");
+}

@@ -289,6 +289,8 @@ pub struct Mesh {
     pub(crate) termination_count: u64,
     /// `--authorized-keys`: when set, only these keys may connect.
     pub(crate) authorized: Option<AuthorizedKeys>,
+    /// The routes of the last status, with the topology generation they were searched at.
+    pub(crate) status_routes: std::sync::Mutex<Option<std::sync::Arc<crate::status::RouteCache>>>,
 }
 
 impl Mesh {
@@ -329,6 +331,7 @@ impl Mesh {
             accept_refilled: now,
             termination_count: 0,
             authorized: None,
+            status_routes: std::sync::Mutex::new(None),
         }
     }
 

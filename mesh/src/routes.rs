@@ -43,6 +43,7 @@ fn bfs(
     stop_at: Option<PeerName>,
     symmetric: bool,
 ) -> (bool, BTreeMap<PeerName, Option<PeerName>>) {
+    topo.count_search();
     let mut routes: BTreeMap<PeerName, Option<PeerName>> = BTreeMap::from([(start, None)]);
     let mut layer = vec![start];
     while !layer.is_empty() {

@@ -3,6 +3,7 @@
 //! `8a:3e:3e:3e:3e:3e` strings here (on the wire they are integers).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -207,7 +208,54 @@ pub struct BroadcastRouteStatus {
     pub via: Vec<PeerName>,
 }
 
+/// The routes a [`Status`] shows, for one topology generation.
+#[derive(Debug)]
+pub(crate) struct RouteCache {
+    generation: u64,
+    unicast: Vec<RouteStatus>,
+    broadcast: Vec<BroadcastRouteStatus>,
+}
+
 impl Mesh {
+    /// Route searches (breadth-first searches over the topology) run so far: the work
+    /// routes and status cost.
+    pub fn route_searches(&self) -> u64 {
+        self.topo.searches()
+    }
+
+    /// The data routes of the current topology version, searched at most once per version:
+    /// the router asks for a status on every peer event (and a burst of events follows one
+    /// message), and once a second while nothing changes.
+    fn status_routes(&self) -> Arc<RouteCache> {
+        let generation = self.topo.generation();
+        let mut cache = self
+            .status_routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = cache.as_ref().filter(|c| c.generation == generation) {
+            return Arc::clone(c);
+        }
+        let ours = self.config.name;
+        let fresh = Arc::new(RouteCache {
+            generation,
+            unicast: routes::unicast(&self.topo, ours, true)
+                .into_iter()
+                .map(|(dest, via)| RouteStatus { dest, via })
+                .collect(),
+            broadcast: self
+                .topo
+                .peers()
+                .keys()
+                .map(|s| BroadcastRouteStatus {
+                    source: *s,
+                    via: routes::broadcast(&self.topo, ours, *s, true),
+                })
+                .collect(),
+        });
+        *cache = Some(Arc::clone(&fresh));
+        fresh
+    }
+
     /// A snapshot for `status` and `/report`.
     pub fn status(&self, now: Instant) -> Status {
         let nick = |n: &PeerName| {
@@ -280,19 +328,8 @@ impl Mesh {
             });
         }
         let ours = self.config.name;
-        let unicast_routes = routes::unicast(&self.topo, ours, true)
-            .into_iter()
-            .map(|(dest, via)| RouteStatus { dest, via })
-            .collect();
-        let broadcast_routes = self
-            .topo
-            .peers()
-            .keys()
-            .map(|s| BroadcastRouteStatus {
-                source: *s,
-                via: routes::broadcast(&self.topo, ours, *s, true),
-            })
-            .collect();
+        let cached = self.status_routes();
+        let (unicast_routes, broadcast_routes) = (cached.unicast.clone(), cached.broadcast.clone());
         Status {
             name: ours,
             nickname: self.config.nickname.clone(),

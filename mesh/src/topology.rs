@@ -3,6 +3,7 @@
 //! [`PeerDelta`]s. Pure data: no timers here, the [`crate::Mesh`] decides when to send.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ids::{PeerName, PeerUid, ShortId};
 use crate::keys::PublicKey;
@@ -125,6 +126,11 @@ pub(crate) struct Topology {
     pending: Option<(u64, BTreeSet<PeerName>)>,
     /// Peers created since the last drain (for `Event::PeerAdded`).
     added: Vec<PeerName>,
+    /// Bumped on every change to any record: routes computed at one generation hold until
+    /// it moves.
+    generation: u64,
+    /// Route searches run over this topology (work accounting for tests and metrics).
+    searches: AtomicU64,
 }
 
 impl Topology {
@@ -150,7 +156,24 @@ impl Topology {
             peers: BTreeMap::from([(ours, me)]),
             pending: None,
             added: Vec::new(),
+            generation: 0,
+            searches: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one route search (called by `routes`).
+    pub fn count_search(&self) {
+        self.searches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes on every change to any record.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Route searches run so far.
+    pub fn searches(&self) -> u64 {
+        self.searches.load(Ordering::Relaxed)
     }
 
     pub fn peers(&self) -> &BTreeMap<PeerName, Peer> {
@@ -169,6 +192,7 @@ impl Topology {
     }
 
     fn me_mut(&mut self) -> &mut Peer {
+        self.generation += 1;
         match self.peers.get_mut(&self.ours) {
             Some(p) => p,
             None => unreachable!("our own record is never removed"),
@@ -189,6 +213,7 @@ impl Topology {
 
     /// Starts (or extends) the pending delta and bumps our version.
     fn bump_local(&mut self, changed: Option<PeerName>) {
+        self.generation += 1;
         let from = self.our_version();
         let entry = self.pending.get_or_insert_with(|| (from, BTreeSet::new()));
         if let Some(c) = changed {
@@ -262,6 +287,7 @@ impl Topology {
 
     fn ensure(&mut self, name: PeerName) {
         if let std::collections::btree_map::Entry::Vacant(e) = self.peers.entry(name) {
+            self.generation += 1;
             e.insert(Peer::placeholder());
             self.added.push(name);
         }
@@ -283,6 +309,7 @@ impl Topology {
             listen_port: hello.listen_port,
             conns: BTreeMap::new(),
         };
+        self.generation += 1;
         match self.peers.get_mut(&hello.name) {
             None => {
                 self.peers.insert(hello.name, fresh);
@@ -339,6 +366,7 @@ impl Topology {
         if p.version != d.from_version {
             return DeltaOutcome::NeedFull;
         }
+        self.generation += 1;
         p.version = d.to_version;
         p.nickname.clone_from(&d.nickname);
         p.short_id = d.short_id;
@@ -378,6 +406,7 @@ impl Topology {
         if old.is_none() {
             self.added.push(r.name);
         }
+        self.generation += 1;
         self.peers.insert(r.name, new);
         for (name, _) in &r.conns {
             self.ensure(*name);
@@ -458,6 +487,7 @@ impl Topology {
             .copied()
             .collect();
         for n in &dead {
+            self.generation += 1;
             self.peers.remove(n);
         }
         dead
