@@ -193,6 +193,16 @@ impl Ipam {
         match m {
             Message::Gossip(g) => self.handle_state(src, g, now),
             Message::RingUpdate(r) => self.merge_ring(src, r, now),
+            Message::SpaceRequest { kind, .. } if !self.known.contains_key(&src) => {
+                // Space given to a name no one in the mesh has would be lost to everyone;
+                // a request "from" it is forged (or arrived before its sender's record).
+                self.events.push_back(Event::PeerProblem {
+                    peer: src,
+                    problem: format!(
+                        "{kind:?} space request refused: {src} is not a known peer (forged sender, or it asked before its record reached us; it will retry)"
+                    ),
+                });
+            }
             Message::SpaceRequest { id, range, kind } => match kind {
                 SpaceKind::Donate => self.handle_donation_request(src, id, range, now),
                 SpaceKind::Claim => self.handle_exact_request(src, id, range, false, now),
@@ -263,7 +273,7 @@ impl Ipam {
             return;
         };
         if ours.lineage() == incoming.lineage() {
-            match ours.merge(&incoming) {
+            match ours.merge_as(&incoming, self.cfg.name) {
                 Ok(true) => self.on_ring_changed(now),
                 Ok(false) => {}
                 Err(e) => self.events.push_back(Event::PeerProblem {

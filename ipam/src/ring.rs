@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{AddrRange, PeerName, fnv1a};
+pub use crate::wire::MAX_RING_TOKENS;
 
 /// Identity of one ring initialisation. Equal lineages mean "the same ring",
 /// whose entries merge; different lineages were initialised separately.
@@ -98,6 +99,25 @@ pub enum RingError {
         range: AddrRange,
         /// The supposed owner.
         peer: PeerName,
+    },
+    /// The merge would grow the ring past [`MAX_RING_TOKENS`]: two rings that each split the
+    /// space finely must not together push our full state over the message limit.
+    #[error(
+        "merge refused: the ring would hold {tokens} tokens, more than {MAX_RING_TOKENS}; the sender splits the ring abnormally finely (buggy or hostile peer)"
+    )]
+    TooManyTokens {
+        /// Tokens the merged ring would hold.
+        tokens: usize,
+    },
+    /// The merge would change a range we own (weave's `ErrEntryInMyRange`): only we give our
+    /// space away, so such an entry is forged or from a peer whose state is corrupt.
+    #[error(
+        "merge refused: it changes the range at {} that we own; only we give our space away, so the sender is buggy or hostile",
+        std::net::Ipv4Addr::from(*token)
+    )]
+    EntryInMyRange {
+        /// The token inside our range.
+        token: u32,
     },
     /// Structural problem in a decoded ring.
     #[error("invalid ring: {0}")]
@@ -243,6 +263,16 @@ impl Ring {
                 theirs: other.lineage,
             });
         }
+        let added = other
+            .entries
+            .keys()
+            .filter(|t| !self.entries.contains_key(t))
+            .count();
+        if self.entries.len() + added > MAX_RING_TOKENS {
+            return Err(RingError::TooManyTokens {
+                tokens: self.entries.len() + added,
+            });
+        }
         let mut changed = false;
         for p in &other.removed {
             changed |= self.removed.insert(*p);
@@ -261,6 +291,41 @@ impl Ring {
             }
         }
         Ok(changed)
+    }
+
+    /// Joins `other` into `self` as peer `me` receives it: refused whole (nothing merged)
+    /// when it would change any range `me` owns, by a newer entry at one of our tokens or a
+    /// new token inside our space. Only `me` gives its space away, so a legitimate ring
+    /// never holds a newer entry for our space than we do.
+    pub fn merge_as(&mut self, other: &Ring, me: PeerName) -> Result<bool, RingError> {
+        if self.range == other.range && self.lineage == other.lineage {
+            for (t, theirs) in &other.entries {
+                let intrudes = match self.entries.get(t) {
+                    Some(ours) => ours.peer == me && theirs.key() > ours.key(),
+                    None => self.owner(*t) == Some(me),
+                };
+                if intrudes {
+                    return Err(RingError::EntryInMyRange { token: *t });
+                }
+            }
+        }
+        self.merge(other)
+    }
+
+    /// A ring from its parts (for tests and fuzzing), checked like a decoded one.
+    pub fn from_parts(
+        range: AddrRange,
+        lineage: Lineage,
+        entries: BTreeMap<u32, Entry>,
+    ) -> Result<Ring, RingError> {
+        let ring = Ring {
+            range,
+            lineage,
+            entries,
+            removed: BTreeSet::new(),
+        };
+        ring.validate()?;
+        Ok(ring)
     }
 
     /// Moves `range` from `from` to `to`. Splits tokens at both ends so only

@@ -23,8 +23,14 @@ pub const WIRE_VERSION: u8 = 1;
 /// Largest message accepted (a ring of ~300k tokens); bigger is refused
 /// before decoding so a peer cannot make us allocate without bound.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
-/// Largest ring accepted, in tokens.
-pub const MAX_RING_TOKENS: usize = 1 << 19;
+/// Largest ring accepted or held, in tokens (a merge that would grow ours past it is
+/// refused): 2^18 tokens at the longest entry encoding (25 bytes: token, peer, version,
+/// free) is 6.5 MB, so our full state always fits in [`MAX_MESSAGE_BYTES`] with room for
+/// the rest of the message; a real ring has a few tokens per peer.
+pub const MAX_RING_TOKENS: usize = 1 << 18;
+/// Longest postcard encoding of one ring token and its entry.
+const MAX_TOKEN_BYTES: usize = 5 + 10 + 5 + 5;
+const _: () = assert!(MAX_RING_TOKENS * MAX_TOKEN_BYTES + (1 << 20) < MAX_MESSAGE_BYTES);
 /// Largest Paxos map accepted, in electors.
 pub const MAX_ELECTORS: usize = 1 << 14;
 /// Largest conflict / release list in one message.
