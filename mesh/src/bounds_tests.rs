@@ -338,7 +338,7 @@ fn fresh_routes(m: &Mesh) -> Vec<crate::RouteStatus> {
 fn cached_status_routes_follow_every_kind_of_change() {
     let t0 = Instant::now();
     let mut m = peer_with_two_neighbours(t0);
-    let mut check = |m: &mut Mesh, step: &str| {
+    let check = |m: &mut Mesh, step: &str| {
         drain(m);
         assert_eq!(m.status(t0).unicast_routes, fresh_routes(m), "after {step}");
     };
