@@ -9,7 +9,7 @@ use meshnet_ipam::wire::{GossipState, MAX_MESSAGE_BYTES, Message, Role, SpaceKin
 use meshnet_ipam::{AddrRange, Config, Event, Ident, Init, Ipam, PeerName};
 
 fn name(i: u64) -> PeerName {
-    PeerName::new(0x0a00_0000_0000 + i + 1)
+    PeerName::new(0x0a00_0000_0000 + i + 1).unwrap()
 }
 
 /// Us (peer 0) on a ring seeded among peers 0, 1 and 2, all known.
