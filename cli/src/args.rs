@@ -103,11 +103,19 @@ pub enum Command {
     /// List attached containers: `<id> <mac> <cidr>...`; the bridge itself is `weave:expose`.
     Ps { containers: Vec<String> },
     /// Give the host addresses on the overlay: `expose [ADDR...]` (CIDR, net:CIDR or none for
-    /// one from the default subnet), with masquerading both ways. Prints the IPs.
+    /// one from the default subnet), with masquerading both ways; `-h FQDN` names them in DNS.
+    /// Prints the IPs.
+    #[command(disable_help_flag = true)]
     Expose {
         /// Route only; no NAT rules for these subnets.
         #[arg(long)]
         without_masquerade: bool,
+        /// Name the exposed addresses in DNS (FQDN, or a single label that gets the domain).
+        #[arg(short = 'h', long = "fqdn")]
+        fqdn: Option<String>,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
         addrs: Vec<String>,
     },
     /// Remove the host's overlay addresses (all of them when none are given). Prints the IPs.

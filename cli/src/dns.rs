@@ -97,6 +97,17 @@ fn check(answer: client::Answer) -> Result<()> {
     }
 }
 
+/// Names `ips` of `ident` `fqdn` in DNS (`expose -h`); the router's refusal
+/// (DNS off, a name outside the domain) is the error.
+pub async fn name_addrs(env: &EnvArgs, ident: &str, ips: &[Ipv4Addr], fqdn: &str) -> Result<()> {
+    for ip in ips {
+        let path = format!("/name/{ident}/{ip}");
+        check(client::call_async(env.api(), Method::PUT, &path, &[("fqdn", fqdn)]).await?)
+            .with_context(|| format!("naming {ip} {fqdn} in DNS"))?;
+    }
+    Ok(())
+}
+
 /// `meshnet dns-add [IP...] CONTAINER [-h FQDN]` / `dns-add IP... -h FQDN`.
 pub fn add(env: &EnvArgs, args: &[String], fqdn: Option<&str>) -> Result<()> {
     runtime()?.block_on(async {

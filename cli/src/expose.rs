@@ -46,7 +46,7 @@ fn print_ips(addrs: &[Ipv4Net]) {
 }
 
 /// `meshnet expose [ADDR...] [--without-masquerade]`.
-pub fn expose(env: &EnvArgs, args: &[String], masquerade: bool) -> Result<()> {
+pub fn expose(env: &EnvArgs, args: &[String], masquerade: bool, fqdn: Option<&str>) -> Result<()> {
     let mut addrs: Vec<AddrSpec> = args
         .iter()
         .map(|a| a.parse::<AddrSpec>())
@@ -63,6 +63,10 @@ pub fn expose(env: &EnvArgs, args: &[String], masquerade: bool) -> Result<()> {
                 .await
                 .with_context(|| format!("exposing {cidr}"))?;
             exposed.push(cidr);
+        }
+        if let Some(fqdn) = fqdn {
+            let ips: Vec<_> = exposed.iter().map(Ipv4Net::addr).collect();
+            crate::dns::name_addrs(env, EXPOSE_IDENT, &ips, fqdn).await?;
         }
         print_ips(&exposed);
         Ok(())
@@ -113,6 +117,9 @@ pub fn hide(env: &EnvArgs, args: &[String]) -> Result<()> {
             if let Err(e) = client::call_async(env.api(), Method::DELETE, &path, &[]).await {
                 eprintln!("meshnet: {cidr} stays allocated to the host in IPAM: {e:#}");
             }
+            // Its names go with it (DNS off answers 404: nothing to remove).
+            let names = format!("/name/{EXPOSE_IDENT}/{}", cidr.addr());
+            let _ = client::call_async(env.api(), Method::DELETE, &names, &[]).await;
             hidden.push(cidr);
         }
         print_ips(&hidden);

@@ -139,8 +139,10 @@ fn run(cli: Cli, flavour: Flavour) -> Result<ExitCode> {
         }
         Command::Expose {
             without_masquerade,
+            fqdn,
             addrs,
-        } => expose::expose(&env, &addrs, !without_masquerade)?,
+            help: _,
+        } => expose::expose(&env, &addrs, !without_masquerade, fqdn.as_deref())?,
         Command::Hide { addrs } => {
             require_router(&env)?;
             expose::hide(&env, &addrs)?

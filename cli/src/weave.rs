@@ -66,7 +66,7 @@ weave connect       [--replace] [<peer> ...]
 weave attach        [--no-multicast-route] [<addr> ...] <container_id>
       detach        [<addr> ...] <container_id>
 
-weave expose        [<addr> ...] [--without-masquerade]
+weave expose        [<addr> ...] [-h <fqdn>] [--without-masquerade]
       hide          [<addr> ...]
 
 weave dns-add       [<ip_address> ...] <container_id> [-h <fqdn>] |

@@ -9,8 +9,11 @@
 //! Layout: this file (running `weave`, status/report helpers, 700, 110,
 //! usage); `weave_smoke/router.rs` (1xx, 3xx: encryption, discovery,
 //! targets, rmpeer, peer names); `weave_smoke/expose.rs` (130);
+//! `weave_smoke/dns.rs` (2xx);
 //! `weave_smoke/proxy.rs` (6xx, Docker).
 
+#[path = "weave_smoke/dns.rs"]
+mod dns;
 #[path = "weave_smoke/expose.rs"]
 mod expose;
 #[path = "weave_smoke/proxy.rs"]
