@@ -34,6 +34,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use events::{Event, parse_event};
 pub use upstream::{DEFAULT_DOCKER_API, DockerAddr};
 
 /// The proxy socket's file name in the run dir.
