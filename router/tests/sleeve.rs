@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{MTU, Namespaces, bridged_container, ip, ping, test_net_1_underlay, underlay};
@@ -184,11 +184,21 @@ async fn tcp_transfer(
     (sent.0, got, sent.1)
 }
 
+/// What a running [`capture`] has seen so far.
+#[derive(Debug, Default)]
+struct CaptureProgress {
+    /// The socket is bound: frames from now on are captured.
+    listening: AtomicBool,
+    /// Sleeve datagrams captured.
+    sleeve_frames: AtomicUsize,
+}
+
 /// Captures frames on `ifname` in `ns` (AF_PACKET) until `stop` is set.
 fn capture(
     ns: &Netns,
     ifname: &str,
     stop: Arc<AtomicBool>,
+    progress: Arc<CaptureProgress>,
 ) -> tokio::task::JoinHandle<Vec<Vec<u8>>> {
     let ifname = ifname.to_owned();
     let ns = ns.try_clone().unwrap();
@@ -222,17 +232,22 @@ fn capture(
                 return Err(std::io::Error::last_os_error());
             }
             sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+            progress.listening.store(true, Ordering::SeqCst);
             let mut frames = Vec::new();
             let mut buf = [MaybeUninit::<u8>::uninit(); 65536];
             while !stop.load(Ordering::SeqCst) {
                 match sock.recv(&mut buf) {
-                    Ok(n) => frames.push(
-                        buf[..n]
+                    Ok(n) => {
+                        let frame: Vec<u8> = buf[..n]
                             .iter()
                             // SAFETY: recv initialised the first n bytes.
                             .map(|b| unsafe { b.assume_init() })
-                            .collect(),
-                    ),
+                            .collect();
+                        if is_sleeve_udp(&frame) {
+                            progress.sleeve_frames.fetch_add(1, Ordering::SeqCst);
+                        }
+                        frames.push(frame);
+                    }
                     Err(_) => continue,
                 }
             }
@@ -242,6 +257,21 @@ fn capture(
         .unwrap()
         .unwrap()
     })
+}
+
+/// Bound on [`wait_until`].
+const WAIT_BOUND: Duration = Duration::from_secs(30);
+
+/// Polls `f` every 10 ms until it holds; panics after [`WAIT_BOUND`].
+async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT_BOUND;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT_BOUND:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Sends UDP datagrams carrying `marker` from `from` to `to`:9999.
@@ -345,11 +375,19 @@ async fn two_hosts(encrypt: bool) {
 
     // The marker on the underlay.
     let stop = Arc::new(AtomicBool::new(false));
-    let cap = capture(&t.h1, "mnt-ul0", stop.clone());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let progress = Arc::new(CaptureProgress::default());
+    let cap = capture(&t.h1, "mnt-ul0", stop.clone(), progress.clone());
+    wait_until("the capture to listen", || {
+        progress.listening.load(Ordering::SeqCst)
+    })
+    .await;
     const MARKER: &[u8] = b"MESHNET-SECRET-MARKER-7f3a9c";
     send_marker(&t.c1, ip("10.32.0.2"), MARKER).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each of the 20 marker datagrams is one sleeve datagram.
+    wait_until("20 sleeve datagrams in the capture", || {
+        progress.sleeve_frames.load(Ordering::SeqCst) >= 20
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     let frames = cap.await.unwrap();
     let sleeve_frames = frames.iter().filter(|f| is_sleeve_udp(f)).count();
@@ -451,17 +489,48 @@ async fn three_hosts_relay_through_the_middle() {
         &[(p2, p2), (p1, p2)],
         &[(p3, vec![p2]), (p2, vec![]), (p1, vec![])],
     ));
+    // The premise: h1 has no underlay route to h3, so whatever reaches c3
+    // from c1 went through h2.
+    let no_route = h1
+        .run("route", || {
+            std::process::Command::new("ip")
+                .args(["route", "get", "198.51.100.3"])
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !no_route.status.success(),
+        "h1 routes to h3's underlay: {no_route:?}"
+    );
     assert!(
         ping_eventually(&c1, ip("10.32.0.3"), 5).await,
         "c1 -> c3 via h2"
     );
-    assert!(ping(&c3, ip("10.32.0.1")).await, "c3 -> c1 via h2");
-    assert!(ping(&c1, ip("10.32.0.2")).await, "c1 -> c2 directly");
-    // h1 and h3 never exchanged keys: everything between them went through h2.
-    assert!(!s1.status().contains_key(&p3));
-    assert!(s2.status()[&p3].tx_packets > 0);
-    let (sent, got, _) = tcp_transfer(&c3, &c1, ip("10.32.0.1"), 5 << 20).await;
+    assert!(
+        ping_eventually(&c3, ip("10.32.0.1"), 5).await,
+        "c3 -> c1 via h2"
+    );
+    assert!(
+        ping_eventually(&c1, ip("10.32.0.2"), 5).await,
+        "c1 -> c2 directly"
+    );
+    // The relay carried the stream: h2 sent h1 (and got from h3) at least
+    // one packet per MTU of the transfer, far beyond its heartbeats.
+    let total = 5 << 20;
+    let before = (s2.status()[&p1].tx_packets, s2.status()[&p3].rx_packets);
+    let (sent, got, _) = tcp_transfer(&c3, &c1, ip("10.32.0.1"), total).await;
     assert_eq!(sent, got, "5 MiB through the relay");
+    let after = (s2.status()[&p1].tx_packets, s2.status()[&p3].rx_packets);
+    let at_least = (total / MTU as usize) as u64;
+    assert!(
+        after.0 - before.0 >= at_least && after.1 - before.1 >= at_least,
+        "h2 relayed {} packets to h1 and took {} from h3 for a {total}-byte stream \
+         (at least {at_least} each)",
+        after.0 - before.0,
+        after.1 - before.1
+    );
     for s in [s1, s2, s3] {
         s.stop();
     }

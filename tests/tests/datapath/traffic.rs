@@ -51,34 +51,35 @@ pub fn ping_once(from: &Container, to: Ipv4Addr) -> Result<(), String> {
     }
 }
 
-/// Waits for a first answer (ARP, FDB and overlay warm up), then asserts that
-/// three more pings in a row are answered.
+/// Answers [`assert_pings`] wants after the first.
+pub const MORE_PINGS: usize = 3;
+
+/// Waits for a first answer (ARP, FDB and overlay warm up), then for
+/// [`MORE_PINGS`] more answered pings, each retried until it is answered
+/// within [`FIRST_PING`] (a lost ping on a loaded machine is no failure; a
+/// path that stops answering is).
 pub fn assert_pings(from: &Container, to: &Container) {
     wait_for(
         &format!("{} to answer a ping from {}", to.ip, from.ip),
         FIRST_PING,
         || ping_once(from, to.ip),
     );
-    let out = ns_exec(
-        &from.netns,
-        &[
-            "ping",
-            "-n",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            &to.ip.to_string(),
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains(" 0% packet loss"),
-        "ping {} -> {} lost packets:\n{text}",
-        from.ip,
-        to.ip
+    let mut answered = 0;
+    wait_for(
+        &format!(
+            "{} to answer {MORE_PINGS} more pings from {}",
+            to.ip, from.ip
+        ),
+        FIRST_PING,
+        || {
+            ping_once(from, to.ip)?;
+            answered += 1;
+            if answered >= MORE_PINGS {
+                Ok(())
+            } else {
+                Err(format!("{answered} answered"))
+            }
+        },
     );
 }
 
@@ -380,13 +381,15 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Counts the IPv4/UDP packets to `port` in a classic pcap file (Ethernet
-/// link type, native byte order as tcpdump writes it on this machine).
-pub fn udp_packets_to(pcap: &[u8], port: u16) -> usize {
+/// The UDP payloads of the IPv4/UDP packets to `port` in a classic pcap
+/// file (Ethernet link type, native byte order as tcpdump writes it on this
+/// machine), in capture order.
+pub fn udp_payloads_to(pcap: &[u8], port: u16) -> Vec<&[u8]> {
     const FILE_HEADER: usize = 24;
     const RECORD_HEADER: usize = 16;
+    const UDP_HEADER: usize = 8;
     let field = |at: usize, len: usize| pcap.get(at..at + len);
-    let mut count = 0;
+    let mut out = Vec::new();
     let mut at = FILE_HEADER;
     while let Some(header) = field(at, RECORD_HEADER) {
         let caplen = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]) as usize;
@@ -395,15 +398,26 @@ pub fn udp_packets_to(pcap: &[u8], port: u16) -> usize {
         };
         at += RECORD_HEADER + caplen;
         // Ethernet (14) then IPv4 with IHL, protocol 17, then the UDP dport.
-        if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 17 {
+        if frame.len() < 14 + 20 + UDP_HEADER
+            || frame[12..14] != [0x08, 0x00]
+            || frame[14 + 9] != 17
+        {
             continue;
         }
         let udp = 14 + usize::from(frame[14] & 0x0f) * 4;
         if frame.get(udp + 2..udp + 4) == Some(&port.to_be_bytes()[..]) {
-            count += 1;
+            out.push(frame.get(udp + UDP_HEADER..).unwrap_or(&[]));
         }
     }
-    count
+    out
+}
+
+/// How many of the UDP packets to `port` carry `needle` in their payload.
+pub fn udp_packets_to_with(pcap: &[u8], port: u16, needle: &[u8]) -> usize {
+    udp_payloads_to(pcap, port)
+        .into_iter()
+        .filter(|p| contains(p, needle))
+        .count()
 }
 
 /// Sends `marker` from `from` to `to` in UDP datagrams until a listener in
