@@ -5,14 +5,16 @@
 //! What must hold (issue: "never handing out an address twice"): addresses
 //! are unique and inside 10.32.0.0/12 under concurrent allocation on three
 //! hosts, across a kill -9 and relaunch of a router, and across a partition
-//! during which both sides allocate; `status ipam` always sums to the range.
+//! that outlasts the heartbeat timeout (every router has dropped the links
+//! across it) during which both sides allocate; `status ipam` always sums
+//! to the range.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meshnet::lab::Host;
-use meshnet_tests::view::{connections_in, peer_names};
+use meshnet_tests::view::{connections_in, established_with, peer_names};
 use meshnet_tests::{
     TestLab, control_addr, lab_on_one_segment, launch, require_root, try_report, wait_for,
 };
@@ -22,6 +24,14 @@ const RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 32, 0, 0), 12);
 /// Addresses in it.
 const RANGE_SIZE: u64 = 1 << 20;
 const CONVERGE: Duration = Duration::from_secs(30);
+/// Bound on every router noticing a partition: the mesh's heartbeat
+/// timeout plus slack for a loaded machine.
+const PARTITION_NOTICED: Duration =
+    Duration::from_secs(meshnet_mesh::mesh::HEARTBEAT_TIMEOUT.as_secs() * 2 + 30);
+/// Bound on the mesh re-forming after the partition heals: a target that
+/// failed through the partition backs off up to its longest retry
+/// interval (the mesh's 6 minutes), plus slack.
+const HEAL: Duration = Duration::from_secs(7 * 60);
 /// kill -9.
 const SIGKILL: i32 = 9;
 
@@ -32,9 +42,13 @@ fn in_range(ip: Ipv4Addr) -> bool {
 
 /// Waits until `host` has `n - 1` established connections and knows `n` peers.
 fn wait_for_full_mesh(host: &Host, n: usize) {
+    wait_for_full_mesh_within(host, n, CONVERGE);
+}
+
+fn wait_for_full_mesh_within(host: &Host, n: usize, bound: Duration) {
     wait_for(
         &format!("{} in a full mesh of {n}", host.name()),
-        CONVERGE,
+        bound,
         || {
             let r = try_report(host).map_err(|e| e.to_string())?;
             let (peers, up) = (
@@ -174,11 +188,11 @@ fn addresses_stay_unique_under_concurrency_restarts_and_partitions() {
     require_root();
     let mut lab = lab_on_one_segment("ipam", &["h1", "h2", "h3"]);
     let init = "--ipalloc-init=consensus=3";
-    launch(lab.host("h1"), &["--nickname", "h1", init]);
+    let n1 = launch(lab.host("h1"), &["--nickname", "h1", init]);
     let h1_addr = control_addr(lab.host("h1"));
-    launch(lab.host("h2"), &["--nickname", "h2", init, &h1_addr]);
+    let n2 = launch(lab.host("h2"), &["--nickname", "h2", init, &h1_addr]);
     let h2_addr = control_addr(lab.host("h2"));
-    launch(lab.host("h3"), &["--nickname", "h3", init, &h2_addr]);
+    let n3 = launch(lab.host("h3"), &["--nickname", "h3", init, &h2_addr]);
     for h in ["h1", "h2", "h3"] {
         wait_for_full_mesh(lab.host(h), 3);
     }
@@ -249,18 +263,51 @@ fn addresses_stay_unique_under_concurrency_restarts_and_partitions() {
     all.extend(attach_all(lab.host("h1"), &more_h1));
     assert_unique(&all);
 
-    // 3. Partition h3 from the others, allocate on both sides, heal.
+    // 3. Partition h3 from the others, allocate on both sides at once and
+    //    again after every router has noticed the partition (which takes
+    //    up to the heartbeat timeout), then heal.
     let h3 = lab.host("h3");
     let h3_if = underlay_if(h3);
     set_link(h3, &h3_if, "down");
-    let cut_h3 = containers(&mut lab, "h3", "p", 10);
-    let cut_h1 = containers(&mut lab, "h1", "p", 10);
+    let cut_h3 = containers(&mut lab, "h3", "p", 5);
+    let cut_h1 = containers(&mut lab, "h1", "p", 5);
     all.extend(attach_all(lab.host("h3"), &cut_h3));
     all.extend(attach_all(lab.host("h1"), &cut_h1));
+    let cut_at = Instant::now();
+    wait_for(
+        "every router to notice the partition (no established link across it)",
+        PARTITION_NOTICED,
+        || {
+            let mut seen = Vec::new();
+            for (h, others) in [
+                ("h1", &[&n3][..]),
+                ("h2", &[&n3][..]),
+                ("h3", &[&n1, &n2][..]),
+            ] {
+                let r = try_report(lab.host(h)).map_err(|e| e.to_string())?;
+                for o in others {
+                    if established_with(&r, o) {
+                        seen.push(format!("{h} still established with {o}"));
+                    }
+                }
+            }
+            if seen.is_empty() {
+                Ok(())
+            } else {
+                Err(seen.join("; "))
+            }
+        },
+    );
+    eprintln!("partition noticed everywhere after {:?}", cut_at.elapsed());
+    let late_h3 = containers(&mut lab, "h3", "q", 5);
+    let late_h1 = containers(&mut lab, "h1", "q", 5);
+    all.extend(attach_all(lab.host("h3"), &late_h3));
+    all.extend(attach_all(lab.host("h1"), &late_h1));
+    assert_unique(&all);
     let h3 = lab.host("h3");
     set_link(h3, &h3_if, "up");
     for h in ["h1", "h2", "h3"] {
-        wait_for_full_mesh(lab.host(h), 3);
+        wait_for_full_mesh_within(lab.host(h), 3, HEAL);
     }
     assert_unique(&all);
     for h in ["h1", "h2", "h3"] {
