@@ -5,7 +5,10 @@
 //! - [`ids`]: peer names, uids, short ids, connection handles.
 //! - [`keys`]: static public keys, fingerprints, derived names, the authorized-keys format.
 //! - [`admission`]: who may connect (identity checks, typed refusals, believing a refusal).
-//! - [`wire`]: one file per wire format (header, hello, message, topology payloads).
+//! - [`wire`]: one file per wire format (header, hello, message, topology payloads, the
+//!   control connection's framing).
+//! - [`handshake`]: the control connection's handshake state machine (header, password flag,
+//!   Noise XX, verdicts) and its encrypted transport (bytes in, bytes out).
 //! - [`mesh`]: the [`Mesh`] state machine and its inputs/outputs; its behaviour is split
 //!   over `gossip.rs` (message dispatch, channels), `maker.rs` (connection targets),
 //!   `topology.rs` (records, deltas, merge, GC), `routes.rs` (BFS routes, broadcast trees,
@@ -19,6 +22,7 @@ pub mod admission;
 mod bounds_tests;
 pub mod dns;
 mod gossip;
+pub mod handshake;
 pub mod ids;
 pub mod keys;
 mod maker;

@@ -50,46 +50,31 @@ impl Identity {
                     path: path.clone(),
                     reason: format!("expected 32 bytes, found {}", bytes.len()),
                 })?;
-            let public = public_key(private).map_err(|reason| PersistError::Corrupt {
-                path: path.clone(),
-                reason,
-            })?;
+            let public =
+                meshnet_mesh::handshake::public_from_private(private).map_err(|reason| {
+                    PersistError::Corrupt {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?;
             return Ok(Identity {
                 private: private.to_vec(),
                 public,
             });
         }
-        let keypair = crate::control::noise::builder(None)
-            .generate_keypair()
-            .map_err(|e| PersistError::Corrupt {
-                path: path.clone(),
-                reason: format!("cannot generate a key pair: {e}"),
+        let (private, public) =
+            meshnet_mesh::handshake::generate_keypair(rand::random()).map_err(|reason| {
+                PersistError::Corrupt {
+                    path: path.clone(),
+                    reason,
+                }
             })?;
-        persist::write_private(&path, &keypair.private)?;
-        let public =
-            PublicKey::from_slice(&keypair.public).ok_or_else(|| PersistError::Corrupt {
-                path: path.clone(),
-                reason: "generated public key is not 32 bytes".into(),
-            })?;
-        Ok(Identity {
-            private: keypair.private,
-            public,
-        })
+        persist::write_private(&path, &private)?;
+        Ok(Identity { private, public })
     }
 
     /// The peer name this key stands for.
     pub fn peer_name(&self) -> PeerName {
         self.public.derived_name()
     }
-}
-
-fn public_key(private: &[u8]) -> Result<PublicKey, String> {
-    if private.len() != 32 {
-        return Err(format!(
-            "private key must be 32 bytes, found {}",
-            private.len()
-        ));
-    }
-    let public = crate::control::noise::public_from_private(private)?;
-    PublicKey::from_slice(&public).ok_or_else(|| "public key is not 32 bytes".to_string())
 }

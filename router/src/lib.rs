@@ -8,7 +8,7 @@
 //! Layout:
 //! - [`config`]: the validated configuration the CLI hands over.
 //! - [`identity`]: the persistent Noise static key and the peer name derived from it.
-//! - [`control`]: TCP/6783 connections: header, Noise handshake, encrypted transport.
+//! - [`control`]: TCP/6783 connections: the socket side of `meshnet_mesh::handshake`.
 //! - [`driver`]: the task that owns the `Mesh` and drains its outputs.
 //! - [`api`], [`status`], [`metrics`]: the HTTP API and weave-format renderings;
 //!   [`api_client`]: its client side, for the CLI and the proxy.
@@ -119,7 +119,7 @@ pub async fn run(
     let name = config.name.unwrap_or(derived);
     let psk = match config.password.clone() {
         Some(p) => Some(
-            tokio::task::spawn_blocking(move || control::noise::Psk::derive(&p.0))
+            tokio::task::spawn_blocking(move || meshnet_mesh::handshake::Psk::derive(&p.0))
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
         ),

@@ -1,8 +1,9 @@
 //! Wire formats, one file per format (smoltcp style): the 7-byte protocol header, the Noise
-//! handshake payload ([`Hello`]), the post-handshake [`Verdict`], application messages ([`Message`]) and the payloads of the
-//! internal `topology` gossip channel. Every decoder returns `Result` and never panics;
+//! handshake payload ([`Hello`]), the post-handshake [`Verdict`], application messages ([`Message`]), the payloads of the
+//! internal `topology` gossip channel and the stream framing of the control connection ([`frame`]). Every decoder returns `Result` and never panics;
 //! `docs/protocol.md` describes every byte.
 
+pub mod frame;
 pub mod header;
 pub mod hello;
 pub mod message;

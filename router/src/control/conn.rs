@@ -6,24 +6,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures::StreamExt;
-use meshnet_mesh::{
-    ConnId, ConnInfo, HEADER_LEN, Header, Hello, MAX_MESSAGE_LEN, PublicKey, Refusal, Verdict,
+use meshnet_mesh::handshake::{
+    Decision, Handshake, HandshakeConfig, HandshakeError, HandshakeEvent, Psk, Session,
 };
+use meshnet_mesh::{ConnId, ConnInfo, Hello, PublicKey, Refusal, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
-
-use super::noise::{self, Authenticated, HANDSHAKE_TIMEOUT, HandshakeError, Psk};
-use super::transport::{Opener, Sealer};
 
 /// How many encoded messages may wait for one peer before we call it stalled.
 pub const SEND_QUEUE: usize = 4096;
 /// How long an outbound TCP connect may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from the socket at a time.
+const READ_BUF: usize = 64 * 1024;
+/// Sealed messages batched into one socket write, at most (more wait for the next write).
+const WRITE_BATCH: usize = 256 * 1024;
 
 /// What every connection task needs to know about us.
 #[derive(Debug)]
@@ -162,12 +161,7 @@ async fn run(
             error,
         },
     };
-    let outcome = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake(&mut stream, &info, &local, &hello, conn, &reports),
-    )
-    .await
-    .unwrap_or(Err((HandshakeError::Timeout(HANDSHAKE_TIMEOUT), false)));
+    let outcome = handshake(&mut stream, &info, &local, hello, conn, &reports).await;
     let (established, queue) = match outcome {
         Ok(v) => v,
         Err((e, registered)) => {
@@ -188,150 +182,158 @@ async fn run(
             return;
         }
     };
-    pump(conn, stream, established, queue, reports).await;
+    pump(conn, stream, *established, queue, reports).await;
+}
+
+/// Why a connection ended before it was established.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+}
+
+impl Failure {
+    fn is_refusal(&self) -> bool {
+        matches!(self, Failure::Handshake(e) if e.is_refusal())
+    }
 }
 
 /// A handshake failure, and whether the mesh had already registered the
 /// connection (then the driver must hear that it closed).
-type Failure = (HandshakeError, bool);
+type Failed = (Failure, bool);
 
-/// Header, password flag, Noise, and both verdicts.
+/// Drives the sans-IO [`Handshake`]: writes what it sends, reads what it asks for, asks the
+/// driver (and so the mesh) when it has authenticated the peer, and times it out.
 async fn handshake(
     stream: &mut TcpStream,
     info: &ConnInfo,
     local: &Local,
-    hello: &Hello,
+    hello: Hello,
     conn: ConnId,
     reports: &Reports,
-) -> Result<(Authenticated, mpsc::Receiver<Vec<u8>>), Failure> {
-    let early = |e: HandshakeError| (e, false);
-    stream
-        .write_all(&Header::OURS.encode())
-        .await
-        .map_err(|e| early(e.into()))?;
-    let mut theirs = [0u8; HEADER_LEN];
-    stream
-        .read_exact(&mut theirs)
-        .await
-        .map_err(|e| early(e.into()))?;
-    Header::negotiate(
-        Header::OURS,
-        Header::decode(&theirs).map_err(|e| early(e.into()))?,
-    )
-    .map_err(|e| early(e.into()))?;
-    noise::exchange_password_flag(stream, local.psk.is_some())
-        .await
-        .map_err(early)?;
-
-    let ask_mesh = |auth: &Authenticated, remote: Option<Verdict>| {
-        let mut info = info.clone();
-        info.remote_key = auth.remote_key;
-        let hello = Box::new(auth.remote_hello.clone());
-        async move {
-            let (reply, answer) = oneshot::channel();
-            let _ = reports.send(ConnReport::Handshaked {
-                conn,
-                info,
-                hello,
-                remote,
-                reply,
-            });
-            answer.await.unwrap_or_else(|_| {
-                Answer::Refuse(Refusal::new(
-                    meshnet_mesh::RefusalCode::ShuttingDown,
-                    "router is shutting down",
-                ))
-            })
-        }
+) -> Result<(Box<Session>, mpsc::Receiver<Vec<u8>>), Failed> {
+    let config = HandshakeConfig {
+        private_key: local.private_key.clone(),
+        psk: local.psk.clone(),
+        hello,
+        outbound: info.outbound,
+        seed: rand::random(),
     };
-    let refuse = |r: Refusal| (HandshakeError::RefusedByUs(r), false);
-
-    if info.outbound {
-        let (auth, theirs) = noise::initiate(stream, &local.private_key, local.psk.as_ref(), hello)
-            .await
-            .map_err(early)?;
-        let peer = auth.remote_hello.name;
-        match ask_mesh(&auth, Some(theirs.clone())).await {
-            Answer::Accept(queue) => {
-                auth.send_verdict(stream, &Verdict::Accepted)
-                    .await
-                    .map_err(|e| (e, true))?;
-                Ok((auth, queue))
-            }
-            Answer::Refuse(r) => {
-                let _ = auth
-                    .send_verdict(stream, &Verdict::Refused(r.clone()))
-                    .await;
-                Err(refuse(r))
-            }
-            Answer::PeerRefused => {
-                let refusal = match theirs {
-                    Verdict::Refused(r) => r,
-                    Verdict::Accepted => Refusal::new(
-                        meshnet_mesh::RefusalCode::Unknown(0),
-                        "refused without a reason",
-                    ),
-                };
-                Err((HandshakeError::RefusedByPeer { peer, refusal }, false))
+    let mut hs = Handshake::new(config, std::time::Instant::now());
+    let mut buf = vec![0u8; READ_BUF];
+    let mut queue = None;
+    loop {
+        let mut written = Ok(());
+        while let Some(bytes) = hs.poll_transmit() {
+            if written.is_ok() {
+                written = stream.write_all(&bytes).await;
             }
         }
-    } else {
-        let auth = noise::respond(stream, &local.private_key, local.psk.as_ref(), hello)
-            .await
-            .map_err(early)?;
-        let peer = auth.remote_hello.name;
-        match ask_mesh(&auth, None).await {
-            Answer::Accept(queue) => {
-                auth.send_verdict(stream, &Verdict::Accepted)
-                    .await
-                    .map_err(|e| (e, true))?;
-                match auth.read_verdict(stream).await {
-                    Ok(Verdict::Accepted) => Ok((auth, queue)),
-                    Ok(Verdict::Refused(refusal)) => {
-                        Err((HandshakeError::RefusedByPeer { peer, refusal }, true))
+        match hs.poll_event() {
+            Some(HandshakeEvent::Authenticated {
+                remote_hello,
+                remote_key,
+                remote_verdict,
+            }) => {
+                let mut info = info.clone();
+                info.remote_key = remote_key;
+                let (reply, answer) = oneshot::channel();
+                let _ = reports.send(ConnReport::Handshaked {
+                    conn,
+                    info,
+                    hello: remote_hello,
+                    remote: remote_verdict,
+                    reply,
+                });
+                let deadline = deadline(&hs);
+                let answer = tokio::select! {
+                    a = answer => a.unwrap_or_else(|_| Answer::Refuse(Refusal::new(
+                        meshnet_mesh::RefusalCode::ShuttingDown,
+                        "router is shutting down",
+                    ))),
+                    () = tokio::time::sleep_until(deadline) => {
+                        hs.handle_timeout(std::time::Instant::now());
+                        continue;
                     }
-                    Err(e) => Err((e, true)),
-                }
+                };
+                let decision = match answer {
+                    Answer::Accept(q) => {
+                        queue = Some(q);
+                        Decision::Accept
+                    }
+                    Answer::Refuse(r) => Decision::Refuse(r),
+                    Answer::PeerRefused => Decision::PeerRefused,
+                };
+                hs.handle_decision(decision, std::time::Instant::now());
+                continue;
             }
-            Answer::Refuse(r) => {
-                let _ = auth
-                    .send_verdict(stream, &Verdict::Refused(r.clone()))
-                    .await;
-                Err(refuse(r))
+            Some(HandshakeEvent::Established(session)) => {
+                written.map_err(|e| (e.into(), true))?;
+                let queue = queue.ok_or_else(|| {
+                    let e = std::io::Error::other("established without the driver's queue");
+                    (e.into(), false)
+                })?;
+                return Ok((session, queue));
             }
-            Answer::PeerRefused => Err(refuse(Refusal::new(
-                meshnet_mesh::RefusalCode::Unknown(0),
-                "no verdict to believe on an inbound connection",
-            ))),
+            Some(HandshakeEvent::Failed { error, registered }) => {
+                return Err((error.into(), registered));
+            }
+            None => {}
+        }
+        written.map_err(|e| (e.into(), queue.is_some()))?;
+        let read = tokio::select! {
+            r = stream.read(&mut buf) => r,
+            () = tokio::time::sleep_until(deadline(&hs)) => {
+                hs.handle_timeout(std::time::Instant::now());
+                continue;
+            }
+        };
+        match read {
+            Ok(0) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed by peer during the handshake",
+                );
+                return Err((e.into(), queue.is_some()));
+            }
+            Ok(n) => hs.handle_input(&buf[..n], std::time::Instant::now()),
+            Err(e) => return Err((e.into(), queue.is_some())),
         }
     }
+}
+
+/// When the handshake times out, for tokio (far away once it has ended, which the loop sees
+/// first).
+fn deadline(hs: &Handshake) -> tokio::time::Instant {
+    let at = hs
+        .poll_timeout()
+        .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
+    tokio::time::Instant::from_std(at)
 }
 
 /// Moves messages between the socket and the driver until either side ends.
 async fn pump(
     conn: ConnId,
     stream: TcpStream,
-    est: Authenticated,
+    session: Session,
     mut queue: mpsc::Receiver<Vec<u8>>,
     reports: Reports,
 ) {
-    let transport = Arc::new(est.transport);
-    let (rd, mut wr) = stream.into_split();
-    let mut sealer = Sealer::new(transport.clone());
-    let mut opener = Opener::new(transport, MAX_MESSAGE_LEN);
-    let codec = LengthDelimitedCodec::builder()
-        .length_field_length(2)
-        .max_frame_length(noise::MAX_NOISE_MSG)
-        .new_codec();
-    let mut frames = FramedRead::new(rd, codec);
+    let Session {
+        mut sealer,
+        mut opener,
+    } = session;
+    let (mut rd, mut wr) = stream.into_split();
 
     let writer = async {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         while let Some(msg) = queue.recv().await {
             out.clear();
             sealer.seal(&msg, &mut out).map_err(|e| e.to_string())?;
             // Batch whatever else is already queued into the same write.
-            while out.len() < 256 * 1024 {
+            while out.len() < WRITE_BATCH {
                 match queue.try_recv() {
                     Ok(more) => sealer.seal(&more, &mut out).map_err(|e| e.to_string())?,
                     Err(_) => break,
@@ -346,20 +348,23 @@ async fn pump(
         Err::<(), String>("closed by us".to_string())
     };
     let reader = async {
+        let mut buf = vec![0u8; READ_BUF];
         loop {
-            let frame = match frames.next().await {
-                Some(Ok(f)) => f,
-                Some(Err(e)) => return format!("read: {e}"),
-                None => return "connection closed by peer".to_string(),
-            };
-            match opener.open(&frame) {
-                Ok(Some(bytes)) => {
-                    if reports.send(ConnReport::Message { conn, bytes }).is_err() {
-                        return "router is shutting down".to_string();
+            // Bytes that came with the handshake's last frame are in the opener already.
+            while let Some(message) = opener.poll_message() {
+                match message {
+                    Ok(bytes) => {
+                        if reports.send(ConnReport::Message { conn, bytes }).is_err() {
+                            return "router is shutting down".to_string();
+                        }
                     }
+                    Err(e) => return e.to_string(),
                 }
-                Ok(None) => {}
-                Err(e) => return e.to_string(),
+            }
+            match rd.read(&mut buf).await {
+                Ok(0) => return "connection closed by peer".to_string(),
+                Ok(n) => opener.handle_input(&buf[..n]),
+                Err(e) => return format!("read: {e}"),
             }
         }
     };
