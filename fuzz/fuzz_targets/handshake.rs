@@ -26,7 +26,6 @@ fuzz_target!(|data: &[u8]| {
         conn_half: 1,
         short_id: ShortId::from_low_bits(1),
         listen_port: 6783,
-        overlays: vec![],
         trusted: false,
     };
     let config = HandshakeConfig {

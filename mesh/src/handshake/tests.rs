@@ -37,7 +37,6 @@ fn side(nick: &str, derived: bool, seed: u8) -> Side {
         conn_half: 11,
         short_id: ShortId::from_low_bits(3),
         listen_port: 6783,
-        overlays: vec![],
         trusted: false,
     };
     Side {
