@@ -26,6 +26,13 @@
 //!   has the converged ring (as weave's); it records the peer as removed so
 //!   reservations for it are dropped everywhere.
 //!
+//! - A merge never takes space from the receiver (refused like weave's
+//!   `ErrEntryInMyRange`) and never grows its ring past
+//!   [`ring::MAX_RING_TOKENS`]; space requests from peers the mesh does not
+//!   know are refused. Without signed gossip, a member with the password can
+//!   still forge messages in the name of a peer that is not the receiver's
+//!   neighbour (docs/protocol.md, "Originator checks").
+//!
 //! Layout:
 //! - [`addr`]: `Ident`, `Cidr`, `AddrRange`, and the mesh crate's `PeerName` re-exported.
 //! - [`ring`]: the ring CRDT and lineage.

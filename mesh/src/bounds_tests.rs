@@ -385,3 +385,121 @@ fn cached_status_routes_follow_every_kind_of_change() {
         .unwrap();
     check(&mut m, "a new connection");
 }
+
+/// Records what reaches the application's `ipam` channel.
+#[derive(Default)]
+struct Recorder {
+    unicasts: Vec<PeerName>,
+    broadcasts: Vec<PeerName>,
+}
+
+impl crate::Channels for Recorder {
+    fn names(&self) -> Vec<String> {
+        vec!["ipam".into()]
+    }
+    fn full_state(&mut self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn on_gossip(&mut self, _: &str, _: PeerName, _: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+    fn on_broadcast(&mut self, _: &str, src: PeerName, _: &[u8]) -> Result<(), String> {
+        self.broadcasts.push(src);
+        Ok(())
+    }
+    fn on_unicast(&mut self, _: &str, src: PeerName, _: &[u8]) -> Result<(), String> {
+        self.unicasts.push(src);
+        Ok(())
+    }
+}
+
+#[test]
+fn relayed_messages_cannot_claim_to_come_from_a_neighbour_or_a_phantom() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    // Peer 4 is known: neighbour 3 reports a link to it.
+    let mut three = record(3, vec![1, 4]);
+    three.version = 9;
+    m.handle_message(
+        ConnId(3),
+        &topo_from(3, &TopologyMsg::Full(vec![three])),
+        t0,
+        &mut NoChannels,
+    );
+    m.handle_message(
+        ConnId(3),
+        &topo_from(3, &TopologyMsg::Full(vec![record(4, vec![3])])),
+        t0,
+        &mut NoChannels,
+    );
+    drain(&mut m);
+    let unicast = |src: u64| {
+        Message::GossipUnicast(crate::GossipUnicastMsg {
+            channel: "ipam".into(),
+            src: name(src),
+            dst: name(1),
+            payload: vec![1],
+        })
+        .encode()
+    };
+    let broadcast = |src: u64| {
+        Message::GossipBroadcast(GossipMsg {
+            channel: "ipam".into(),
+            src: name(src),
+            payload: vec![1],
+        })
+        .encode()
+    };
+    let mut rec = Recorder::default();
+    // Neighbour 3 forges a release "from" neighbour 2, and one from a phantom.
+    for forged in [2, 99] {
+        m.handle_message(ConnId(3), &unicast(forged), t0, &mut rec);
+        m.handle_message(ConnId(3), &broadcast(forged), t0, &mut rec);
+    }
+    assert!(rec.unicasts.is_empty() && rec.broadcasts.is_empty());
+    // What 3 sends as itself, and relays for 4 (not our neighbour), is delivered.
+    for src in [3, 4] {
+        m.handle_message(ConnId(3), &unicast(src), t0, &mut rec);
+        m.handle_message(ConnId(3), &broadcast(src), t0, &mut rec);
+    }
+    assert_eq!(rec.unicasts, vec![name(3), name(4)]);
+    assert_eq!(rec.broadcasts, vec![name(3), name(4)]);
+    assert_eq!(m.forged_dropped(), 4);
+}
+
+#[test]
+fn nicknames_from_the_wire_are_shown_escaped() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let evil = "ok\u{1b}[2J\u{7}\r\nroot\u{202e}txt.exe\\";
+    let shown = "ok\\u{1b}[2J\\u{7}\\u{d}\\u{a}root\\u{202e}txt.exe\\\\";
+    let mut h = hello(4);
+    h.nickname = evil.into();
+    m.handle_connection(ConnId(4), info(4), h, t0).unwrap();
+    let mut r = record(5, vec![4]);
+    r.nickname = evil.into();
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Full(vec![r])),
+        t0,
+        &mut NoChannels,
+    );
+    let st = m.status(t0);
+    let peer = |n: u64| st.peers.iter().find(|p| p.name == name(n)).unwrap();
+    assert_eq!(peer(4).nickname, shown, "from the handshake");
+    assert_eq!(peer(5).nickname, shown, "from gossip");
+    assert_eq!(peer(5).connections[0].nickname, shown);
+    let conn = st
+        .connections
+        .iter()
+        .find(|c| c.conn == Some(ConnId(4)))
+        .unwrap();
+    assert_eq!(conn.peer.as_ref().unwrap().1, shown);
+    let json = serde_json::to_string(&st).unwrap();
+    assert!(!json.contains('\u{1b}') && !json.contains('\u{202e}'));
+    // Ordinary names, accents and all, are untouched.
+    assert_eq!(
+        crate::status::display_nickname("hôte-1.example"),
+        "hôte-1.example"
+    );
+}

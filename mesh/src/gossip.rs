@@ -78,6 +78,8 @@ impl Mesh {
                     self.handle_gossip(from, g, channels);
                 }
             }
+            Message::GossipUnicast(u) if self.forged_src(from, u.src) => {}
+            Message::GossipBroadcast(b) if self.forged_src(from, b.src) => {}
             Message::GossipUnicast(u) => self.handle_unicast(u, channels),
             Message::GossipBroadcast(b) => self.handle_broadcast(from, b, channels),
             Message::OverlayControl(bytes) => {
@@ -258,6 +260,27 @@ impl Mesh {
             self.surrogate_seen.insert(h, self.now + SURROGATE_TTL);
             self.gossip_except(&g.channel, g.payload, Some(from));
         }
+    }
+
+    /// Whether a relayed message's claimed originator `src` is certainly forged, as far as
+    /// can be told without signatures: it names us, a peer no one reported (a phantom), or
+    /// one of our neighbours while arriving from another neighbour (a neighbour's own
+    /// unicasts and broadcasts reach us directly: we are its first hop and on the first
+    /// layer of its broadcast tree). A relay can still forge any other peer's `src`.
+    /// Dropped messages are counted in [`Mesh::forged_dropped`].
+    fn forged_src(&mut self, from: PeerName, src: PeerName) -> bool {
+        let forged = src == self.config.name
+            || self.topo.peer(src).is_none()
+            || (src != from && self.by_peer.contains_key(&src));
+        if forged {
+            self.forged_dropped += 1;
+        }
+        forged
+    }
+
+    /// Relayed messages dropped because their claimed originator was forged.
+    pub fn forged_dropped(&self) -> u64 {
+        self.forged_dropped
     }
 
     fn handle_unicast(&mut self, u: GossipUnicastMsg, channels: &mut dyn Channels) {

@@ -50,7 +50,7 @@ pub use mesh::{
 };
 pub use status::{
     BroadcastRouteStatus, ConnState, LocalConnStatus, PeerConnStatus, PeerStatus, RouteStatus,
-    Status,
+    Status, display_nickname,
 };
 pub use targets::check_peer;
 pub use wire::{

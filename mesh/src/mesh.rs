@@ -287,6 +287,8 @@ pub struct Mesh {
     pub(crate) accept_tokens: u32,
     pub(crate) accept_refilled: Instant,
     pub(crate) termination_count: u64,
+    /// Relayed unicasts and broadcasts dropped for a forged originator.
+    pub(crate) forged_dropped: u64,
     /// `--authorized-keys`: when set, only these keys may connect.
     pub(crate) authorized: Option<AuthorizedKeys>,
     /// The routes of the last status, with the topology generation they were searched at.
@@ -330,6 +332,7 @@ impl Mesh {
             accept_tokens: ACCEPT_BURST,
             accept_refilled: now,
             termination_count: 0,
+            forged_dropped: 0,
             authorized: None,
             status_routes: std::sync::Mutex::new(None),
         }

@@ -36,6 +36,26 @@ fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error
     }
 }
 
+/// A nickname as every status, report and log shows it: control characters (terminal
+/// escapes among them) and the invisible direction overrides that can make text read
+/// differently than it is are shown as `\u{..}` escapes, a backslash as `\\`. Nicknames
+/// come from the wire, so a peer must not be able to write to the operator's terminal.
+/// Their length is bounded on decode ([`crate::wire::MAX_NICKNAME_LEN`]).
+pub fn display_nickname(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The whole mesh as seen from this peer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
@@ -261,7 +281,7 @@ impl Mesh {
         let nick = |n: &PeerName| {
             self.topo
                 .peer(*n)
-                .map(|p| p.nickname.clone())
+                .map(|p| display_nickname(&p.nickname))
                 .unwrap_or_default()
         };
         let peers = self
@@ -270,7 +290,7 @@ impl Mesh {
             .iter()
             .map(|(name, p)| PeerStatus {
                 name: *name,
-                nickname: p.nickname.clone(),
+                nickname: display_nickname(&p.nickname),
                 uid: p.uid,
                 short_id: p.short_id,
                 version: p.version,
@@ -296,7 +316,7 @@ impl Mesh {
                 address: c.info.remote_addr.to_string(),
                 outbound: c.info.outbound,
                 state: ConnState::Established,
-                peer: Some((c.peer, c.nickname.clone())),
+                peer: Some((c.peer, display_nickname(&c.nickname))),
                 error: None,
                 retry_in: None,
                 conn: Some(*id),
@@ -332,7 +352,7 @@ impl Mesh {
         let (unicast_routes, broadcast_routes) = (cached.unicast.clone(), cached.broadcast.clone());
         Status {
             name: ours,
-            nickname: self.config.nickname.clone(),
+            nickname: display_nickname(&self.config.nickname),
             uid: self.config.uid,
             short_id: self.topo.our_short_id(),
             version: self.topo.our_version(),
