@@ -308,6 +308,13 @@ pub struct LaunchArgs {
     /// NetworkSettings.IPAddress, IPPrefixLen and MacAddress instead of Docker's bridge ones.
     #[arg(long)]
     pub rewrite_inspect: bool,
+    /// Proxy: do not point created containers at meshnet's DNS (no --dns, --dns-search, nor
+    /// hostname in the DNS domain).
+    #[arg(long)]
+    pub without_dns: bool,
+    /// Proxy: no 224.0.0.0/4 route on the `ethwe` of attached containers.
+    #[arg(long)]
+    pub no_multicast_route: bool,
     /// Serve the Docker network/IPAM plugin `meshnet` and create the network `meshnet`
     /// (default: on in the root network namespace when Docker is reachable).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,

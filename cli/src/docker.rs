@@ -21,6 +21,8 @@ pub struct Setup {
     pub proxy: bool,
     pub default_ipalloc: bool,
     pub rewrite_inspect: bool,
+    pub without_dns: bool,
+    pub multicast_route: bool,
     pub plugin: bool,
 }
 
@@ -66,6 +68,8 @@ impl Setup {
             proxy: args.proxy,
             default_ipalloc: !args.no_default_ipalloc,
             rewrite_inspect: args.rewrite_inspect,
+            without_dns: args.without_dns,
+            multicast_route: !args.no_multicast_route,
             plugin,
         })
     }
@@ -93,6 +97,12 @@ impl Setup {
         if self.rewrite_inspect {
             v.push("--rewrite-inspect".into());
         }
+        if self.without_dns {
+            v.push("--without-dns".into());
+        }
+        if !self.multicast_route {
+            v.push("--no-multicast-route".into());
+        }
         v
     }
 
@@ -108,6 +118,8 @@ impl Setup {
         let mut config = ProxyConfig::new(&env.run_dir, docker, env.api());
         config.default_ipalloc = self.default_ipalloc;
         config.rewrite_inspect = self.rewrite_inspect;
+        config.dns = !self.without_dns;
+        config.multicast_route = self.multicast_route;
         meshnet_proxy::start(config, shutdown).await.map_err(|e| {
             anyhow!(
                 "cannot start the Docker proxy: {e}; launch with --proxy=false to run without it"

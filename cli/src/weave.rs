@@ -51,6 +51,7 @@ weave launch        [--password <pass>] [--trusted-subnets <cidr>,...]
                     [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
                     [--plugin=false] [--proxy=false]
                     [--no-default-ipalloc] [--rewrite-inspect]
+                    [--without-dns] [--no-multicast-route]
                     [--mtu <mtu>] [--no-fastdp] [--conn-limit <n>]
                     <peer> ...
 
@@ -277,6 +278,8 @@ mod tests {
             "--proxy=false",
             "--no-default-ipalloc",
             "--rewrite-inspect",
+            "--without-dns",
+            "--no-multicast-route",
             "--mtu=1400",
             "--no-fastdp",
             "--conn-limit=10",

@@ -75,6 +75,9 @@ pub struct ProxyConfig {
     pub default_ipalloc: bool,
     /// Add the 224.0.0.0/4 route to `ethwe`.
     pub multicast_route: bool,
+    /// Point created containers at meshnet's DNS (`--without-dns` turns
+    /// this off).
+    pub dns: bool,
     /// `--rewrite-inspect`: `docker inspect` shows the mesh address and
     /// MAC in `NetworkSettings` (weave's option).
     pub rewrite_inspect: bool,
@@ -105,6 +108,7 @@ impl ProxyConfig {
             default_ipalloc: true,
             multicast_route: true,
             rewrite_inspect: false,
+            dns: true,
             release_grace: RELEASE_GRACE,
             attach_lock: Arc::default(),
         }

@@ -175,7 +175,9 @@ async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
     ) {
         return intercept_error(e);
     }
-    if let Some(dns) = attach::dns_settings(&config.router_api).await {
+    if config.dns
+        && let Some(dns) = attach::dns_settings(&config.router_api).await
+    {
         let name = parts.uri.query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "name")
