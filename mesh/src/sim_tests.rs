@@ -146,6 +146,7 @@ fn restarted_peer_recognised_and_reconverged() {
         sim.connect(1, 2);
         sim.run_for(secs(10));
         let old_version = sim.peers[1].mesh.status(sim.now()).version;
+        let old_uid = sim.peers[1].config.uid;
         sim.restart(1);
         sim.run_for(secs(30));
         // Peer 1 redials 2 at once (its persisted target), before 2's GC forgets it.
@@ -159,7 +160,17 @@ fn restarted_peer_recognised_and_reconverged() {
         let st = sim.peers[0].mesh.status(sim.now());
         let p1 = st.peers.iter().find(|p| p.name == peer_name(1)).unwrap();
         assert_eq!(p1.uid, sim.peers[1].config.uid);
-        let _ = old_version;
+        assert_ne!(
+            p1.uid, old_uid,
+            "a restart is a new incarnation (seed {seed})"
+        );
+        // Peer 0 holds the new incarnation's current record (it counts its versions from
+        // scratch), not the one it had before the restart.
+        let own = sim.peers[1].mesh.status(sim.now()).version;
+        assert_eq!(
+            p1.version, own,
+            "peer 0's copy of the restarted record (seed {seed}; version {old_version} before)"
+        );
     }
 }
 

@@ -36,23 +36,47 @@ fn graph(n: u64, edges: &[(u64, u64)]) -> Graph {
     g
 }
 
-/// BFS parents from `root` (ties broken by name, so every host computes the same tree).
-fn bfs(g: &Graph, root: PeerName) -> BTreeMap<PeerName, PeerName> {
-    let mut parent = BTreeMap::new();
-    let mut q = VecDeque::from([root]);
-    let mut seen = BTreeSet::from([root]);
-    while let Some(u) = q.pop_front() {
-        for &v in &g[&u] {
-            if seen.insert(v) {
-                parent.insert(v, u);
-                q.push_back(v);
+/// The topology host `me` knows for graph `g`: every edge an established connection that
+/// both ends report, as the mesh's gossip would leave it.
+fn topology(g: &Graph, me: PeerName) -> crate::topology::Topology {
+    use crate::wire::{ConnSummary, PeerRecord};
+    let key = |n: PeerName| crate::keys::PublicKey([n.as_u64() as u8; 32]);
+    let mut t = crate::topology::Topology::new(
+        me,
+        key(me),
+        String::new(),
+        crate::PeerUid(me.as_u64()),
+        crate::ShortId::default(),
+        1,
+    );
+    let conn = || ConnSummary {
+        remote_addr: String::new(),
+        outbound: true,
+        established: true,
+    };
+    for (&peer, neighbours) in g {
+        if peer == me {
+            for &n in neighbours {
+                t.set_local_conn(n, Some(conn()));
             }
+            continue;
         }
+        t.apply_full(&PeerRecord {
+            name: peer,
+            key: key(peer),
+            nickname: String::new(),
+            uid: crate::PeerUid(peer.as_u64()),
+            version: 1,
+            short_id: crate::ShortId::default(),
+            listen_port: 1,
+            conns: neighbours.iter().map(|&n| (n, conn())).collect(),
+        });
     }
-    parent
+    t
 }
 
-/// The snapshot host `me` would get from the mesh for graph `g`.
+/// The snapshot host `me` gets for graph `g`: the routes the mesh computes
+/// (`crate::routes`, the code the router ships), the fastdp paths as given.
 fn forwarding(g: &Graph, me: PeerName, fastdp: &BTreeSet<(PeerName, PeerName)>) -> Forwarding {
     let mut f = Forwarding {
         local: me,
@@ -67,23 +91,11 @@ fn forwarding(g: &Graph, me: PeerName, fastdp: &BTreeSet<(PeerName, PeerName)>) 
             },
         );
     }
-    // Unicast next hop: walk `dest`'s BFS tree from me up to dest.
-    let from_me = bfs(g, me);
-    for &dest in from_me.keys() {
-        let mut hop = dest;
-        while from_me[&hop] != me {
-            hop = from_me[&hop];
-        }
-        f.unicast.insert(dest, hop);
-    }
+    let t = topology(g, me);
+    f.unicast = crate::routes::unicast(&t, me, true);
     for &src in g.keys() {
-        let tree = bfs(g, src);
-        let children: Vec<PeerName> = tree
-            .iter()
-            .filter(|(_, parent)| **parent == me)
-            .map(|(c, _)| *c)
-            .collect();
-        f.broadcast.insert(src, children);
+        f.broadcast
+            .insert(src, crate::routes::broadcast(&t, me, src, true));
     }
     f
 }
