@@ -15,8 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let again = Message::decode(&msg.encode()).expect("re-encoded message decodes");
     assert_eq!(again, msg, "round trip");
 
-    let me = PeerName::new(1);
-    let other = PeerName::new(2);
+    let me = PeerName::new(1).expect("name");
+    let other = PeerName::new(2).expect("name");
     let seeds: BTreeSet<PeerName> = [me, other].into();
     let range = "10.0.0.0/24".parse().expect("range");
     let mut ipam = Ipam::new(Config::new(me, range, Init::Seed(seeds)), 0);
