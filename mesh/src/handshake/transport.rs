@@ -93,20 +93,38 @@ impl Sealer {
 
 /// The receiving half: splits the stream into frames, decrypts them and reassembles
 /// messages. Feed it with [`Opener::handle_input`], drain it with [`Opener::poll_message`].
+#[derive(Debug)]
 pub struct Opener {
-    transport: Arc<StatelessTransportState>,
-    nonce: u64,
     frames: FrameDecoder,
-    reassembly: Reassembly,
-    scratch: Vec<u8>,
+    decrypt: Decrypt,
     failed: bool,
 }
 
-impl std::fmt::Debug for Opener {
+/// Decryption and reassembly of frame bodies, in nonce order.
+struct Decrypt {
+    transport: Arc<StatelessTransportState>,
+    nonce: u64,
+    reassembly: Reassembly,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Decrypt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opener")
+        f.debug_struct("Decrypt")
             .field("nonce", &self.nonce)
             .finish()
+    }
+}
+
+impl Decrypt {
+    /// Decrypts one frame body; returns a complete message when this was its last chunk.
+    fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, TransportError> {
+        let n = self
+            .transport
+            .read_message(self.nonce, frame, &mut self.scratch)
+            .map_err(|_| TransportError::Decrypt { nonce: self.nonce })?;
+        self.nonce += 1;
+        Ok(self.reassembly.push(&self.scratch[..n])?)
     }
 }
 
@@ -114,11 +132,13 @@ impl Opener {
     /// An opener for messages of at most `max_message` bytes.
     pub fn new(transport: Arc<StatelessTransportState>, max_message: usize) -> Opener {
         Opener {
-            transport,
-            nonce: FIRST_NONCE,
             frames: FrameDecoder::new(),
-            reassembly: Reassembly::new(max_message),
-            scratch: vec![0u8; MAX_NOISE_MSG],
+            decrypt: Decrypt {
+                transport,
+                nonce: FIRST_NONCE,
+                reassembly: Reassembly::new(max_message),
+                scratch: vec![0u8; MAX_NOISE_MSG],
+            },
             failed: false,
         }
     }
@@ -133,13 +153,7 @@ impl Opener {
     pub fn poll_message(&mut self) -> Option<Result<Vec<u8>, TransportError>> {
         while !self.failed {
             let frame = self.frames.frame()?;
-            match open(
-                &self.transport,
-                &mut self.nonce,
-                &mut self.scratch,
-                &mut self.reassembly,
-                frame,
-            ) {
+            match self.decrypt.open(frame) {
                 Ok(Some(m)) => return Some(Ok(m)),
                 Ok(None) => {}
                 Err(e) => {
@@ -151,28 +165,9 @@ impl Opener {
         None
     }
 
-    /// Decrypts one frame body; returns a complete message when this was its last chunk.
+    /// Decrypts one frame body (without its length prefix); returns a complete message when
+    /// this was its last chunk.
     pub fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, TransportError> {
-        open(
-            &self.transport,
-            &mut self.nonce,
-            &mut self.scratch,
-            &mut self.reassembly,
-            frame,
-        )
+        self.decrypt.open(frame)
     }
-}
-
-fn open(
-    transport: &StatelessTransportState,
-    nonce: &mut u64,
-    scratch: &mut [u8],
-    reassembly: &mut Reassembly,
-    frame: &[u8],
-) -> Result<Option<Vec<u8>>, TransportError> {
-    let n = transport
-        .read_message(*nonce, frame, scratch)
-        .map_err(|_| TransportError::Decrypt { nonce: *nonce })?;
-    *nonce += 1;
-    Ok(reassembly.push(&scratch[..n])?)
 }
