@@ -304,11 +304,11 @@ impl Handshake {
                 }
             }
             State::Msg1(mut hs) => {
-                let mut payload = vec![0u8; MAX_NOISE_MSG];
                 let Some(msg1) = self.frames.frame() else {
                     self.state = State::Msg1(hs);
                     return Ok(None);
                 };
+                let mut payload = vec![0u8; MAX_NOISE_MSG];
                 hs.read_message(msg1, &mut payload).map_err(crypto)?;
                 let n = hs
                     .write_message(&self.config.hello.encode(), &mut payload)
@@ -317,11 +317,11 @@ impl Handshake {
                 Ok(Some(State::Msg3(hs)))
             }
             State::Msg2(mut hs) => {
-                let mut payload = vec![0u8; MAX_NOISE_MSG];
                 let Some(msg2) = self.frames.frame() else {
                     self.state = State::Msg2(hs);
                     return Ok(None);
                 };
+                let mut payload = vec![0u8; MAX_NOISE_MSG];
                 let n = hs.read_message(msg2, &mut payload).map_err(crypto)?;
                 let (remote_hello, remote_key) = remote_identity(&hs, &payload[..n])?;
                 let n = hs
@@ -336,11 +336,11 @@ impl Handshake {
                 })))
             }
             State::Msg3(mut hs) => {
-                let mut payload = vec![0u8; MAX_NOISE_MSG];
                 let Some(msg3) = self.frames.frame() else {
                     self.state = State::Msg3(hs);
                     return Ok(None);
                 };
+                let mut payload = vec![0u8; MAX_NOISE_MSG];
                 let n = match hs.read_message(msg3, &mut payload) {
                     Ok(n) => n,
                     Err(e) => {
