@@ -2,7 +2,7 @@
 //! inputs (connection reports, API requests, timers) in and its outputs
 //! (transmits, dials, closes, events) out. It makes no protocol decision.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::control::conn::{self, Answer, ConnReport, Local, SEND_QUEUE};
+use crate::control::conn::{self, Answer, ConnReport, Local, MAX_QUEUED_BYTES_PER_CONN, SendQueue};
 use crate::persist;
 
 /// A consistent view of the router for status, report and metrics.
@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub taken_at: SystemTime,
     /// The other services running with the router (proxy, plugin).
     pub services: crate::report::Services,
+    /// Connections dropped because the peer passed a limit, by what it passed.
+    pub limit_disconnects: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -69,6 +71,10 @@ impl Snapshot {
         self.encryption && !c.conn.is_some_and(|id| self.trusted_conns.contains(&id))
     }
 }
+
+/// The `limit_disconnects` reason of a peer whose send queue passed
+/// [`MAX_QUEUED_BYTES_PER_CONN`].
+pub const SEND_QUEUE_LIMIT: &str = "queued bytes";
 
 /// Requests from the HTTP API.
 #[derive(Debug)]
@@ -111,7 +117,9 @@ pub struct DriverParts {
 /// The driver state.
 struct Driver {
     parts: DriverParts,
-    writers: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    writers: HashMap<ConnId, SendQueue>,
+    /// Connections dropped because the peer passed a limit, by what it passed.
+    limit_disconnects: BTreeMap<String, u64>,
     conn_meta: HashMap<ConnId, ConnMeta>,
     dataplane: Option<Dataplane>,
     reports_tx: conn::Reports,
@@ -125,7 +133,7 @@ pub async fn run(
     mut api: mpsc::Receiver<ApiRequest>,
     shutdown: CancellationToken,
 ) {
-    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (reports_tx, mut reports) = conn::reports();
     let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, std::net::SocketAddr)>(64);
     let accept_shutdown = shutdown.clone();
     tokio::spawn(async move {
@@ -152,6 +160,7 @@ pub async fn run(
         conn_meta: HashMap::new(),
         dataplane,
         writers: HashMap::new(),
+        limit_disconnects: BTreeMap::new(),
         reports_tx,
         next_conn: 1,
     };
@@ -353,7 +362,7 @@ impl Driver {
                 match self.parts.mesh.handle_connection(conn, info, *hello, now) {
                     Ok(()) => {
                         self.conn_meta.insert(conn, meta);
-                        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+                        let (tx, rx) = conn::send_queue(MAX_QUEUED_BYTES_PER_CONN);
                         self.writers.insert(conn, tx);
                         if reply.send(Answer::Accept(rx)).is_err() {
                             self.writers.remove(&conn);
@@ -372,9 +381,15 @@ impl Driver {
                 self.parts.mesh.handle_dial_failed(&target, error, now);
             }
             ConnReport::InboundFailed { .. } => {}
-            ConnReport::Message { conn, bytes } => {
+            ConnReport::Message {
+                conn,
+                bytes,
+                budget,
+            } => {
                 let mut ch = AppChannels::new(&mut self.parts.ipam, &mut self.parts.dns, now);
                 self.parts.mesh.handle_message(conn, &bytes, now, &mut ch);
+                // Handled: the reader may take that much more from the socket.
+                drop(budget);
             }
             ConnReport::Closed { conn, reason } => {
                 self.conn_meta.remove(&conn);
@@ -436,6 +451,7 @@ impl Driver {
                         .unwrap_or_default(),
                     taken_at: SystemTime::now(),
                     services: self.parts.services.clone(),
+                    limit_disconnects: self.limit_disconnects.clone(),
                 });
             }
             ApiRequest::Connect {
@@ -509,15 +525,13 @@ impl Driver {
                 let Some(tx) = self.writers.get(&t.conn) else {
                     continue;
                 };
-                if tx.try_send(t.bytes).is_err() {
-                    warn!(
-                        conn = t.conn.0,
-                        "send queue full: peer is not reading; closing"
-                    );
+                if let Err(e) = tx.push(t.bytes) {
+                    if matches!(e, conn::SendError::Full { .. }) {
+                        warn!(conn = t.conn.0, error = %e, "peer passed a limit; closing");
+                        self.count_limit_disconnect(SEND_QUEUE_LIMIT);
+                    }
                     self.writers.remove(&t.conn);
-                    self.parts
-                        .mesh
-                        .handle_closed(t.conn, "send queue full: peer stalled", now);
+                    self.parts.mesh.handle_closed(t.conn, &e.to_string(), now);
                 }
             }
             while let Some(action) = self.parts.mesh.poll_action() {
@@ -536,6 +550,10 @@ impl Driver {
                         ));
                     }
                     Action::Close { conn, reason } => {
+                        if let meshnet_mesh::CloseReason::LimitExceeded { what, .. } = &reason {
+                            warn!(conn = conn.0, %reason, "peer passed a limit; closing");
+                            self.count_limit_disconnect(what);
+                        }
                         // Dropping the queue ends the writer, which shuts the socket.
                         if self.writers.remove(&conn).is_some() {
                             self.parts
@@ -559,6 +577,10 @@ impl Driver {
                 break;
             }
         }
+    }
+
+    fn count_limit_disconnect(&mut self, what: &str) {
+        *self.limit_disconnects.entry(what.to_string()).or_default() += 1;
     }
 
     /// The peers `name` means: a peer name, or every peer with that nickname.

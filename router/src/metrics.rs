@@ -72,6 +72,18 @@ pub fn render(snap: &Snapshot) -> String {
             .get_or_create(&vec![("direction".to_string(), direction.to_string())])
             .inc_by(n);
     }
+    let limits = Family::<Labels, Counter>::default();
+    registry.register(
+        "meshnet_limit_disconnects",
+        "Connections dropped because the peer passed a limit, by the limit (queued bytes: it \
+         stopped reading our gossip; the others: it sent more than a message may carry).",
+        limits.clone(),
+    );
+    for (reason, n) in &snap.limit_disconnects {
+        limits
+            .get_or_create(&vec![("reason".to_string(), reason.clone())])
+            .inc_by(*n);
+    }
     let peers = Gauge::<i64>::default();
     peers.set(i64::try_from(snap.mesh.peers.len()).unwrap_or(i64::MAX));
     registry.register(
@@ -247,6 +259,11 @@ mod tests {
             path_mtu: 3,
         };
         snap.sleeve_rekeys = (5, 6);
+        snap.limit_disconnects = [
+            (crate::driver::SEND_QUEUE_LIMIT.to_string(), 2),
+            ("known peers".to_string(), 1),
+        ]
+        .into();
         {
             let dns = snap.dns.as_mut().unwrap();
             dns.queries = 10;
@@ -270,6 +287,8 @@ mod tests {
             "meshnet_fastdp_fallbacks_total{reason=\"heartbeat_timeout\"} 2",
             "meshnet_fastdp_fallbacks_total{reason=\"path_mtu\"} 3",
             "meshnet_ipam_conflicts 0",
+            "meshnet_limit_disconnects_total{reason=\"known peers\"} 1",
+            "meshnet_limit_disconnects_total{reason=\"queued bytes\"} 2",
             "meshnet_peers 1",
             "meshnet_sleeve_rekeys_total{direction=\"received\"} 6",
             "meshnet_sleeve_rekeys_total{direction=\"sent\"} 5",

@@ -89,6 +89,7 @@ pub(crate) fn snapshot() -> Snapshot {
             proxy: Some(vec!["unix:///run/meshnet/meshnet.sock".into()]),
             plugin: Some("meshnet".into()),
         },
+        limit_disconnects: Default::default(),
     }
 }
 

@@ -10,13 +10,30 @@ use meshnet_mesh::handshake::{
     Decision, Handshake, HandshakeConfig, HandshakeError, HandshakeEvent, Psk, Session,
 };
 use meshnet_mesh::{ConnId, ConnInfo, Hello, PublicKey, Refusal, Verdict};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-/// How many encoded messages may wait for one peer before we call it stalled.
-pub const SEND_QUEUE: usize = 4096;
+/// Bytes of encoded messages that may wait for one peer before we call it stalled and drop
+/// the connection: four messages of the largest size, so a peer that reads at all is never
+/// dropped for a burst of full-state gossip, while one that stopped reading costs us at most
+/// this much memory.
+pub const MAX_QUEUED_BYTES_PER_CONN: usize = 4 * meshnet_mesh::MAX_MESSAGE_LEN;
+/// Bytes of received messages of one connection that may wait for the driver. When they are
+/// all taken the reader stops reading that socket (TCP pushes back on the sender) until the
+/// driver has handled some: a flooding peer slows only itself. Two of the largest messages, so
+/// one can be handled while the next is read.
+pub const MAX_UNPROCESSED_BYTES_PER_CONN: usize = 2 * meshnet_mesh::MAX_MESSAGE_LEN;
+/// What each queued message costs on top of its bytes (its allocation and queue slot), so a
+/// flood of empty messages is bounded too.
+pub const QUEUED_MESSAGE_OVERHEAD: usize = 64;
+/// Reports from all connection tasks that may wait for the driver; a task waits when it is
+/// full (the per-connection byte budgets keep one connection from holding all of it long).
+pub const REPORT_QUEUE: usize = 4096;
 /// How long an outbound TCP connect may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at a time.
@@ -44,7 +61,7 @@ impl Local {
 #[derive(Debug)]
 pub enum Answer {
     /// The mesh registered the connection: send "accepted" and pump this queue.
-    Accept(mpsc::Receiver<Vec<u8>>),
+    Accept(QueueReader),
     /// We refuse: send this refusal (sealed) and close.
     Refuse(Refusal),
     /// The peer refused us and the mesh believes it (it passed our checks): close.
@@ -68,14 +85,125 @@ pub enum ConnReport {
     DialFailed { target: String, error: String },
     /// An inbound attempt failed during the handshake.
     InboundFailed { addr: SocketAddr, error: String },
-    /// A decrypted message arrived.
-    Message { conn: ConnId, bytes: Vec<u8> },
+    /// A decrypted message arrived. `budget` holds its share of the connection's
+    /// [`MAX_UNPROCESSED_BYTES_PER_CONN`]; dropping the report returns it.
+    Message {
+        conn: ConnId,
+        bytes: Vec<u8>,
+        budget: OwnedSemaphorePermit,
+    },
     /// An established connection ended.
     Closed { conn: ConnId, reason: String },
 }
 
-/// Where a connection task reports to.
-pub type Reports = mpsc::UnboundedSender<ConnReport>;
+/// Where a connection task reports to (bounded by [`REPORT_QUEUE`]).
+pub type Reports = mpsc::Sender<ConnReport>;
+
+/// A new reports channel.
+pub fn reports() -> (Reports, mpsc::Receiver<ConnReport>) {
+    mpsc::channel(REPORT_QUEUE)
+}
+
+/// What a message costs in a queue's byte budget.
+fn cost(len: usize) -> usize {
+    len.saturating_add(QUEUED_MESSAGE_OVERHEAD)
+}
+
+/// The driver's end of one connection's send queue, counted in bytes. Dropping it ends the
+/// connection, even while a write is blocked on a peer that stopped reading.
+#[derive(Debug)]
+pub struct SendQueue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    _close: tokio_util::sync::DropGuard,
+}
+
+/// The writer task's end of a [`SendQueue`].
+#[derive(Debug)]
+pub struct QueueReader {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    closed: tokio_util::sync::CancellationToken,
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The peer does not read fast enough: the queue holds `limit` bytes already.
+    #[error(
+        "send queue full: {queued} bytes wait for the peer and {more} more would pass the limit of {limit}; the peer stopped reading"
+    )]
+    Full {
+        queued: usize,
+        more: usize,
+        limit: usize,
+    },
+    /// The writer task has ended.
+    #[error("connection task ended")]
+    Closed,
+}
+
+/// A send queue that holds at most `limit` bytes (see [`MAX_QUEUED_BYTES_PER_CONN`]).
+pub fn send_queue(limit: usize) -> (SendQueue, QueueReader) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let closed = tokio_util::sync::CancellationToken::new();
+    let reader = QueueReader {
+        rx,
+        queued: queued.clone(),
+        closed: closed.clone(),
+    };
+    let queue = SendQueue {
+        tx,
+        queued,
+        limit,
+        _close: closed.drop_guard(),
+    };
+    (queue, reader)
+}
+
+impl SendQueue {
+    /// Queues `bytes`, or refuses when that would pass the byte limit.
+    pub fn push(&self, bytes: Vec<u8>) -> Result<(), SendError> {
+        let more = cost(bytes.len());
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued.saturating_add(more) > self.limit {
+            return Err(SendError::Full {
+                queued,
+                more,
+                limit: self.limit,
+            });
+        }
+        // Only the driver adds, so the check above cannot race another push.
+        self.queued.fetch_add(more, Ordering::AcqRel);
+        self.tx.send(bytes).map_err(|_| SendError::Closed)
+    }
+
+    /// Bytes waiting (with their overhead).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+impl QueueReader {
+    fn taken(&self, msg: &[u8]) {
+        self.queued.fetch_sub(cost(msg.len()), Ordering::AcqRel);
+    }
+
+    /// The next message; `None` when the driver dropped the queue.
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let msg = self.rx.recv().await?;
+        self.taken(&msg);
+        Some(msg)
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        let msg = self.rx.try_recv().ok()?;
+        self.taken(&msg);
+        Some(msg)
+    }
+}
 
 /// Dials `addr` for `target` and runs the connection.
 pub async fn dial(
@@ -90,22 +218,24 @@ pub async fn dial(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let error = format!("dial tcp {addr}: {e}");
-            let _ = reports.send(ConnReport::DialFailed { target, error });
+            let _ = reports.send(ConnReport::DialFailed { target, error }).await;
             return;
         }
         Err(_) => {
             let error = format!("dial tcp {addr}: timed out after {DIAL_TIMEOUT:?}");
-            let _ = reports.send(ConnReport::DialFailed { target, error });
+            let _ = reports.send(ConnReport::DialFailed { target, error }).await;
             return;
         }
     };
     let remote_addr = match stream.peer_addr() {
         Ok(a) => a,
         Err(e) => {
-            let _ = reports.send(ConnReport::DialFailed {
-                target,
-                error: e.to_string(),
-            });
+            let _ = reports
+                .send(ConnReport::DialFailed {
+                    target,
+                    error: e.to_string(),
+                })
+                .await;
             return;
         }
     };
@@ -178,7 +308,7 @@ async fn run(
             } else {
                 fail(e.to_string())
             };
-            let _ = reports.send(report);
+            let _ = reports.send(report).await;
             return;
         }
     };
@@ -213,7 +343,7 @@ async fn handshake(
     hello: Hello,
     conn: ConnId,
     reports: &Reports,
-) -> Result<(Box<Session>, mpsc::Receiver<Vec<u8>>), Failed> {
+) -> Result<(Box<Session>, QueueReader), Failed> {
     let config = HandshakeConfig {
         private_key: local.private_key.clone(),
         psk: local.psk.clone(),
@@ -240,13 +370,15 @@ async fn handshake(
                 let mut info = info.clone();
                 info.remote_key = remote_key;
                 let (reply, answer) = oneshot::channel();
-                let _ = reports.send(ConnReport::Handshaked {
-                    conn,
-                    info,
-                    hello: remote_hello,
-                    remote: remote_verdict,
-                    reply,
-                });
+                let _ = reports
+                    .send(ConnReport::Handshaked {
+                        conn,
+                        info,
+                        hello: remote_hello,
+                        remote: remote_verdict,
+                        reply,
+                    })
+                    .await;
                 let deadline = deadline(&hs);
                 let answer = tokio::select! {
                     a = answer => a.unwrap_or_else(|_| Answer::Refuse(Refusal::new(
@@ -314,18 +446,20 @@ fn deadline(hs: &Handshake) -> tokio::time::Instant {
 }
 
 /// Moves messages between the socket and the driver until either side ends.
-async fn pump(
+async fn pump<S: AsyncRead + AsyncWrite>(
     conn: ConnId,
-    stream: TcpStream,
+    stream: S,
     session: Session,
-    mut queue: mpsc::Receiver<Vec<u8>>,
+    mut queue: QueueReader,
     reports: Reports,
 ) {
     let Session {
         mut sealer,
         mut opener,
     } = session;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let closed = queue.closed.clone();
+    let budget = Arc::new(Semaphore::new(MAX_UNPROCESSED_BYTES_PER_CONN));
 
     let writer = async {
         let mut out = Vec::new();
@@ -335,8 +469,8 @@ async fn pump(
             // Batch whatever else is already queued into the same write.
             while out.len() < WRITE_BATCH {
                 match queue.try_recv() {
-                    Ok(more) => sealer.seal(&more, &mut out).map_err(|e| e.to_string())?,
-                    Err(_) => break,
+                    Some(more) => sealer.seal(&more, &mut out).map_err(|e| e.to_string())?,
+                    None => break,
                 }
             }
             wr.write_all(&out)
@@ -354,7 +488,19 @@ async fn pump(
             while let Some(message) = opener.poll_message() {
                 match message {
                     Ok(bytes) => {
-                        if reports.send(ConnReport::Message { conn, bytes }).is_err() {
+                        // Waits (and so stops reading the socket) while the driver holds
+                        // this connection's whole budget.
+                        let want = cost(bytes.len()).min(MAX_UNPROCESSED_BYTES_PER_CONN);
+                        let want = u32::try_from(want).unwrap_or(u32::MAX);
+                        let Ok(held) = budget.clone().acquire_many_owned(want).await else {
+                            return "router is shutting down".to_string();
+                        };
+                        let report = ConnReport::Message {
+                            conn,
+                            bytes,
+                            budget: held,
+                        };
+                        if reports.send(report).await.is_err() {
                             return "router is shutting down".to_string();
                         }
                     }
@@ -371,7 +517,13 @@ async fn pump(
     let reason = tokio::select! {
         r = writer => r.err().unwrap_or_default(),
         r = reader => r,
+        // The driver closed it while the writer waits on a peer that does not read.
+        () = closed.cancelled() => "closed by us".to_string(),
     };
     debug!(conn = conn.0, %reason, "connection ended");
-    let _ = reports.send(ConnReport::Closed { conn, reason });
+    let _ = reports.send(ConnReport::Closed { conn, reason }).await;
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;
