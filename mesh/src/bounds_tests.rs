@@ -7,7 +7,8 @@ use std::time::Instant;
 use crate::ids::{ConnId, PeerName, PeerUid, ShortId};
 use crate::keys::PublicKey;
 use crate::mesh::{
-    Action, CloseReason, Config, ConnInfo, Event, MAX_PEERS, MAX_TOPOLOGY_ENTRIES, Mesh, NoChannels,
+    Action, CloseReason, Config, ConnInfo, Event, MAX_BROADCAST_ROUTES, MAX_PEERS,
+    MAX_SURROGATE_SEEN, MAX_TOPOLOGY_ENTRIES, Mesh, NoChannels, SURROGATE_TTL,
 };
 use crate::wire::{ConnSummary, GossipMsg, Hello, Message, PeerRecord, TopologyMsg};
 
@@ -502,4 +503,220 @@ fn nicknames_from_the_wire_are_shown_escaped() {
         crate::status::display_nickname("hôte-1.example"),
         "hôte-1.example"
     );
+}
+
+fn unknown_channel(src: u64, i: u64) -> Vec<u8> {
+    Message::Gossip(GossipMsg {
+        channel: "not-a-channel-we-run".into(),
+        src: name(src),
+        payload: i.to_le_bytes().to_vec(),
+    })
+    .encode()
+}
+
+#[test]
+fn a_flood_of_unknown_channel_gossip_is_remembered_and_relayed_only_up_to_the_limit() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let flood = MAX_SURROGATE_SEEN as u64 + 500;
+    let mut relayed = 0;
+    for i in 0..flood {
+        m.handle_message(ConnId(2), &unknown_channel(2, i), t0, &mut NoChannels);
+        let (_, transmits, _) = drain(&mut m);
+        relayed += transmits.iter().filter(|t| t.conn == ConnId(3)).count();
+    }
+    assert!(m.surrogate_seen.len() <= MAX_SURROGATE_SEEN);
+    assert!(relayed <= MAX_SURROGATE_SEEN, "relayed {relayed}");
+    assert!(
+        relayed > 0,
+        "unknown channels are still relayed below the limit"
+    );
+    assert_eq!(m.surrogate_dropped(), 500);
+    // Once the remembered ones expire, unknown channels are relayed again.
+    let later = t0 + SURROGATE_TTL + std::time::Duration::from_secs(1);
+    m.handle_timeout(later, &mut NoChannels);
+    drain(&mut m);
+    m.handle_message(
+        ConnId(2),
+        &unknown_channel(2, flood),
+        later,
+        &mut NoChannels,
+    );
+    assert_eq!(m.surrogate_dropped(), 500);
+    assert_eq!(m.surrogate_seen.len(), 1);
+}
+
+#[test]
+fn broadcasts_from_many_claimed_sources_cache_routes_for_known_peers_only() {
+    let t0 = Instant::now();
+    let mut m = peer_with_two_neighbours(t0);
+    let broadcast = |src: u64| {
+        Message::GossipBroadcast(GossipMsg {
+            channel: "ipam".into(),
+            src: name(src),
+            payload: vec![1],
+        })
+        .encode()
+    };
+    for src in 10..10 + 2 * MAX_BROADCAST_ROUTES as u64 {
+        m.handle_message(ConnId(2), &broadcast(src), t0, &mut NoChannels);
+    }
+    drain(&mut m);
+    assert!(m.broadcast_all.is_empty(), "phantom sources cached");
+    m.handle_message(ConnId(2), &broadcast(2), t0, &mut NoChannels);
+    assert!(m.broadcast_all.len() <= m.topo.peers().len());
+    assert!(m.broadcast_all.len() <= MAX_BROADCAST_ROUTES);
+}
+
+/// A record of `n` reporting outbound connections to each `(peer, address)`.
+fn record_dialled(n: u64, conns: &[(u64, String)]) -> PeerRecord {
+    let mut r = record(n, vec![]);
+    r.conns = conns
+        .iter()
+        .map(|(c, addr)| {
+            let s = ConnSummary {
+                remote_addr: addr.clone(),
+                outbound: true,
+                established: true,
+            };
+            (name(*c), s)
+        })
+        .collect();
+    r
+}
+
+/// Peer 1 with discovery on and neighbours 2 and 3.
+fn discovering_peer(now: Instant) -> Mesh {
+    let mut m = Mesh::new(
+        Config {
+            name: name(1),
+            key: key(1),
+            nickname: "one".into(),
+            uid: PeerUid(11),
+            short_id: ShortId::new(1).unwrap(),
+            port: 6783,
+            conn_limit: 0,
+            discovery: true,
+            seed: 1,
+        },
+        now,
+    );
+    for n in [2, 3] {
+        m.handle_connection(ConnId(n), info(n), hello(n), now)
+            .unwrap();
+    }
+    drain(&mut m);
+    m
+}
+
+fn dials(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Dial { .. }))
+        .count()
+}
+
+#[test]
+fn invented_connections_to_a_real_peer_do_not_make_us_dial_them_all() {
+    let t0 = Instant::now();
+    let mut m = discovering_peer(t0);
+    let real = "192.0.2.4:6783".to_string();
+    // Neighbours 2 and 3 both really dialled peer 4 there.
+    let mut full = vec![
+        record_dialled(2, &[(1, String::new()), (4, real.clone())]),
+        record_dialled(3, &[(1, String::new()), (4, real.clone())]),
+    ];
+    // Neighbour 2 also relays 500 invented peers, each "connected" to peer 4 elsewhere.
+    full.extend((100..600).map(|n| record_dialled(n, &[(4, format!("203.0.113.1:{n}"))])));
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Full(full)),
+        t0,
+        &mut NoChannels,
+    );
+    let mut actions = drain(&mut m).0;
+    m.handle_timeout(t0 + std::time::Duration::from_secs(1), &mut NoChannels);
+    actions.extend(drain(&mut m).0);
+    let for_4: Vec<&String> = m
+        .targets
+        .iter()
+        .filter(|(_, t)| t.expected == Some(name(4)))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        for_4.len() <= crate::targets::MAX_DISCOVERED_ADDRS_PER_PEER,
+        "{for_4:?}"
+    );
+    assert!(
+        for_4.contains(&&real),
+        "the address two peers report wins: {for_4:?}"
+    );
+    assert!(
+        dials(&actions) <= crate::targets::MAX_DISCOVERED_ADDRS_PER_PEER,
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn discovered_targets_are_bounded_in_all() {
+    let t0 = Instant::now();
+    let mut m = discovering_peer(t0);
+    // Two invented peers each report the same 2100 invented peers at different addresses.
+    let remotes = 10_000..12_100u64;
+    let conns = |port: u16| -> Vec<(u64, String)> {
+        let mut c: Vec<(u64, String)> = remotes
+            .clone()
+            .map(|r| (r, format!("203.0.113.{port}:{}", r - 9000)))
+            .collect();
+        c.push((2, String::new()));
+        c
+    };
+    // Both are neighbours of neighbour 2, so they stay reachable (not garbage-collected).
+    let two = record_dialled(
+        2,
+        &[
+            (1, String::new()),
+            (100, String::new()),
+            (101, String::new()),
+        ],
+    );
+    let full = vec![
+        two,
+        record_dialled(100, &conns(1)),
+        record_dialled(101, &conns(2)),
+    ];
+    m.handle_message(
+        ConnId(2),
+        &topo_from(2, &TopologyMsg::Full(full)),
+        t0,
+        &mut NoChannels,
+    );
+    let mut actions = drain(&mut m).0;
+    m.handle_timeout(t0 + std::time::Duration::from_secs(1), &mut NoChannels);
+    actions.extend(drain(&mut m).0);
+    assert!(
+        m.topo.peers().len() < MAX_PEERS,
+        "within the limit on peers"
+    );
+    assert_eq!(m.targets.len(), crate::targets::MAX_DISCOVERED_TARGETS);
+    assert_eq!(dials(&actions), crate::targets::MAX_DISCOVERED_TARGETS);
+}
+
+#[test]
+fn the_direct_target_list_is_bounded() {
+    let t0 = Instant::now();
+    let mut m = discovering_peer(t0);
+    let many: Vec<String> = (0..crate::targets::MAX_DIRECT_TARGETS + 10)
+        .map(|i| format!("198.51.100.{}:{}", i % 250, 7000 + i / 250))
+        .collect();
+    let errors = m.connect(&many, false, t0).unwrap_err();
+    assert_eq!(errors.len(), 10, "{:?}", &errors[..1]);
+    assert!(errors[0].contains("forget"), "{}", errors[0]);
+    assert_eq!(
+        m.targets.values().filter(|t| t.direct).count(),
+        crate::targets::MAX_DIRECT_TARGETS
+    );
+    // Replacing the list still works.
+    m.connect(&["198.51.100.1".to_string()], true, t0).unwrap();
+    assert_eq!(m.targets.values().filter(|t| t.direct).count(), 1);
 }

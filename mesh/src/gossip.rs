@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::ids::{ConnId, PeerName};
 use crate::mesh::{
-    Channels, CloseReason, Event, MAX_PEERS, Mesh, NoRoute, SURROGATE_TTL, TOPOLOGY_CHANNEL,
+    Channels, CloseReason, Event, MAX_BROADCAST_ROUTES, MAX_PEERS, MAX_SURROGATE_SEEN, Mesh,
+    NoRoute, SURROGATE_TTL, TOPOLOGY_CHANNEL,
 };
 use crate::routes;
 use crate::topology::{DeltaOutcome, FullOutcome};
@@ -257,6 +258,13 @@ impl Mesh {
             if self.surrogate_seen.contains_key(&h) {
                 return;
             }
+            if self.surrogate_seen.len() >= MAX_SURROGATE_SEEN {
+                self.surrogate_seen.retain(|_, until| *until > self.now);
+            }
+            if self.surrogate_seen.len() >= MAX_SURROGATE_SEEN {
+                self.surrogate_dropped += 1;
+                return;
+            }
             self.surrogate_seen.insert(h, self.now + SURROGATE_TTL);
             self.gossip_except(&g.channel, g.payload, Some(from));
         }
@@ -276,6 +284,12 @@ impl Mesh {
             self.forged_dropped += 1;
         }
         forged
+    }
+
+    /// Unknown-channel gossip dropped, not relayed, because [`MAX_SURROGATE_SEEN`] distinct
+    /// messages were already remembered.
+    pub fn surrogate_dropped(&self) -> u64 {
+        self.surrogate_dropped
     }
 
     /// Relayed messages dropped because their claimed originator was forged.
@@ -326,7 +340,9 @@ impl Mesh {
             return h.clone();
         }
         let hops = routes::broadcast(&self.topo, self.config.name, src, false);
-        self.broadcast_all.insert(src, hops.clone());
+        if self.broadcast_all.len() < MAX_BROADCAST_ROUTES {
+            self.broadcast_all.insert(src, hops.clone());
+        }
         hops
     }
 

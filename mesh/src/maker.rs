@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::ids::PeerName;
 use crate::mesh::{Action, ConnError, ConnInfo, Event, Mesh, ROUTE_COALESCE};
-use crate::targets::{RESET_AFTER, Target, TargetState, addr_ip, parse_target};
+use crate::targets::{
+    MAX_DIRECT_TARGETS, MAX_DISCOVERED_ADDRS_PER_PEER, MAX_DISCOVERED_TARGETS, RESET_AFTER, Target,
+    TargetState, addr_ip, parse_target,
+};
 use crate::wire::Hello;
 
 impl Mesh {
@@ -34,6 +37,7 @@ impl Mesh {
             self.targets
                 .retain(|k, t| !t.direct || parsed.contains_key(k));
         }
+        let mut direct = self.targets.values().filter(|t| t.direct).count();
         for (key, (addr, implicit)) in parsed {
             match self.targets.get_mut(&key) {
                 Some(t) => {
@@ -43,8 +47,15 @@ impl Mesh {
                         t.reset(now);
                     }
                 }
+                None if direct >= MAX_DIRECT_TARGETS => {
+                    errors.push(format!(
+                        "cannot add peer {key:?}: {MAX_DIRECT_TARGETS} peers are targets already; \
+                         remove some with `forget` first"
+                    ));
+                }
                 None => {
                     // A discovered target under the same address becomes this direct one.
+                    direct += 1;
                     self.targets.retain(|_, t| t.direct || t.addr != addr);
                     self.targets
                         .insert(key, Target::new(addr, true, implicit, None, now));
@@ -150,10 +161,14 @@ impl Mesh {
 
     /// Discovered targets (weave `addPeerTargets`): for every connection some peer reports
     /// to a peer we are not connected to, an outbound one gives its recorded address, an
-    /// inbound one the remote IP with that peer's listen port.
+    /// inbound one the remote IP with that peer's listen port. Bounded: at most
+    /// [`MAX_DISCOVERED_ADDRS_PER_PEER`] addresses per peer and [`MAX_DISCOVERED_TARGETS`] in
+    /// all, preferring the addresses the most peers report, so a member that invents
+    /// connections cannot make us dial thousands of addresses or crowd out the real one.
     fn discovered(&self) -> BTreeMap<String, PeerName> {
         let ours = self.config.name;
-        let mut out = BTreeMap::new();
+        // remote → address → how many peers report it.
+        let mut seen: BTreeMap<PeerName, BTreeMap<String, usize>> = BTreeMap::new();
         for (owner, p) in self.topo.peers() {
             if *owner == ours {
                 continue;
@@ -163,6 +178,9 @@ impl Mesh {
                     continue;
                 }
                 let addr = if c.outbound {
+                    if c.remote_addr.is_empty() {
+                        continue;
+                    }
                     c.remote_addr.clone()
                 } else {
                     let Some(ip) = addr_ip(&c.remote_addr) else {
@@ -175,8 +193,24 @@ impl Mesh {
                         .map_or(self.config.port, |r| r.listen_port);
                     std::net::SocketAddr::new(ip, port).to_string()
                 };
-                out.insert(addr, *remote);
+                *seen.entry(*remote).or_default().entry(addr).or_default() += 1;
             }
+        }
+        let mut ranked: Vec<(usize, PeerName, String)> = Vec::new();
+        for (remote, addrs) in seen {
+            let mut addrs: Vec<(usize, String)> = addrs.into_iter().map(|(a, n)| (n, a)).collect();
+            addrs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            addrs.truncate(MAX_DISCOVERED_ADDRS_PER_PEER);
+            ranked.extend(addrs.into_iter().map(|(n, a)| (n, remote, a)));
+        }
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| (a.1, &a.2).cmp(&(b.1, &b.2))));
+        let mut out = BTreeMap::new();
+        for (_, remote, addr) in ranked {
+            if out.len() == MAX_DISCOVERED_TARGETS {
+                break;
+            }
+            // Two peers claiming one address: the first (most reported) keeps it.
+            out.entry(addr).or_insert(remote);
         }
         out
     }

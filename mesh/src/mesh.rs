@@ -42,6 +42,14 @@ pub const ACCEPT_REFILL: Duration = Duration::from_millis(50);
 pub const DEFAULT_CONN_LIMIT: usize = 200;
 /// How long relayed gossip of unknown channels is remembered to stop loops (weave: 30 s).
 pub const SURROGATE_TTL: Duration = Duration::from_secs(30);
+/// Most distinct unknown-channel messages remembered at once (see [`SURROGATE_TTL`]). Past it,
+/// further unknown-channel gossip is dropped, not relayed, until entries expire: a member
+/// inventing channels cannot grow our memory nor make us amplify its flood.
+pub const MAX_SURROGATE_SEEN: usize = 4096;
+/// Most broadcast sources whose next hops are cached between route recomputations. Only
+/// known peers' broadcasts are relayed, so this is never reached unless the limit on peers is
+/// raised above it; then the extra sources' hops are computed per message.
+pub const MAX_BROADCAST_ROUTES: usize = MAX_PEERS;
 /// The internal topology channel.
 pub const TOPOLOGY_CHANNEL: &str = "topology";
 /// Most peers one router keeps records of (placeholders included). meshnet aims at
@@ -287,6 +295,8 @@ pub struct Mesh {
     pub(crate) accept_tokens: u32,
     pub(crate) accept_refilled: Instant,
     pub(crate) termination_count: u64,
+    /// Unknown-channel gossip dropped because [`MAX_SURROGATE_SEEN`] was reached.
+    pub(crate) surrogate_dropped: u64,
     /// Relayed unicasts and broadcasts dropped for a forged originator.
     pub(crate) forged_dropped: u64,
     /// `--authorized-keys`: when set, only these keys may connect.
@@ -332,6 +342,7 @@ impl Mesh {
             accept_tokens: ACCEPT_BURST,
             accept_refilled: now,
             termination_count: 0,
+            surrogate_dropped: 0,
             forged_dropped: 0,
             authorized: None,
             status_routes: std::sync::Mutex::new(None),

@@ -18,6 +18,15 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(6 * 60);
 /// A connection that lived longer than this resets the backoff (weave: 1 min).
 pub const RESET_AFTER: Duration = Duration::from_secs(60);
 
+/// Most addresses dialled for one discovered peer. Weave dials every address any peer
+/// reports; two covers a peer that moved or has two interfaces, while a member that reports
+/// invented connections to a real peer cannot make us dial thousands of addresses.
+pub const MAX_DISCOVERED_ADDRS_PER_PEER: usize = 2;
+/// Most discovered targets in all: one per peer a router may know.
+pub const MAX_DISCOVERED_TARGETS: usize = crate::mesh::MAX_PEERS;
+/// Most direct targets (`connect`, `--peer`): one per peer a router may know.
+pub const MAX_DIRECT_TARGETS: usize = crate::mesh::MAX_PEERS;
+
 /// Where a target is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TargetState {

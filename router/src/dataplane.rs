@@ -537,6 +537,11 @@ impl Dataplane {
         (c.rekeys_sent, c.rekeys_received)
     }
 
+    /// Source MACs the sleeve did not learn because its MAC table was at a limit.
+    pub fn macs_refused(&self) -> u64 {
+        self.sleeve.macs_refused()
+    }
+
     /// How often peers fell back from fastdp to the sleeve, by reason.
     pub fn fastdp_fallbacks(&self) -> Fallbacks {
         self.overlay.fallbacks()

@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub services: crate::report::Services,
     /// Connections dropped because the peer passed a limit, by what it passed.
     pub limit_disconnects: BTreeMap<String, u64>,
+    /// Input dropped (not stored, not relayed) because a table was at its limit, by table.
+    pub limit_drops: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -452,6 +454,7 @@ impl Driver {
                     taken_at: SystemTime::now(),
                     services: self.parts.services.clone(),
                     limit_disconnects: self.limit_disconnects.clone(),
+                    limit_drops: self.limit_drops(),
                 });
             }
             ApiRequest::Connect {
@@ -577,6 +580,18 @@ impl Driver {
                 break;
             }
         }
+    }
+
+    fn limit_drops(&self) -> BTreeMap<String, u64> {
+        let mut drops = BTreeMap::new();
+        drops.insert(
+            "unknown-channel gossip".to_string(),
+            self.parts.mesh.surrogate_dropped(),
+        );
+        if let Some(dp) = &self.dataplane {
+            drops.insert("sleeve MACs".to_string(), dp.macs_refused());
+        }
+        drops
     }
 
     fn count_limit_disconnect(&mut self, what: &str) {

@@ -84,6 +84,18 @@ pub fn render(snap: &Snapshot) -> String {
             .get_or_create(&vec![("reason".to_string(), reason.clone())])
             .inc_by(*n);
     }
+    let drops = Family::<Labels, Counter>::default();
+    registry.register(
+        "meshnet_limit_drops",
+        "Input not stored or relayed because a table was at its limit, by table (unknown-channel \
+         gossip: MAX_SURROGATE_SEEN; sleeve MACs: MAX_MACS_PER_PEER / MAX_MAC_ENTRIES).",
+        drops.clone(),
+    );
+    for (table, n) in &snap.limit_drops {
+        drops
+            .get_or_create(&vec![("table".to_string(), table.clone())])
+            .inc_by(*n);
+    }
     let peers = Gauge::<i64>::default();
     peers.set(i64::try_from(snap.mesh.peers.len()).unwrap_or(i64::MAX));
     registry.register(
@@ -264,6 +276,7 @@ mod tests {
             ("known peers".to_string(), 1),
         ]
         .into();
+        snap.limit_drops = [("sleeve MACs".to_string(), 7)].into();
         {
             let dns = snap.dns.as_mut().unwrap();
             dns.queries = 10;
@@ -289,6 +302,7 @@ mod tests {
             "meshnet_ipam_conflicts 0",
             "meshnet_limit_disconnects_total{reason=\"known peers\"} 1",
             "meshnet_limit_disconnects_total{reason=\"queued bytes\"} 2",
+            "meshnet_limit_drops_total{table=\"sleeve MACs\"} 7",
             "meshnet_peers 1",
             "meshnet_sleeve_rekeys_total{direction=\"received\"} 6",
             "meshnet_sleeve_rekeys_total{direction=\"sent\"} 5",

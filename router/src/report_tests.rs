@@ -90,6 +90,7 @@ pub(crate) fn snapshot() -> Snapshot {
             plugin: Some("meshnet".into()),
         },
         limit_disconnects: Default::default(),
+        limit_drops: Default::default(),
     }
 }
 

@@ -15,6 +15,12 @@ use crate::ids::PeerName;
 
 /// How long a learned MAC stays bound to a peer without frames from it (weave: 10 min).
 pub const MAC_MAX_AGE: Duration = Duration::from_secs(600);
+/// Most MACs learned behind one peer. A host with more containers than this still works: frames
+/// to its extra MACs are flooded instead of unicast. A member that sends frames from random
+/// source MACs fills only its own share, never the table.
+pub const MAX_MACS_PER_PEER: usize = 4096;
+/// Most MACs learned in all (16 bytes a key, ~40 with the entry: a few MB at the limit).
+pub const MAX_MAC_ENTRIES: usize = 65_536;
 /// The ttl a frame starts with: more hops than any sane mesh diameter, few enough that a
 /// transient loop during a topology change dies quickly.
 pub const INITIAL_TTL: u8 = 32;
@@ -231,10 +237,14 @@ struct MacEntry {
     seen: Instant,
 }
 
-/// Remote MAC → the peer whose bridge it is behind, learned from received frames.
+/// Remote MAC → the peer whose bridge it is behind, learned from received frames. Bounded by
+/// [`MAX_MACS_PER_PEER`] and [`MAX_MAC_ENTRIES`]: a MAC that would pass either is not learned
+/// (counted in [`MacTable::refused`]) and frames to it are flooded.
 #[derive(Clone, Debug, Default)]
 pub struct MacTable {
     entries: BTreeMap<[u8; 6], MacEntry>,
+    per_peer: BTreeMap<PeerName, usize>,
+    refused: u64,
 }
 
 impl MacTable {
@@ -245,9 +255,36 @@ impl MacTable {
 
     /// Binds `mac` to `peer`. Returns the previous owner when the MAC moved.
     pub fn learn(&mut self, mac: [u8; 6], peer: PeerName, now: Instant) -> Option<PeerName> {
-        match self.entries.insert(mac, MacEntry { peer, seen: now }) {
-            Some(old) if old.peer != peer => Some(old.peer),
-            _ => None,
+        if let Some(e) = self.entries.get_mut(&mac)
+            && e.peer == peer
+        {
+            e.seen = now;
+            return None;
+        }
+        let old = self.remove(mac);
+        let full = self.entries.len() >= MAX_MAC_ENTRIES
+            || self.per_peer.get(&peer).copied().unwrap_or(0) >= MAX_MACS_PER_PEER;
+        if full {
+            self.refused += 1;
+        } else {
+            self.entries.insert(mac, MacEntry { peer, seen: now });
+            *self.per_peer.entry(peer).or_default() += 1;
+        }
+        old.filter(|o| *o != peer)
+    }
+
+    fn remove(&mut self, mac: [u8; 6]) -> Option<PeerName> {
+        let old = self.entries.remove(&mac)?.peer;
+        self.uncount(old, 1);
+        Some(old)
+    }
+
+    fn uncount(&mut self, peer: PeerName, n: usize) {
+        if let Some(c) = self.per_peer.get_mut(&peer) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                self.per_peer.remove(&peer);
+            }
         }
     }
 
@@ -262,14 +299,22 @@ impl MacTable {
     /// Drops entries not refreshed for [`MAC_MAX_AGE`]; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now.saturating_duration_since(e.seen) < MAC_MAX_AGE);
+        let mut gone = Vec::new();
+        self.entries.retain(|_, e| {
+            let keep = now.saturating_duration_since(e.seen) < MAC_MAX_AGE;
+            if !keep {
+                gone.push(e.peer);
+            }
+            keep
+        });
+        gone.into_iter().for_each(|p| self.uncount(p, 1));
         before - self.entries.len()
     }
 
     /// Drops every MAC of a peer that left.
     pub fn forget_peer(&mut self, peer: PeerName) {
         self.entries.retain(|_, e| e.peer != peer);
+        self.per_peer.remove(&peer);
     }
 
     /// Number of entries (aged ones included until `expire`).
@@ -280,6 +325,11 @@ impl MacTable {
     /// True when nothing is learned.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// MACs not learned because a limit was reached.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 }
 

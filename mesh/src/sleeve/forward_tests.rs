@@ -395,3 +395,68 @@ fn random_topologies_inject_each_broadcast_exactly_once() {
         }
     }
 }
+
+/// A frame from a distinct source MAC for each `i`.
+fn spoofed_mac(i: u64) -> [u8; 6] {
+    let b = i.to_be_bytes();
+    [0x06, b[3], b[4], b[5], b[6], b[7]]
+}
+
+#[test]
+fn a_peer_sending_from_random_source_macs_fills_only_its_own_share() {
+    let g = graph(3, &[(1, 2), (1, 3)]);
+    let f = forwarding(&g, p(1), &BTreeSet::new());
+    let mut t = MacTable::new();
+    let t0 = Instant::now();
+    // Peer 3 is honest: one container.
+    let honest = mac(3, 1);
+    let from = |host| Inner {
+        originator: p(host),
+        destination: Destination::Broadcast,
+        ttl: INITIAL_TTL,
+    };
+    f.on_remote(&mut t, &from(3), &frame([0xff; 6], honest), t0);
+    // Peer 2 floods broadcasts, each from a fresh source MAC.
+    let flood = MAX_MACS_PER_PEER as u64 + 1000;
+    for i in 0..flood {
+        let out = f.on_remote(&mut t, &from(2), &frame([0xff; 6], spoofed_mac(i)), t0);
+        assert!(out.inject, "the frames themselves are still delivered");
+    }
+    assert_eq!(t.len(), MAX_MACS_PER_PEER + 1, "bounded by peer 2's share");
+    assert_eq!(t.refused(), 1000);
+    assert_eq!(t.lookup(honest, t0), Some(p(3)), "the honest MAC stays");
+    // A MAC past the share is not learned: frames to it flood instead of going to peer 2.
+    let past = spoofed_mac(flood - 1);
+    assert_eq!(t.lookup(past, t0), None);
+    // Peer 3 can still learn new MACs.
+    f.on_remote(&mut t, &from(3), &frame([0xff; 6], mac(3, 2)), t0);
+    assert_eq!(t.lookup(mac(3, 2), t0), Some(p(3)));
+    // Once peer 2's MACs age out its share is free again.
+    let late = t0 + MAC_MAX_AGE;
+    t.expire(late);
+    f.on_remote(&mut t, &from(2), &frame([0xff; 6], past), late);
+    assert_eq!(t.lookup(past, late), Some(p(2)));
+}
+
+#[test]
+fn the_whole_table_is_bounded_across_many_peers() {
+    let mut t = MacTable::new();
+    let t0 = Instant::now();
+    let peers = (MAX_MAC_ENTRIES / MAX_MACS_PER_PEER) as u64 + 2;
+    let mut i = 0;
+    for host in 1..=peers {
+        for _ in 0..MAX_MACS_PER_PEER {
+            t.learn(spoofed_mac(i), p(host), t0);
+            i += 1;
+        }
+    }
+    assert_eq!(t.len(), MAX_MAC_ENTRIES);
+    assert_eq!(t.refused(), 2 * MAX_MACS_PER_PEER as u64);
+    // Moving a MAC to a peer at its share unbinds it rather than keeping a stale owner.
+    assert_eq!(t.learn(spoofed_mac(0), p(2), t0), Some(p(1)));
+    assert_eq!(t.lookup(spoofed_mac(0), t0), None);
+    t.forget_peer(p(1));
+    assert_eq!(t.len(), MAX_MAC_ENTRIES - MAX_MACS_PER_PEER);
+    assert_eq!(t.learn(spoofed_mac(0), p(1), t0), None);
+    assert_eq!(t.lookup(spoofed_mac(0), t0), Some(p(1)));
+}

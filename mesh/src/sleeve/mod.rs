@@ -23,7 +23,8 @@ pub mod wire;
 
 pub use crypto::{CryptoError, Opener, ReplayWindow, Sealer};
 pub use forward::{
-    DropReason, Forwarding, INITIAL_TTL, LocalOut, MacTable, PeerPath, Relay, RemoteOut,
+    DropReason, Forwarding, INITIAL_TTL, LocalOut, MAX_MAC_ENTRIES, MAX_MACS_PER_PEER, MacTable,
+    PeerPath, Relay, RemoteOut,
 };
 pub use health::{Health, LinkStatus};
 pub use rekey::{REKEY_AFTER_PACKETS, REKEY_AFTER_TIME, Rekey};

@@ -482,6 +482,11 @@ impl Sleeve {
         info!(%peer, "sleeve peer down");
     }
 
+    /// Source MACs not learned because the MAC table was at a limit.
+    pub fn macs_refused(&self) -> u64 {
+        lock(&self.shared.macs).refused()
+    }
+
     /// Per-peer status: every peer we can send to or receive from.
     pub fn status(&self) -> BTreeMap<PeerName, SleevePeerStatus> {
         let now = Instant::now();
