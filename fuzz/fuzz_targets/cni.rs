@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(result) = serde_json::from_slice::<CniResult>(data) {
         for v in SUPPORTED_VERSIONS {
             let text = serde_json::to_vec(&result.clone().for_version(v)).expect("encodes");
-            let again: CniResult = serde_json::from_slice(&text).expect("re-encoded result decodes");
+            let again: CniResult =
+                serde_json::from_slice(&text).expect("re-encoded result decodes");
             assert_eq!(again.cni_version, *v);
             assert_eq!(again.ips.len(), result.ips.len());
         }

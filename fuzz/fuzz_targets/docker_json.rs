@@ -10,8 +10,8 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use meshnet_proxy::intercept::{
-    SHIM_PATH, dns_names, image_defaults, mesh_addrs, parse_create, rewrite_create, route,
-    set_dns, waits_for_mesh,
+    SHIM_PATH, dns_names, image_defaults, mesh_addrs, parse_create, rewrite_create, route, set_dns,
+    waits_for_mesh,
 };
 use meshnet_proxy::upstream::docker_message;
 use serde_json::Value;
@@ -34,11 +34,21 @@ fuzz_target!(|data: &[u8]| {
     let _ = mesh_addrs(&create.env, &create.network_mode, true);
     let _ = mesh_addrs(&create.env, &create.network_mode, false);
     let mut body = value.clone();
-    match rewrite_create(&mut body, Some(&image), Path::new("/run/meshnet/meshnet-wait"), "owner") {
+    match rewrite_create(
+        &mut body,
+        Some(&image),
+        Path::new("/run/meshnet/meshnet-wait"),
+        "owner",
+    ) {
         Ok(()) => {
             let again = parse_create(&body).expect("a rewritten body parses");
-            assert_eq!(again.entrypoint.first().map(String::as_str), Some(SHIM_PATH));
-            assert!(waits_for_mesh(&serde_json::json!({"Config": {"Entrypoint": again.entrypoint}})));
+            assert_eq!(
+                again.entrypoint.first().map(String::as_str),
+                Some(SHIM_PATH)
+            );
+            assert!(waits_for_mesh(
+                &serde_json::json!({"Config": {"Entrypoint": again.entrypoint}})
+            ));
             for var in &create.env {
                 assert!(again.env.contains(var), "{var} lost in the rewrite");
             }

@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let mut answer = [0u8; FRAG_NEEDED_MAX];
     if let Some(n) = frag_needed(frame, mtu, &mut answer) {
         assert!(n <= FRAG_NEEDED_MAX);
-        assert_eq!(&answer[40..42], &mtu.to_be_bytes(), "the answer names the MTU");
+        assert_eq!(
+            &answer[40..42],
+            &mtu.to_be_bytes(),
+            "the answer names the MTU"
+        );
     }
     let mut buf = vec![0u8; 2048];
     let mut sizes = Vec::new();

@@ -47,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let piece = usize::from(mode >> 3) + 1;
     let mut ended = false;
-    for bytes in [&prefix[..], input].into_iter().flat_map(|b| b.chunks(piece)) {
+    for bytes in [&prefix[..], input]
+        .into_iter()
+        .flat_map(|b| b.chunks(piece))
+    {
         hs.handle_input(bytes, now);
         let _ = hs.poll_transmit();
         while let Some(event) = hs.poll_event() {

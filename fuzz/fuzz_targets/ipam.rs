@@ -11,7 +11,9 @@ use meshnet_ipam::wire::Message;
 use meshnet_ipam::{Config, Ident, Init, Ipam, PeerName};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(msg) = Message::decode(data) else { return };
+    let Ok(msg) = Message::decode(data) else {
+        return;
+    };
     let again = Message::decode(&msg.encode()).expect("re-encoded message decodes");
     assert_eq!(again, msg, "round trip");
 
@@ -24,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = ipam.allocate(&Ident::new("a"), None, true, now);
     let _ = ipam.handle_gossip(other, data, now);
     let _ = ipam.handle_unicast(other, data, now);
-    ipam.check_invariants().expect("invariants after hostile input");
+    ipam.check_invariants()
+        .expect("invariants after hostile input");
     while ipam.poll_transmit().is_some() {}
     while ipam.poll_event().is_some() {}
 });
