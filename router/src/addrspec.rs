@@ -104,9 +104,8 @@ impl AddrSpec {
         match (self, status) {
             // An explicit address with IPAM off (404) is the user's business.
             (AddrSpec::Ip(c), s) if ok || s == 404 => Ok((*c, false)),
-            (AddrSpec::Ip(_), _) => Err(self.refused(body)),
-            (_, 404) => Err(IpamAnswerError::Disabled),
-            _ if ok => body
+            (AddrSpec::Default | AddrSpec::Net(_), 404) => Err(IpamAnswerError::Disabled),
+            (AddrSpec::Default | AddrSpec::Net(_), _) if ok => body
                 .trim()
                 .parse()
                 .map(|c| (c, true))
@@ -194,11 +193,36 @@ mod tests {
             d.answer(200, "garbage"),
             Err(IpamAnswerError::NotAnAddress(_))
         ));
-        assert!(d.answer(400, "range full").is_err());
+        assert_eq!(
+            d.answer(400, "range full\n"),
+            Err(IpamAnswerError::Refused {
+                spec: "net:default".into(),
+                body: "range full".into()
+            })
+        );
+        let n = AddrSpec::Net(net("10.2.0.0/16"));
+        assert_eq!(n.answer(404, ""), Err(IpamAnswerError::Disabled));
+        assert_eq!(n.answer(201, "10.2.0.7/16"), Ok((net("10.2.0.7/16"), true)));
         let ip = AddrSpec::Ip(net("10.32.0.9/12"));
         assert_eq!(ip.answer(404, ""), Ok((net("10.32.0.9/12"), false)));
         assert_eq!(ip.answer(204, ""), Ok((net("10.32.0.9/12"), false)));
         let taken = ip.answer(409, "owned by c1").unwrap_err();
-        assert!(taken.to_string().contains("owned by c1"), "{taken}");
+        assert_eq!(
+            taken.to_string(),
+            "IPAM refused 10.32.0.9/12: owned by c1",
+            "names the address and IPAM's reason"
+        );
+    }
+
+    #[test]
+    fn arguments_print_as_given() {
+        for s in ["net:default", "net:10.2.0.0/16", "10.2.1.1/24"] {
+            let spec: AddrSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+        }
+        assert_eq!(
+            "ip:10.2.1.1/24".parse::<AddrSpec>().unwrap().to_string(),
+            "10.2.1.1/24"
+        );
     }
 }
