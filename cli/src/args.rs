@@ -340,6 +340,32 @@ pub struct LaunchArgs {
     /// changes; our own address is skipped).
     #[arg(long, default_value = meshnet_router::dns::DEFAULT_RESOLV_CONF)]
     pub resolv_conf: PathBuf,
+    /// The router's log level: debug, info, warning (or warn) or error (weave's values);
+    /// overrides RUST_LOG.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Proxy: take a created container's hostname from this label when it has it (else
+    /// from its name), before --hostname-match.
+    #[arg(long, value_name = "KEY")]
+    pub hostname_from_label: Option<String>,
+    /// Proxy: a regular expression matched against the name a hostname is derived from;
+    /// each match is replaced by --hostname-replacement.
+    #[arg(long, value_name = "REGEX", default_value = meshnet_proxy::hosts::DEFAULT_HOSTNAME_MATCH)]
+    pub hostname_match: String,
+    /// Proxy: what each --hostname-match match becomes ($1, $name: its groups).
+    #[arg(long, value_name = "TEXT", default_value = meshnet_proxy::hosts::DEFAULT_HOSTNAME_REPLACEMENT)]
+    pub hostname_replacement: String,
+    /// Proxy: leave a container's /etc/hosts as Docker wrote it (by default it names the
+    /// container's mesh addresses, so `hostname -i` gives them).
+    #[arg(long)]
+    pub no_rewrite_hosts: bool,
+    /// Weave Cloud's discovery token: accepted for weave's command line, but that service
+    /// is gone and meshnet never calls it; a warning says so. Give peers instead.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Accepted for weave's command line: meshnet never looks for Docker's TLS settings.
+    #[arg(long)]
+    pub no_detect_tls: bool,
     /// Peers to connect to, as host[:port]. None: resume the persisted list.
     pub peers: Vec<String>,
 }

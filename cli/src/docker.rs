@@ -23,6 +23,10 @@ pub struct Setup {
     pub rewrite_inspect: bool,
     pub without_dns: bool,
     pub multicast_route: bool,
+    pub rewrite_hosts: bool,
+    pub hostname_from_label: Option<String>,
+    pub hostname_match: String,
+    pub hostname_replacement: String,
     pub plugin: bool,
 }
 
@@ -63,6 +67,12 @@ impl Setup {
             Some(p) => p,
             None => in_docker_netns() && reachable(&addr),
         };
+        // Checked here so a bad pattern fails `launch` itself.
+        meshnet_proxy::hosts::HostnameRule::new(
+            args.hostname_from_label.as_deref(),
+            &args.hostname_match,
+            &args.hostname_replacement,
+        )?;
         Ok(Setup {
             docker_api,
             proxy: args.proxy,
@@ -70,6 +80,10 @@ impl Setup {
             rewrite_inspect: args.rewrite_inspect,
             without_dns: args.without_dns,
             multicast_route: !args.no_multicast_route,
+            rewrite_hosts: !args.no_rewrite_hosts,
+            hostname_from_label: args.hostname_from_label.clone(),
+            hostname_match: args.hostname_match.clone(),
+            hostname_replacement: args.hostname_replacement.clone(),
             plugin,
         })
     }
@@ -103,6 +117,17 @@ impl Setup {
         if !self.multicast_route {
             v.push("--no-multicast-route".into());
         }
+        if !self.rewrite_hosts {
+            v.push("--no-rewrite-hosts".into());
+        }
+        if let Some(l) = &self.hostname_from_label {
+            v.push(format!("--hostname-from-label={l}"));
+        }
+        v.push(format!("--hostname-match={}", self.hostname_match));
+        v.push(format!(
+            "--hostname-replacement={}",
+            self.hostname_replacement
+        ));
         v
     }
 
@@ -120,6 +145,12 @@ impl Setup {
         config.rewrite_inspect = self.rewrite_inspect;
         config.dns = !self.without_dns;
         config.multicast_route = self.multicast_route;
+        config.rewrite_hosts = self.rewrite_hosts;
+        config.hostname = meshnet_proxy::hosts::HostnameRule::new(
+            self.hostname_from_label.as_deref(),
+            &self.hostname_match,
+            &self.hostname_replacement,
+        )?;
         meshnet_proxy::start(config, shutdown).await.map_err(|e| {
             anyhow!(
                 "cannot start the Docker proxy: {e}; launch with --proxy=false to run without it"

@@ -58,6 +58,10 @@ pub fn launch(env: &EnvArgs, mut args: LaunchArgs) -> Result<()> {
     }
     let config = router_config(env, &args)?;
     let docker = crate::docker::Setup::resolve(env, &args)?;
+    let log_filter = args.log_level.as_deref().map(log_filter).transpose()?;
+    if args.token.is_some() {
+        eprintln!("{TOKEN_WARNING}");
+    }
     if args.foreground {
         if piped.is_none() && args.password.is_some() {
             // Came from MESHNET_PASSWORD or --password: start again with it
@@ -65,7 +69,7 @@ pub fn launch(env: &EnvArgs, mut args: LaunchArgs) -> Result<()> {
             let mut cmd = router_command(env, &args, &docker)?;
             return Err(anyhow!(cmd.exec()).context("re-executing the router"));
         }
-        return run_foreground(config, env, docker);
+        return run_foreground(config, env, docker, log_filter);
     }
     if let Some(pid) = running_pid(&env.run_dir)? {
         bail!("meshnet is already running (pid {pid}); stop it with `meshnet stop`");
@@ -343,6 +347,9 @@ fn child_args(a: &LaunchArgs) -> Vec<String> {
     v.push(format!("--dns-ttl={}", a.dns_ttl));
     v.push(format!("--dns-fallback-timeout={}", a.dns_fallback_timeout));
     v.push(format!("--resolv-conf={}", a.resolv_conf.display()));
+    if let Some(l) = &a.log_level {
+        v.push(format!("--log-level={l}"));
+    }
     v.push("--".into());
     v.extend(a.peers.iter().cloned());
     v
@@ -365,6 +372,20 @@ fn log_error(path: &Path, from: u64) -> String {
         Some(e) => format!("{e}\n(full log: {})", path.display()),
         None => format!("its log ({}) shows no error", path.display()),
     }
+}
+
+/// What `launch --token` says: weave's cloud discovery is gone.
+const TOKEN_WARNING: &str = "meshnet: warning: --token (Weave Cloud peer discovery) is not supported: that service no longer exists and meshnet never calls it; give the peers to `launch` or `connect` instead";
+
+/// The `tracing` filter for weave's `--log-level` values.
+pub fn log_filter(level: &str) -> Result<&'static str> {
+    Ok(match level.to_ascii_lowercase().as_str() {
+        "debug" => "debug",
+        "info" => "info",
+        "warning" | "warn" => "warn",
+        "error" => "error",
+        _ => bail!("invalid --log-level {level:?}: use debug, info, warning or error"),
+    })
 }
 
 /// Validates flags into a router configuration.
@@ -551,7 +572,12 @@ fn ipam_config(a: &LaunchArgs) -> Result<Option<IpamConfig>> {
 }
 
 /// Runs the router in this process until SIGTERM/SIGINT.
-fn run_foreground(config: RouterConfig, env: &EnvArgs, docker: crate::docker::Setup) -> Result<()> {
+fn run_foreground(
+    config: RouterConfig,
+    env: &EnvArgs,
+    docker: crate::docker::Setup,
+    log_filter: Option<&str>,
+) -> Result<()> {
     std::fs::create_dir_all(&config.run_dir)
         .with_context(|| format!("creating {}", config.run_dir.display()))?;
     let lock_path = config.run_dir.join(LOCK_FILE);
@@ -566,7 +592,7 @@ fn run_foreground(config: RouterConfig, env: &EnvArgs, docker: crate::docker::Se
     let pid_path = config.run_dir.join(PID_FILE);
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_path.display()))?;
-    crate::init_logging();
+    crate::init_logging(log_filter);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -722,5 +748,25 @@ fn remove_if_present(path: &PathBuf) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weaves_log_levels_map_to_tracing_filters() {
+        for (weave, ours) in [
+            ("debug", "debug"),
+            ("info", "info"),
+            ("warning", "warn"),
+            ("warn", "warn"),
+            ("ERROR", "error"),
+        ] {
+            assert_eq!(log_filter(weave).unwrap(), ours, "{weave}");
+        }
+        let e = log_filter("loud").unwrap_err().to_string();
+        assert!(e.contains("debug, info, warning or error"), "{e}");
     }
 }

@@ -51,7 +51,12 @@ weave launch        [--password <pass>] [--trusted-subnets <cidr>,...]
                     [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
                     [--plugin=false] [--proxy=false]
                     [--no-default-ipalloc] [--rewrite-inspect]
-                    [--without-dns] [--no-multicast-route]
+                    [--without-dns] [--no-multicast-route] [--no-rewrite-hosts]
+                    [--hostname-from-label <labelkey>]
+                    [--hostname-match <regexp>]
+                    [--hostname-replacement <replacement>]
+                    [--log-level=debug|info|warning|error]
+                    [--token <token>] [--no-detect-tls]
                     [--mtu <mtu>] [--no-fastdp] [--conn-limit <n>]
                     <peer> ...
 
@@ -283,6 +288,13 @@ mod tests {
             "--mtu=1400",
             "--no-fastdp",
             "--conn-limit=10",
+            "--no-rewrite-hosts",
+            "--hostname-from-label=hostname-label",
+            "--hostname-match=^[^-]+-(?P<appname>[^-]*)-[^-]+$",
+            "--hostname-replacement=$appname",
+            "--log-level=warning",
+            "--token=t0k3n",
+            "--no-detect-tls",
         ];
         cmd.try_get_matches_from(argv)
             .expect("weave's launch flags");

@@ -85,13 +85,15 @@ pub async fn is_attached(pid: u32) -> bool {
 }
 
 /// Attaches the process `pid` (a container's first process) as `ident`;
-/// returns its addresses.
+/// returns its addresses. `before_link` sees the addresses once IPAM gave
+/// them, before `ethwe` appears (while the container's program still waits).
 pub async fn attach(
     api: &Endpoint,
     ident: &str,
     pid: u32,
     specs: &[AddrSpec],
     multicast_route: bool,
+    before_link: impl FnOnce(&[Ipv4Net]),
 ) -> Result<Vec<Ipv4Net>, AttachError> {
     let host = Netns::current()?;
     let container = Netns::of_pid(pid)?;
@@ -117,6 +119,7 @@ pub async fn attach(
             }
         }
     }
+    before_link(&wanted);
     match datapath::attach(
         &host,
         &container,

@@ -119,11 +119,44 @@ async fn watch_once(
     Ok(())
 }
 
+/// How long [`reattach_all`] waits for the router's API, which comes up
+/// after the proxy, before it goes on regardless.
+pub const ROUTER_API_WAIT: Duration = Duration::from_secs(60);
+/// How often it asks.
+const ROUTER_API_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until the router's API answers (true), or `limit` passed or
+/// shutdown (false).
+async fn router_answers(
+    config: &ProxyConfig,
+    shutdown: &CancellationToken,
+    limit: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if attach::router_call(&config.router_api, Method::GET, "/status")
+            .await
+            .is_ok_and(|(s, _)| s.is_success())
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline || shutdown.is_cancelled() {
+            return false;
+        }
+        tokio::time::sleep(ROUTER_API_POLL).await;
+    }
+}
+
 /// At proxy start: attaches every running container this proxy created that
-/// is not attached (started while the router was down, so its shim waits).
-/// The router's API comes up after the proxy, so each is retried with
+/// is not attached (started while the router was down, so its shim waits),
+/// and registers the names of those still attached (a router restart lost
+/// them). It first waits for the router's API ([`ROUTER_API_WAIT`]): names
+/// given before it answers would be lost. Each attach is retried with
 /// backoff (2 s, ×1.5, up to a minute), as weave does.
 pub async fn reattach_all(config: Arc<ProxyConfig>, shutdown: CancellationToken) {
+    if !router_answers(&config, &shutdown, ROUTER_API_WAIT).await {
+        debug!("the router's API does not answer yet; re-attaching anyway");
+    }
     let filter = serde_json::json!({ "label": [format!("{PROXY_LABEL}={}", config.owner())] });
     let query: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("filters", &filter.to_string())
@@ -216,6 +249,28 @@ async fn release_if_dead(config: &ProxyConfig, id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn waiting_for_the_router_is_bounded_and_ends_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nobody listens on the socket nor on this port.
+        let api =
+            meshnet_router::api_client::Endpoint::new("127.0.0.1:9".parse().unwrap(), dir.path());
+        let docker = "unix:///nonexistent.sock".parse().unwrap();
+        let config = ProxyConfig::new(dir.path(), docker, api);
+        let shutdown = CancellationToken::new();
+        let start = std::time::Instant::now();
+        assert!(!router_answers(&config, &shutdown, Duration::from_millis(300)).await);
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert!(start.elapsed() < ROUTER_API_WAIT);
+        shutdown.cancel();
+        let start = std::time::Instant::now();
+        assert!(!router_answers(&config, &shutdown, ROUTER_API_WAIT).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "shutdown ends the wait"
+        );
+    }
 
     #[test]
     fn only_our_containers_events_count() {

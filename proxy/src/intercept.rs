@@ -40,6 +40,9 @@ pub enum Route<'a> {
     Start(&'a str),
     /// `GET [/vX.Y]/containers/{id}/json` (`docker inspect`)
     Inspect,
+    /// `GET [/vX.Y]/exec/{id}/json` (exec inspect, which `docker exec` asks
+    /// for its exit code)
+    ExecInspect,
     /// Everything else: passed through untouched.
     Other,
 }
@@ -47,6 +50,12 @@ pub enum Route<'a> {
 /// Classifies a request path (the method is not checked, as in weave).
 pub fn route(path: &str) -> Route<'_> {
     let rest = strip_version(path);
+    if let Some(exec) = rest.strip_prefix("/exec/") {
+        return match exec.split_once('/') {
+            Some((id, "json")) if !id.is_empty() => Route::ExecInspect,
+            _ => Route::Other,
+        };
+    }
     let Some(rest) = rest.strip_prefix("/containers/") else {
         return Route::Other;
     };
@@ -267,7 +276,13 @@ pub fn set_dns(
     {
         obj.insert("Hostname".into(), Value::from(n));
     }
-    if empty(obj.get("Domainname")) && domain.len() <= MAX_DOMAINNAME {
+    // A hostname with a dot is a whole FQDN already (`docker run -h
+    // seetwo.weave.local`): no domain goes behind it.
+    let fqdn_given = obj
+        .get("Hostname")
+        .and_then(Value::as_str)
+        .is_some_and(|h| h.contains('.'));
+    if empty(obj.get("Domainname")) && !fqdn_given && domain.len() <= MAX_DOMAINNAME {
         obj.insert("Domainname".into(), Value::from(domain));
     }
     let Some(dns_addr) = dns_addr else {
@@ -295,6 +310,16 @@ pub fn set_dns(
     Ok(())
 }
 
+/// `Config.<key>` of a container inspect answer as a string ("" when it
+/// is missing or no string).
+pub fn config_str<'a>(inspect: &'a Value, key: &str) -> &'a str {
+    inspect
+        .get("Config")
+        .and_then(|c| c.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
 /// The names DNS registers for a container (from `GET /containers/{id}/json`):
 /// its name, its `Hostname.Domainname` when it has a domain, and its
 /// network aliases.
@@ -309,16 +334,15 @@ pub fn dns_names(inspect: &Value) -> Vec<String> {
     if let Some(n) = inspect.get("Name").and_then(Value::as_str) {
         add(n);
     }
-    let config = inspect.get("Config");
-    let field = |k: &str| {
-        config
-            .and_then(|c| c.get(k))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    };
-    let (host, domain) = (field("Hostname"), field("Domainname"));
+    let (host, domain) = (
+        config_str(inspect, "Hostname"),
+        config_str(inspect, "Domainname"),
+    );
     if !host.is_empty() && !domain.is_empty() {
         add(&format!("{host}.{domain}"));
+    } else if host.contains('.') {
+        // An FQDN given as the hostname (weave names it as is).
+        add(host);
     }
     if let Some(nets) = inspect
         .get("NetworkSettings")
@@ -360,6 +384,18 @@ pub fn rewrite_inspect(inspect: &mut Value, mac: &str, addr: ipnet::Ipv4Net) {
     settings.insert("IPPrefixLen".into(), Value::from(addr.prefix_len()));
 }
 
+/// The container inside an inspect answer that `--rewrite-inspect`
+/// rewrites: the answer itself for `docker inspect`; for an exec inspect,
+/// its `Container` object, which engines of API 1.21 and older embed (newer
+/// ones give only `ContainerID`: nothing to rewrite, as in weave).
+pub fn inspected_container<'a>(answer: &'a mut Value, route: &Route<'_>) -> Option<&'a mut Value> {
+    match route {
+        Route::Inspect => Some(answer),
+        Route::ExecInspect => answer.get_mut("Container").filter(|c| c.is_object()),
+        _ => None,
+    }
+}
+
 /// True when a container (from `GET /containers/{id}/json`) was created
 /// through the proxy, so its first process waits for the mesh.
 pub fn waits_for_mesh(inspect: &Value) -> bool {
@@ -399,6 +435,11 @@ mod tests {
         let mut body = json!({"HostConfig": null});
         set_dns(&mut body, Some("a.b"), Some("10.0.0.1"), "weave.local.").unwrap();
         assert!(body.get("Hostname").is_none());
+        // `docker run -h seetwo.weave.local`: a whole FQDN, no domain behind it.
+        let mut body = json!({"Hostname": "seetwo.weave.local"});
+        set_dns(&mut body, Some("c2"), None, "weave.local.").unwrap();
+        assert_eq!(body["Hostname"], "seetwo.weave.local");
+        assert!(body.get("Domainname").is_none(), "{body}");
         // Names gossiped but not served here: the domain, no resolver.
         let mut body = json!({});
         set_dns(&mut body, Some("c"), None, "weave.local.").unwrap();
@@ -449,6 +490,9 @@ mod tests {
         assert_eq!(dns_names(&inspect), ["pingme", "web.weave.local", "www"]);
         let bare = json!({"Name": "/c", "Config": {"Hostname": "3f2c9a1b", "Domainname": ""}});
         assert_eq!(dns_names(&bare), ["c"]);
+        let fqdn =
+            json!({"Name": "/c2", "Config": {"Hostname": "seetwo.weave.local", "Domainname": ""}});
+        assert_eq!(dns_names(&fqdn), ["c2", "seetwo.weave.local"]);
     }
 
     #[test]
@@ -467,6 +511,36 @@ mod tests {
         assert_eq!(route("/version/containers/create"), Route::Other);
         assert_eq!(route("/containers//start"), Route::Other);
         assert_eq!(route("/vx.y/containers/create"), Route::Other);
+        assert_eq!(route("/v1.41/exec/e1/json"), Route::ExecInspect);
+        assert_eq!(route("/exec/e1/json"), Route::ExecInspect);
+        assert_eq!(route("/exec/e1/start"), Route::Other);
+        assert_eq!(route("/exec//json"), Route::Other);
+        assert_eq!(route("/exec/e1/json/x"), Route::Other);
+    }
+
+    #[test]
+    fn exec_inspect_rewrites_only_an_embedded_container() {
+        let container = json!({"State": {"Running": true, "Pid": 7},
+            "NetworkSettings": {"IPAddress": "172.17.0.2"}});
+        let mut old_api = json!({"ID": "e1", "ExitCode": 0, "Container": container});
+        let found = inspected_container(&mut old_api, &Route::ExecInspect).unwrap();
+        assert_eq!(running_pid(found), Some(7));
+        rewrite_inspect(found, "ae:e3:07:9c:8c:d4", "10.32.0.1/12".parse().unwrap());
+        assert_eq!(
+            old_api["Container"]["NetworkSettings"]["IPAddress"],
+            "10.32.0.1"
+        );
+        assert_eq!(old_api["ExitCode"], 0);
+        // Today's engines: no Container object, nothing to rewrite.
+        for mut new_api in [
+            json!({"ID": "e1", "ContainerID": "3f2c", "ExitCode": 3}),
+            json!({"ID": "e1", "Container": "3f2c"}),
+        ] {
+            assert!(inspected_container(&mut new_api, &Route::ExecInspect).is_none());
+        }
+        let mut plain = json!({"Id": "c"});
+        assert!(inspected_container(&mut plain, &Route::Inspect).is_some());
+        assert!(inspected_container(&mut plain, &Route::Other).is_none());
     }
 
     fn env(v: &[&str]) -> Vec<String> {

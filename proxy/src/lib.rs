@@ -12,6 +12,8 @@
 //! - `server`: the HTTP side, pass-through (streams, `101` hijacks) and the
 //!   create/start interceptors.
 //! - [`attach`]: IPAM over the router's API and `datapath::attach`.
+//! - [`hosts`]: hostnames derived from names or labels, and the
+//!   `/etc/hosts` naming a container's mesh addresses.
 //! - `events`: releases addresses of dead containers after a grace period.
 //! - [`plugin`]: the Docker network + IPAM plugin `meshnet`.
 //!
@@ -20,6 +22,7 @@
 
 pub mod attach;
 mod events;
+pub mod hosts;
 pub mod intercept;
 pub mod plugin;
 mod server;
@@ -81,6 +84,12 @@ pub struct ProxyConfig {
     /// `--rewrite-inspect`: `docker inspect` shows the mesh address and
     /// MAC in `NetworkSettings` (weave's option).
     pub rewrite_inspect: bool,
+    /// How a created container's hostname comes from its name
+    /// (`--hostname-from-label`, `--hostname-match`, `--hostname-replacement`).
+    pub hostname: hosts::HostnameRule,
+    /// Write the mesh addresses into attached containers' `/etc/hosts`
+    /// (`--no-rewrite-hosts` turns this off).
+    pub rewrite_hosts: bool,
     /// See [`RELEASE_GRACE`].
     pub release_grace: Duration,
     /// One attach at a time: a start request and Docker's start event may
@@ -108,6 +117,8 @@ impl ProxyConfig {
             default_ipalloc: true,
             multicast_route: true,
             rewrite_inspect: false,
+            hostname: hosts::HostnameRule::default(),
+            rewrite_hosts: true,
             dns: true,
             release_grace: RELEASE_GRACE,
             attach_lock: Arc::default(),

@@ -4,7 +4,8 @@
 //! -it`, `exec -it`, `attach`), both connections are upgraded and spliced.
 //! `containers/create` and `containers/{id}/start|restart` are rewritten or
 //! followed by an attach (see [`crate::intercept`]); with
-//! `--rewrite-inspect`, `containers/{id}/json` answers show the mesh address.
+//! `--rewrite-inspect`, `containers/{id}/json` (and `exec/{id}/json`)
+//! answers show the mesh address.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -67,8 +68,10 @@ async fn handle(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
             let id = id.to_string();
             start(config, req, &id).await
         }
-        Route::Inspect if req.method() == Method::GET && config.rewrite_inspect => {
-            inspect(config, req).await
+        route @ (Route::Inspect | Route::ExecInspect)
+            if req.method() == Method::GET && config.rewrite_inspect =>
+        {
+            inspect(config, req, route).await
         }
         _ => pass(config, req.map(|b| b.boxed())).await,
     }
@@ -183,6 +186,7 @@ async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
                 .find(|(k, _)| k == "name")
                 .map(|(_, v)| v.into_owned())
         });
+        let name = config.hostname.hostname(name.as_deref(), &value);
         if let Err(e) = intercept::set_dns(
             &mut value,
             name.as_deref(),
@@ -204,10 +208,11 @@ async fn create(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> 
 /// (thousands of mounts or labels) passes through unchanged.
 pub const MAX_INSPECT_BODY: usize = 4 << 20;
 
-/// `GET /containers/{id}/json` with `--rewrite-inspect`: Docker's answer,
-/// with the mesh interface's first address and MAC in `NetworkSettings`
-/// when the container has one (weave's `--rewrite-inspect`).
-async fn inspect(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body> {
+/// `GET /containers/{id}/json` (and `/exec/{id}/json`) with
+/// `--rewrite-inspect`: Docker's answer, with the mesh interface's first
+/// address and MAC in the container's `NetworkSettings` when it has one
+/// (weave's `--rewrite-inspect`; see [`intercept::inspected_container`]).
+async fn inspect(config: &ProxyConfig, req: Request<Incoming>, route: Route<'_>) -> Response<Body> {
     let resp = pass(config, req.map(|b| b.boxed())).await;
     if resp.status() != StatusCode::OK {
         return resp;
@@ -221,7 +226,10 @@ async fn inspect(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body>
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, full(bytes));
     };
-    let Some(pid) = intercept::running_pid(&value) else {
+    let Some(container) = intercept::inspected_container(&mut value, &route) else {
+        return Response::from_parts(parts, full(bytes));
+    };
+    let Some(pid) = intercept::running_pid(container) else {
         return Response::from_parts(parts, full(bytes));
     };
     // An attach in progress (the start request, or Docker's start event)
@@ -233,7 +241,7 @@ async fn inspect(config: &ProxyConfig, req: Request<Incoming>) -> Response<Body>
     };
     match found {
         Ok(Some(a)) if !a.addrs.is_empty() => {
-            intercept::rewrite_inspect(&mut value, &a.mac.to_string(), a.addrs[0]);
+            intercept::rewrite_inspect(container, &a.mac.to_string(), a.addrs[0]);
         }
         Ok(_) => return Response::from_parts(parts, full(bytes)),
         Err(e) => {
@@ -434,12 +442,28 @@ pub async fn attach_started(
         }
         return Ok(());
     }
+    let hosts = config
+        .rewrite_hosts
+        .then(|| crate::hosts::hosts_inputs(&inspect))
+        .flatten();
+    let write_hosts = |addrs: &[ipnet::Ipv4Net]| {
+        let Some((path, hostname, domain, extra)) = &hosts else {
+            return;
+        };
+        let ips: Vec<_> = addrs.iter().map(|a| a.addr()).collect();
+        let text = crate::hosts::hosts_file(hostname, domain, &ips, extra);
+        // Docker's file is good enough when this fails; weave carries on too.
+        if let Err(e) = crate::hosts::rewrite_hosts_file(std::path::Path::new(path), &text) {
+            warn!(container = %full_id, %path, error = %e, "cannot rewrite the container's /etc/hosts");
+        }
+    };
     let addrs = match attach::attach(
         &config.router_api,
         full_id,
         pid,
         &specs,
         config.multicast_route,
+        write_hosts,
     )
     .await
     {

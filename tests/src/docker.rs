@@ -74,6 +74,17 @@ impl Containers {
         self.names.push(n.clone());
         n
     }
+
+    /// Exactly `name` (a test whose names matter, such as a hostname
+    /// derived from them; Docker tests run one at a time), removed at the
+    /// end; a container of that name a killed run left is removed first.
+    pub fn exact(&mut self, name: &str) -> String {
+        let _ = docker_at(None, &["rm", "-f", name]);
+        if !self.names.iter().any(|n| n == name) {
+            self.names.push(name.to_string());
+        }
+        name.to_string()
+    }
 }
 
 impl Drop for Containers {

@@ -244,16 +244,48 @@ pub fn status_peers(host: &Host) -> Vec<status::PeerBlock> {
 /// sockets it opens live there (a raw client "on another host"). The test's
 /// own threads never change namespace.
 pub fn in_netns<T: Send + 'static>(host: &Host, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", host.netns());
+    join(spawn_in(host.netns(), f))
+}
+
+/// Spawns `f` on a thread that joined namespace `netns` first.
+pub fn spawn_in<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{netns}");
     let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-    let thread = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .unwrap_or_else(|e| panic!("joining {path}: {e}"));
         f()
-    });
-    thread
+    })
+}
+
+/// Joins a thread, passing its panic on.
+pub fn join<T>(handle: std::thread::JoinHandle<T>) -> T {
+    handle
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs `argv` inside namespace `netns` (bounded by the program's own options).
+pub fn ns_exec(netns: &str, argv: &[&str]) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(argv)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {argv:?} in {netns}: {e}"))
+}
+
+/// Names of every link in `host`'s namespace.
+pub fn links(host: &Host) -> Vec<String> {
+    let out = host.exec(&["ip", "-o", "link", "show"]).expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
 }
 
 /// The router log of `host` (empty if there is none yet).

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use meshnet_tests::links;
 use meshnet_tests::status::ConnectionLine;
 use meshnet_tests::view::peer_names;
 use meshnet_tests::{
@@ -543,16 +544,6 @@ fn fastdp_falls_back_to_sleeve_when_vxlan_is_dropped_and_returns() {
 }
 
 // ----------------------------------------------------- attach/detach/ps --
-
-/// Names of every link in `host`'s namespace.
-fn links(host: &Host) -> Vec<String> {
-    let out = host.exec(&["ip", "-o", "link", "show"]).expect("ip link");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
-        .collect()
-}
 
 /// Whether `netns` has an `ethwe`, and its IPv4 CIDRs.
 fn ethwe(netns: &str) -> Option<Vec<String>> {

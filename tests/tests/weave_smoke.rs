@@ -10,7 +10,7 @@
 //! usage); `weave_smoke/router.rs` (1xx, 3xx: encryption, discovery,
 //! targets, rmpeer, peer names); `weave_smoke/expose.rs` (130);
 //! `weave_smoke/dns.rs` (2xx);
-//! `weave_smoke/proxy.rs` (6xx, Docker).
+//! `weave_smoke/proxy.rs` (6xx and 255, Docker).
 
 #[path = "weave_smoke/dns.rs"]
 mod dns;
@@ -72,6 +72,13 @@ fn ok(host: &Host, link: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `weave launch --proxy=false extra...` on `host`, which must succeed
+/// (the router tests need no Docker proxy); the peer name it printed.
+fn launch(host: &Host, link: &Path, extra: &[&str]) -> String {
+    let args = [&["launch", "--proxy=false"][..], extra].concat();
+    ok(host, link, &args, &[]).trim().to_string()
 }
 
 /// The value after `Label: ` in `weave status`.

@@ -6,13 +6,14 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshnet_tests::{Host, wait_for};
+pub use meshnet_tests::{join, ns_exec, spawn_in};
 
 /// Bound on the first ping across the mesh getting an answer.
 pub const FIRST_PING: Duration = Duration::from_secs(60);
@@ -26,16 +27,6 @@ pub const TCP_PORT: u16 = 7000;
 pub struct Container {
     pub netns: String,
     pub ip: Ipv4Addr,
-}
-
-/// Runs `argv` inside namespace `netns` (bounded by the program's own options).
-pub fn ns_exec(netns: &str, argv: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", netns])
-        .args(argv)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {argv:?} in {netns}: {e}"))
 }
 
 /// One ping from `from` to `to`, waiting at most a second.
@@ -81,26 +72,6 @@ pub fn assert_pings(from: &Container, to: &Container) {
             }
         },
     );
-}
-
-/// Spawns `f` on a thread that joined namespace `netns` first.
-pub fn spawn_in<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let path = format!("/run/netns/{netns}");
-    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("joining {path}: {e}"));
-        f()
-    })
-}
-
-pub fn join<T>(handle: JoinHandle<T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A running `sha256sum` fed through its stdin.

@@ -6,10 +6,10 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::time::Duration;
 
-use meshnet_tests::{in_netns, lab_on_one_segment, require_root};
+use meshnet_tests::{in_netns, join, lab_on_one_segment, require_root, spawn_in};
 
 use super::router::{container, ping, wait_ping};
-use super::{ok, weave_link};
+use super::{launch, ok, weave_link};
 
 /// The port weave's test forwards.
 const PORT: u16 = 5555;
@@ -35,31 +35,13 @@ fn host_pings(host: &super::Host, ip: &str, reach: bool) {
     }
 }
 
-/// Runs `f` in container namespace `netns` on a fresh thread.
-fn in_container<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{netns}");
-    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("joining {path}: {e}"));
-        f()
-    })
-    .join()
-    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
 /// weave 130_expose_2.
 #[test]
 fn weave_130_expose() {
     require_root();
     let (_dir, link) = weave_link();
     let mut lab = lab_on_one_segment("w130", &["h1", "h2"]);
-    ok(
-        lab.host("h1"),
-        &link,
-        &["launch", "--proxy=false", "--ipalloc-range", "10.2.3.0/24"],
-        &[],
-    );
+    launch(lab.host("h1"), &link, &["--ipalloc-range", "10.2.3.0/24"]);
     let mut c = Vec::new();
     for (name, addr) in [
         ("c1", Some("10.2.1.34/24")),
@@ -113,9 +95,9 @@ fn weave_130_expose() {
     // From h2, through a DNAT on h1 to c3: the masquerade of `expose`
     // gives c3 a source it can answer.
     let c3_ip: Ipv4Addr = c3.parse().unwrap();
-    let listener = in_container(&c[2].0, move || {
+    let listener = join(spawn_in(&c[2].0, move || {
         TcpListener::bind(SocketAddrV4::new(c3_ip, PORT)).expect("listen in c3")
-    });
+    }));
     ok(h1, &link, &["expose", exp], &[]);
     let rule = format!("tcp dport {PORT} dnat to {c3}:{PORT}");
     for cmd in [

@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use meshnet_tests::status::parse_connections;
-use meshnet_tests::{TestLab, control_addr, lab_on_one_segment, require_root, wait_for};
+use meshnet_tests::{
+    TestLab, control_addr, lab_on_one_segment, links, ns_exec, require_root, wait_for,
+};
 
-use super::{CONVERGE, Host, ok, weave, weave_link};
+use super::{CONVERGE, Host, launch, ok, weave, weave_link};
 
 /// meshnet's bridge (weave's is `weave`).
 const BRIDGE: &str = "meshnet";
@@ -36,12 +38,27 @@ pub(super) fn container(
     (netns, ip)
 }
 
+/// A [`container`] with IPAM's default address, which must take less
+/// than `limit` (weave: `timeout N start_container`).
+fn container_within(
+    lab: &mut TestLab,
+    link: &std::path::Path,
+    host: &str,
+    name: &str,
+    limit: Duration,
+) {
+    let start = std::time::Instant::now();
+    let (_, ip) = container(lab, link, host, name, None);
+    assert!(
+        start.elapsed() < limit,
+        "{name} on {host} took {:?} to get {ip}",
+        start.elapsed()
+    );
+}
+
 /// One ping from container namespace `from` to `ip`.
 pub(super) fn ping(from: &str, ip: &str) -> bool {
-    std::process::Command::new("ip")
-        .args(["netns", "exec", from, "ping", "-c", "1", "-W", "1", ip])
-        .output()
-        .expect("ping")
+    ns_exec(from, &["ping", "-c", "1", "-W", "1", ip])
         .status
         .success()
 }
@@ -122,31 +139,12 @@ fn weave_115_optional_encryption() {
     let (h1, h2, h3) = (lab.host("h1"), lab.host("h2"), lab.host("h3"));
     let cidr = |h: &Host| format!("{}/24", h.addr());
     let pw = "wfvAwt7sj";
-    ok(
+    launch(
         h1,
         &link,
-        &[
-            "launch",
-            "--proxy=false",
-            "--password",
-            pw,
-            "--trusted-subnets",
-            &cidr(h2),
-        ],
-        &[],
+        &["--password", pw, "--trusted-subnets", &cidr(h2)],
     );
-    ok(
-        h2,
-        &link,
-        &[
-            "launch",
-            "--proxy=false",
-            "--password",
-            pw,
-            &control_addr(h1),
-        ],
-        &[],
-    );
+    launch(h2, &link, &["--password", pw, &control_addr(h1)]);
     for h in [h1, h2] {
         let lines = established(h, &link, 1);
         assert_eq!(
@@ -160,33 +158,19 @@ fn weave_115_optional_encryption() {
         ok(h, &link, &["stop"], &[]);
     }
 
-    ok(
+    launch(
         h1,
         &link,
-        &[
-            "launch",
-            "--proxy=false",
-            "--password",
-            pw,
-            "--trusted-subnets",
-            &cidr(h2),
-        ],
-        &[],
+        &["--password", pw, "--trusted-subnets", &cidr(h2)],
     );
-    ok(
-        h2,
-        &link,
-        &[
-            "launch",
-            "--proxy=false",
-            "--password",
-            pw,
-            "--trusted-subnets",
-            &cidr(h1),
-            &control_addr(h1),
-        ],
-        &[],
-    );
+    let trusted = [
+        "--password",
+        pw,
+        "--trusted-subnets",
+        &cidr(h1),
+        &control_addr(h1),
+    ];
+    launch(h2, &link, &trusted);
     for h in [h1, h2] {
         let lines = established(h, &link, 1);
         assert_eq!(
@@ -199,17 +183,10 @@ fn weave_115_optional_encryption() {
     assert_eq!(established_metric(h1, "yes"), 0);
 
     // Another password: h3's attempts fail, h1 keeps its one connection.
-    ok(
+    launch(
         h3,
         &link,
-        &[
-            "launch",
-            "--proxy=false",
-            "--password",
-            "not-the-same",
-            &control_addr(h1),
-        ],
-        &[],
+        &["--password", "not-the-same", &control_addr(h1)],
     );
     wait_for("h3's connection attempt to fail", CONVERGE, || {
         let text = ok(h3, &link, &["status", "connections"], &[]);
@@ -237,19 +214,17 @@ fn weave_120_discovery() {
     let mut lab = lab_on_one_segment("w120", &["h1", "h2", "h3"]);
     let launch_all = |lab: &TestLab, extra: &[&str]| {
         let (h1, h2) = (lab.host("h1"), lab.host("h2"));
-        let with = |more: &[&str]| {
-            let mut v = vec!["launch", "--proxy=false"];
-            v.extend_from_slice(extra);
-            v.extend_from_slice(more);
-            v.into_iter().map(str::to_string).collect::<Vec<_>>()
-        };
-        let run = |h: &Host, args: Vec<String>| {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ok(h, &link, &args, &[]);
-        };
-        run(h1, with(&[]));
-        run(h2, with(&["--ipalloc-range=", &control_addr(h1)]));
-        run(lab.host("h3"), with(&[&control_addr(h2)]));
+        launch(h1, &link, extra);
+        launch(
+            h2,
+            &link,
+            &[extra, &["--ipalloc-range=", &control_addr(h1)]].concat(),
+        );
+        launch(
+            lab.host("h3"),
+            &link,
+            &[extra, &[&control_addr(h2)]].concat(),
+        );
     };
     launch_all(&lab, &[]);
     let (c1, _) = container(&mut lab, &link, "h1", "c1", Some("10.2.1.41/24"));
@@ -290,7 +265,7 @@ fn weave_150_connect_forget() {
     let (_dir, link) = weave_link();
     let mut lab = lab_on_one_segment("w150", &["h1", "h2"]);
     for h in ["h1", "h2"] {
-        ok(lab.host(h), &link, &["launch", "--proxy=false"], &[]);
+        launch(lab.host(h), &link, &[]);
     }
     let (c1, _) = container(&mut lab, &link, "h1", "c1", Some("10.2.1.4/24"));
     let (_c2, c2_ip) = container(&mut lab, &link, "h2", "c2", Some("10.2.1.7/24"));
@@ -309,7 +284,7 @@ fn weave_150_connect_forget() {
 
     ok(h2, &link, &["forget", &a1, &a2], &[]);
     ok(h1, &link, &["stop"], &[]);
-    ok(h1, &link, &["launch", "--proxy=false"], &[]);
+    launch(h1, &link, &[]);
     assert_eq!(targets(h2, &link), Vec::<String>::new());
     wait_ping(&c1, &c2_ip, false);
     assert_no_ping(&c1, &c2_ip);
@@ -333,28 +308,32 @@ fn weave_175_target_peer_persistence() {
         h2.addr().to_string(),
         h3.addr().to_string(),
     );
-    let launch = ["launch", "--proxy=false"];
-    ok(h1, &link, &[&launch[..], &[&a1, &a2]].concat(), &[]);
+    launch(h1, &link, &[&a1, &a2]);
     ok(h1, &link, &["forget", &a1], &[]);
     ok(h1, &link, &["connect", &a3], &[]);
     let persisted = vec![a2.clone(), a3.clone()];
     assert_eq!(targets(h1, &link), persisted);
 
     h1.kill_router(nix::libc::SIGKILL);
-    ok(h1, &link, &[&launch[..], &["--resume"]].concat(), &[]);
+    launch(h1, &link, &["--resume"]);
     assert_eq!(targets(h1, &link), persisted, "after the router died");
     ok(h1, &link, &["stop"], &[]);
-    ok(h1, &link, &[&launch[..], &["--resume"]].concat(), &[]);
+    launch(h1, &link, &["--resume"]);
     assert_eq!(targets(h1, &link), persisted, "launch --resume");
     ok(h1, &link, &["stop"], &[]);
 
-    ok(h1, &link, &[&launch[..], &[&a1, &a2]].concat(), &[]);
+    launch(h1, &link, &[&a1, &a2]);
     let given = vec![a1.clone(), a2.clone()];
     assert_eq!(targets(h1, &link), given, "launch with peers");
     h1.kill_router(nix::libc::SIGKILL);
-    ok(h1, &link, &launch, &[]);
+    launch(h1, &link, &[]);
     assert_eq!(targets(h1, &link), given, "relaunch without peers");
-    let refused = weave(h1, &link, &[&launch[..], &["--resume", &a3]].concat(), &[]);
+    let refused = weave(
+        h1,
+        &link,
+        &["launch", "--proxy=false", "--resume", &a3],
+        &[],
+    );
     assert_eq!(
         refused.status.code(),
         Some(1),
@@ -370,18 +349,11 @@ fn weave_335_rmpeer() {
     require_root();
     let (_dir, link) = weave_link();
     let mut lab = lab_on_one_segment("w335", &["h1", "h2", "h3"]);
-    let launch = ["launch", "--proxy=false"];
-    ok(lab.host("h1"), &link, &launch, &[]);
-    let peer1 = ok(
-        lab.host("h1"),
-        &link,
-        &["report", "-f", "{{.Router.Name}}"],
-        &[],
-    );
+    let peer1 = launch(lab.host("h1"), &link, &[]);
     container(&mut lab, &link, "h1", "c1", None);
     let a1 = control_addr(lab.host("h1"));
     for h in ["h2", "h3"] {
-        ok(lab.host(h), &link, &[&launch[..], &[&a1]].concat(), &[]);
+        launch(lab.host(h), &link, &[&a1]);
         ok(lab.host(h), &link, &["prime"], &[]);
     }
     // h2 and h3 found each other through h1.
@@ -391,13 +363,7 @@ fn weave_335_rmpeer() {
     let took = ok(lab.host("h2"), &link, &["rmpeer", &peer1], &[]);
     assert!(took.contains("IPs taken over from"), "rmpeer said {took:?}");
     for (h, c) in [("h2", "c2"), ("h3", "c3")] {
-        let start = std::time::Instant::now();
-        let (_, ip) = container(&mut lab, &link, h, c, None);
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{c} on {h} took {:?} to get {ip}",
-            start.elapsed()
-        );
+        container_within(&mut lab, &link, h, c, Duration::from_secs(5));
     }
     for h in ["h2", "h3"] {
         ok(lab.host(h), &link, &["stop"], &[]);
@@ -414,13 +380,12 @@ fn weave_390_peer_name() {
     let (_dir, link) = weave_link();
     let lab = lab_on_one_segment("w390", &["h1"]);
     let h1 = lab.host("h1");
-    let launch = ["launch", "--proxy=false"];
     let name = || ok(h1, &link, &["report", "-f", "{{.Router.Name}}"], &[]);
-    ok(h1, &link, &launch, &[]);
+    launch(h1, &link, &[]);
     ok(h1, &link, &["prime"], &[]);
     let first = name();
     ok(h1, &link, &["stop"], &[]);
-    ok(h1, &link, &launch, &[]);
+    launch(h1, &link, &[]);
     assert_eq!(name(), first, "after stop and launch");
     ok(h1, &link, &["stop"], &[]);
     let del = h1
@@ -431,10 +396,117 @@ fn weave_390_peer_name() {
         "{}",
         String::from_utf8_lossy(&del.stderr)
     );
-    ok(h1, &link, &launch, &[]);
+    launch(h1, &link, &[]);
     assert_eq!(name(), first, "after the bridge was removed");
     ok(h1, &link, &["reset"], &[]);
-    ok(h1, &link, &launch, &[]);
+    // reset removes every interface it made, the bridge first (as the
+    // README says).
+    let left: Vec<String> = links(h1)
+        .into_iter()
+        .filter(|l| l == BRIDGE || l.starts_with("vethwe"))
+        .collect();
+    assert!(left.is_empty(), "reset left {left:?}");
+    launch(h1, &link, &[]);
     assert_ne!(name(), first, "reset makes a new name");
+    ok(h1, &link, &["stop"], &[]);
+}
+
+/// weave 330_reset_2: a rolling restart with `reset`: each router gives
+/// its space away and comes back, and a container still gets an address
+/// within 10 s.
+#[test]
+#[ignore = "fails on main: the second reset hands the space to the first peer's pre-reset name, which IPAM still counts as known (Ipam::leave picks from `known`), so the new h1 gets none; run with --ignored"]
+fn weave_330_reset() {
+    require_root();
+    let (_dir, link) = weave_link();
+    let mut lab = lab_on_one_segment("w330", &["h1", "h2"]);
+    let (a1, a2) = (control_addr(lab.host("h1")), control_addr(lab.host("h2")));
+    launch(lab.host("h1"), &link, &[]);
+    launch(lab.host("h2"), &link, &[&a1]);
+    container(&mut lab, &link, "h1", "c1", None);
+    container(&mut lab, &link, "h2", "c2", None);
+    for (h, peer) in [("h1", &a2), ("h2", &a1)] {
+        ok(lab.host(h), &link, &["reset"], &[]);
+        launch(lab.host(h), &link, &[peer]);
+        // Rolling: the other resets only once this one is back in the mesh
+        // (a peer that resets alone hands its space to nobody).
+        established(lab.host(h), &link, 1);
+    }
+    container_within(&mut lab, &link, "h1", "c3", Duration::from_secs(10));
+    for h in ["h1", "h2"] {
+        ok(lab.host(h), &link, &["stop"], &[]);
+    }
+}
+
+/// weave's other `launch` flags: `--log-level` sets the router's log level
+/// (by default info lines; with `warning` none, but the warning a
+/// connection to ourself gives; with `error` not that either; a bad level
+/// is a usage error); `--token` is accepted with a warning that Weave
+/// Cloud discovery is not supported; `--no-detect-tls` is accepted.
+#[test]
+fn weave_launch_log_level_token_and_tls_flags() {
+    require_root();
+    let (_dir, link) = weave_link();
+    let lab = lab_on_one_segment("wlog", &["h1"]);
+    let h1 = lab.host("h1");
+    // The router log of a launch with `flags` that dials itself.
+    let log_of = |flags: &[&str]| {
+        let from = meshnet_tests::router_log(h1).len();
+        launch(h1, &link, flags);
+        ok(h1, &link, &["connect", &control_addr(h1)], &[]);
+        wait_for("the connection to ourself to fail", CONVERGE, || {
+            let text = ok(h1, &link, &["status", "connections"], &[]);
+            (!text.contains("connecting")).then_some(()).ok_or(text)
+        });
+        ok(h1, &link, &["forget", &control_addr(h1)], &[]);
+        ok(h1, &link, &["stop"], &[]);
+        meshnet_tests::router_log(h1)[from..].to_string()
+    };
+    let default = log_of(&[]);
+    assert!(default.contains(" INFO "), "{default}");
+    assert!(default.contains(" WARN "), "{default}");
+    let warning = log_of(&["--log-level=warning"]);
+    assert!(!warning.contains(" INFO "), "{warning}");
+    assert!(warning.contains(" WARN "), "{warning}");
+    let error = log_of(&["--log-level=error"]);
+    assert!(
+        !error.contains(" INFO ") && !error.contains(" WARN "),
+        "{error}"
+    );
+
+    let bad = weave(
+        h1,
+        &link,
+        &["launch", "--proxy=false", "--log-level=loud"],
+        &[],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("debug, info, warning or error"));
+
+    let out = weave(
+        h1,
+        &link,
+        &[
+            "launch",
+            "--proxy=false",
+            "--token=abc123",
+            "--no-detect-tls",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warned.contains("--token") && warned.contains("not supported"),
+        "{warned}"
+    );
+    assert!(
+        !meshnet_tests::router_cmdline(h1).contains("abc123"),
+        "the token reaches the router"
+    );
     ok(h1, &link, &["stop"], &[]);
 }
