@@ -210,7 +210,19 @@ pub struct Sim {
     pub bytes: Vec<BTreeMap<&'static str, u64>>,
     /// Dial actions per peer so far.
     pub dials: Vec<u64>,
+    /// Links without their own settings get a latency in this range (inclusive, in µs),
+    /// fixed per link and drawn from the seed.
+    latency_us: (u64, u64),
+    /// Every live peer's next timer, so the earliest is found without a scan.
+    timers: BTreeSet<(Instant, usize)>,
+    /// Listen address → peer index (for dials).
+    by_addr: BTreeMap<SocketAddr, usize>,
 }
+
+/// Most events the simulation handles at one instant per peer before it calls itself stuck:
+/// a livelock never ends, while a burst (every peer's timer at one instant) is a few events
+/// per peer and connection.
+const SPINS_PER_PEER: u32 = 2_000;
 
 /// Static key of simulated peer `i`.
 pub fn peer_key(i: usize) -> crate::keys::PublicKey {
@@ -326,7 +338,16 @@ impl Sim {
             seq: 0,
             bytes: vec![BTreeMap::new(); n],
             dials: vec![0; n],
+            latency_us: (5_000, 5_000),
+            timers: BTreeSet::new(),
+            by_addr: BTreeMap::new(),
         };
+        sim.by_addr = sim
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.addr, i))
+            .collect();
         for i in 0..n {
             sim.pump(i);
         }
@@ -349,15 +370,59 @@ impl Sim {
     }
 
     fn link(&self, a: usize, b: usize) -> Link {
-        *self
-            .links
+        self.links
             .get(&(a.min(b), a.max(b)))
-            .unwrap_or(&self.default_link)
+            .copied()
+            .unwrap_or_else(|| self.default_link_between(a, b))
     }
 
     fn link_mut(&mut self, a: usize, b: usize) -> &mut Link {
-        let d = self.default_link;
+        let d = self.default_link_between(a, b);
         self.links.entry((a.min(b), a.max(b))).or_insert(d)
+    }
+
+    /// The default link between `a` and `b`: its latency drawn from the range set with
+    /// [`Sim::set_latency_range`], the same for the same seed and pair.
+    fn default_link_between(&self, a: usize, b: usize) -> Link {
+        let (lo, hi) = self.latency_us;
+        if lo >= hi {
+            return Link {
+                latency: Duration::from_micros(lo),
+                ..self.default_link
+            };
+        }
+        // splitmix64 of (seed, pair): stateless, so no table of N² links is needed.
+        let mut z = self
+            .seed
+            .wrapping_add(((a.min(b) as u64) << 32) | a.max(b) as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        Link {
+            latency: Duration::from_micros(lo + z % (hi - lo + 1)),
+            ..self.default_link
+        }
+    }
+
+    /// Gives every link without its own settings a latency between `lo` and `hi`, fixed per
+    /// link (e.g. 1–50 ms for a spread-out mesh). The default is 5 ms everywhere.
+    pub fn set_latency_range(&mut self, lo: Duration, hi: Duration) {
+        self.latency_us = (lo.as_micros() as u64, hi.as_micros() as u64);
+    }
+
+    /// Sets peer `i`'s timer, keeping the index of timers in step.
+    fn set_timer(&mut self, i: usize, t: Option<Instant>) {
+        let Some(p) = self.peers.get_mut(i) else {
+            return;
+        };
+        if let Some(old) = p.timer {
+            self.timers.remove(&(old, i));
+        }
+        p.timer = t;
+        if let Some(t) = t {
+            self.timers.insert((t, i));
+        }
     }
 
     /// Sets latency and loss (0..1) of the link between `a` and `b`.
@@ -470,8 +535,9 @@ impl Sim {
             }
             break;
         }
-        if let Some(p) = self.peers.get_mut(i) {
-            p.timer = if p.alive { p.mesh.poll_timeout() } else { None };
+        if let Some(p) = self.peers.get(i) {
+            let t = if p.alive { p.mesh.poll_timeout() } else { None };
+            self.set_timer(i, t);
         }
     }
 
@@ -484,7 +550,7 @@ impl Sim {
                 let to = addr
                     .parse::<SocketAddr>()
                     .ok()
-                    .and_then(|a| self.peers.iter().position(|p| p.addr == a));
+                    .and_then(|a| self.by_addr.get(&a).copied());
                 let fail = |error: &str| Ev::DialFailed {
                     at: i,
                     target: target.clone(),
@@ -711,7 +777,7 @@ impl Sim {
         let mut spins = 0u32;
         loop {
             let next_ev = self.queue.keys().next().map(|k| k.0);
-            let next_timer = self.peers.iter().filter_map(|p| p.timer).min();
+            let next_timer = self.timers.first().map(|(t, _)| *t);
             let next = match (next_ev, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => match a.or(b) {
@@ -724,8 +790,9 @@ impl Sim {
             }
             if next <= self.now {
                 spins += 1;
+                let limit = SPINS_PER_PEER.saturating_mul(self.peers.len().max(50) as u32);
                 assert!(
-                    spins < 100_000,
+                    spins < limit,
                     "simulation made no progress (seed {})",
                     self.seed
                 );
@@ -740,12 +807,15 @@ impl Sim {
                 continue;
             }
             let now = self.now;
-            for i in 0..self.peers.len() {
-                if self.peers[i].timer.is_some_and(|t| t <= now) {
-                    let p = &mut self.peers[i];
-                    p.mesh.handle_timeout(now, &mut p.channels);
-                    self.pump(i);
-                }
+            let due: Vec<usize> = self
+                .timers
+                .range(..=(now, usize::MAX))
+                .map(|(_, i)| *i)
+                .collect();
+            for i in due {
+                let p = &mut self.peers[i];
+                p.mesh.handle_timeout(now, &mut p.channels);
+                self.pump(i);
             }
         }
         self.now = until;
@@ -782,7 +852,7 @@ impl Sim {
         }
         self.socks.retain(|(p, _), _| *p != i);
         self.peers[i].alive = false;
-        self.peers[i].timer = None;
+        self.set_timer(i, None);
     }
 
     /// Kills and restarts peer `i` with a new uid, same name and the same direct targets
@@ -877,6 +947,11 @@ impl Sim {
         for b in &mut self.bytes {
             b.clear();
         }
+    }
+
+    /// Bytes each peer sent (every kind) since the last reset.
+    pub fn bytes_sent(&self) -> Vec<u64> {
+        self.bytes.iter().map(|m| m.values().sum()).collect()
     }
 
     /// Bytes each peer sent of the given kinds since the last reset.
