@@ -359,6 +359,10 @@ pub struct LaunchArgs {
     /// container's mesh addresses, so `hostname -i` gives them).
     #[arg(long)]
     pub no_rewrite_hosts: bool,
+    /// Proxy: where it listens, unix:///PATH or tcp://HOST:PORT; repeatable; the first is
+    /// what `env` and `config` print (default: unix://$MESHNET_RUN_DIR/meshnet.sock).
+    #[arg(short = 'H', value_name = "ADDR")]
+    pub listen: Vec<String>,
     /// Weave Cloud's discovery token: accepted for weave's command line, but that service
     /// is gone and meshnet never calls it; a warning says so. Give peers instead.
     #[arg(long, value_name = "TOKEN")]

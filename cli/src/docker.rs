@@ -27,6 +27,8 @@ pub struct Setup {
     pub hostname_from_label: Option<String>,
     pub hostname_match: String,
     pub hostname_replacement: String,
+    /// The proxy's listen addresses (`-H`); empty: the default socket.
+    pub listen: Vec<String>,
     pub plugin: bool,
 }
 
@@ -67,6 +69,10 @@ impl Setup {
             Some(p) => p,
             None => in_docker_netns() && reachable(&addr),
         };
+        for l in &args.listen {
+            l.parse::<DockerAddr>()
+                .map_err(|e| anyhow!("-H {l:?}: {e}; use unix:///PATH or tcp://HOST:PORT"))?;
+        }
         // Checked here so a bad pattern fails `launch` itself.
         meshnet_proxy::hosts::HostnameRule::new(
             args.hostname_from_label.as_deref(),
@@ -84,6 +90,7 @@ impl Setup {
             hostname_from_label: args.hostname_from_label.clone(),
             hostname_match: args.hostname_match.clone(),
             hostname_replacement: args.hostname_replacement.clone(),
+            listen: args.listen.clone(),
             plugin,
         })
     }
@@ -91,7 +98,13 @@ impl Setup {
     /// What `status` and `report` list besides the router and IPAM.
     pub fn services(&self, env: &EnvArgs) -> meshnet_router::report::Services {
         meshnet_router::report::Services {
-            proxy: self.proxy.then(|| vec![proxy_url(&env.run_dir)]),
+            proxy: self.proxy.then(|| {
+                if self.listen.is_empty() {
+                    vec![proxy_url(&env.run_dir)]
+                } else {
+                    self.listen.clone()
+                }
+            }),
             plugin: self
                 .plugin
                 .then(|| meshnet_proxy::plugin::DRIVER.to_string()),
@@ -123,6 +136,9 @@ impl Setup {
         if let Some(l) = &self.hostname_from_label {
             v.push(format!("--hostname-from-label={l}"));
         }
+        for l in &self.listen {
+            v.push(format!("-H{l}"));
+        }
         v.push(format!("--hostname-match={}", self.hostname_match));
         v.push(format!(
             "--hostname-replacement={}",
@@ -146,6 +162,13 @@ impl Setup {
         config.dns = !self.without_dns;
         config.multicast_route = self.multicast_route;
         config.rewrite_hosts = self.rewrite_hosts;
+        if !self.listen.is_empty() {
+            config.listen = self
+                .listen
+                .iter()
+                .map(|l| l.parse().map_err(|e| anyhow!("-H {l:?}: {e}")))
+                .collect::<Result<_>>()?;
+        }
         config.hostname = meshnet_proxy::hosts::HostnameRule::new(
             self.hostname_from_label.as_deref(),
             &self.hostname_match,

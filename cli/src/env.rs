@@ -49,15 +49,30 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn proxy_running(env: &EnvArgs) -> bool {
-    let socket = env.run_dir.join(meshnet_proxy::SOCKET_FILE);
-    std::os::unix::net::UnixStream::connect(socket).is_ok()
+/// The proxy's address for clients: the first the router reports (its
+/// `-H` addresses), else the default socket.
+fn proxy_addr(env: &EnvArgs) -> String {
+    crate::client::call(env.api(), http::Method::GET, "/report", &[])
+        .ok()
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(&a.body).ok())
+        .and_then(|r| r["Proxy"]["Addresses"][0].as_str().map(str::to_string))
+        .unwrap_or_else(|| proxy_url(&env.run_dir))
 }
 
-fn not_running(env: &EnvArgs) -> ExitCode {
+/// Whether something answers at the proxy address `addr`.
+fn proxy_running(addr: &str) -> bool {
+    match addr.parse::<meshnet_proxy::DockerAddr>() {
+        Ok(meshnet_proxy::DockerAddr::Unix(p)) => {
+            std::os::unix::net::UnixStream::connect(p).is_ok()
+        }
+        Ok(meshnet_proxy::DockerAddr::Tcp(hp)) => std::net::TcpStream::connect(hp.as_str()).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn not_running(proxy: &str) -> ExitCode {
     eprintln!(
-        "meshnet: the Docker proxy is not running (no {}): launch the router with `meshnet launch` (the proxy is on unless --proxy=false), or set MESHNET_RUN_DIR to its run dir",
-        env.run_dir.join(meshnet_proxy::SOCKET_FILE).display()
+        "meshnet: the Docker proxy is not running (nothing answers at {proxy}): launch the router with `meshnet launch` (the proxy is on unless --proxy=false), or set MESHNET_RUN_DIR to its run dir"
     );
     ExitCode::FAILURE
 }
@@ -78,23 +93,22 @@ pub fn env(env: &EnvArgs, restore: bool) -> ExitCode {
             }
         };
     }
-    if !proxy_running(env) {
-        return not_running(env);
+    let proxy = proxy_addr(env);
+    if !proxy_running(&proxy) {
+        return not_running(&proxy);
     }
     let docker_host = std::env::var("DOCKER_HOST").ok();
-    println!(
-        "{}",
-        env_line(&proxy_url(&env.run_dir), docker_host.as_deref())
-    );
+    println!("{}", env_line(&proxy, docker_host.as_deref()));
     ExitCode::SUCCESS
 }
 
 /// `meshnet config`: the flag for `docker $(meshnet config) ps`.
 pub fn config(env: &EnvArgs) -> ExitCode {
-    if !proxy_running(env) {
-        return not_running(env);
+    let proxy = proxy_addr(env);
+    if !proxy_running(&proxy) {
+        return not_running(&proxy);
     }
-    println!("-H={}", proxy_url(&env.run_dir));
+    println!("-H={proxy}");
     ExitCode::SUCCESS
 }
 

@@ -49,7 +49,7 @@ weave launch        [--password <pass>] [--trusted-subnets <cidr>,...]
                     [--resolv-conf <path>]
                     [--ipalloc-init <mode>]
                     [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
-                    [--plugin=false] [--proxy=false]
+                    [--plugin=false] [--proxy=false] [-H <endpoint>]
                     [--no-default-ipalloc] [--rewrite-inspect]
                     [--without-dns] [--no-multicast-route] [--no-rewrite-hosts]
                     [--hostname-from-label <labelkey>]
@@ -295,6 +295,9 @@ mod tests {
             "--log-level=warning",
             "--token=t0k3n",
             "--no-detect-tls",
+            "-H",
+            "unix:///run/weave/weave.sock",
+            "-Htcp://0.0.0.0:12375",
         ];
         cmd.try_get_matches_from(argv)
             .expect("weave's launch flags");

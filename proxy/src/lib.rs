@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -65,8 +65,12 @@ pub enum ProxyError {
 /// What the proxy needs to know.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The socket clients use (`DOCKER_HOST=unix://...`).
+    /// The default socket (`$MESHNET_RUN_DIR/meshnet.sock`); it also names
+    /// this proxy in [`intercept::PROXY_LABEL`], whatever it listens on.
     pub socket: PathBuf,
+    /// Where clients reach it (weave's `-H`): unix sockets and TCP
+    /// addresses; by default only [`Self::socket`].
+    pub listen: Vec<DockerAddr>,
     /// The Docker engine.
     pub docker: DockerAddr,
     /// Host directory with the shim, bind-mounted read-only at `/w`.
@@ -109,8 +113,10 @@ impl ProxyConfig {
         docker: DockerAddr,
         router_api: meshnet_router::api_client::Endpoint,
     ) -> ProxyConfig {
+        let socket = run_dir.join(SOCKET_FILE);
         ProxyConfig {
-            socket: run_dir.join(SOCKET_FILE),
+            listen: vec![DockerAddr::Unix(socket.clone())],
+            socket,
             docker,
             shim_dir: run_dir.join(SHIM_DIR),
             router_api,
@@ -131,42 +137,89 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ProxyEr
     move |source| ProxyError::Io { what, path, source }
 }
 
-/// Writes the shim, binds the socket with Docker's socket's owner and mode,
-/// and serves until `shutdown`. Returns once listening; the work goes on in
-/// spawned tasks. The socket is removed at shutdown.
+/// One bound listen address.
+enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+/// Binds `addr`: a unix socket (a stale one replaced) with Docker's
+/// socket's owner and mode, or a TCP address.
+async fn bind(addr: &DockerAddr, docker: &DockerAddr) -> Result<Listener, ProxyError> {
+    match addr {
+        DockerAddr::Unix(socket) => {
+            match std::fs::remove_file(socket) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("remove the stale socket", socket)(e)),
+            }
+            let listener = UnixListener::bind(socket).map_err(io("listen on", socket))?;
+            secure_socket(socket, docker)?;
+            Ok(Listener::Unix(listener, socket.clone()))
+        }
+        DockerAddr::Tcp(hp) => TcpListener::bind(hp.as_str())
+            .await
+            .map(Listener::Tcp)
+            .map_err(io("listen on", Path::new(hp))),
+    }
+}
+
+/// Writes the shim, binds every listen address and serves until
+/// `shutdown`. Returns once listening; the work goes on in spawned tasks.
+/// Unix sockets are removed at shutdown.
 pub async fn start(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
     install_shim(&config.shim_dir)?;
-    let socket = &config.socket;
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("remove the stale socket", socket)(e)),
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        listeners.push(bind(addr, &config.docker).await?);
+        info!(listen = %addr, docker = %config.docker, "Docker API proxy listening");
     }
-    let listener = UnixListener::bind(socket).map_err(io("listen on", socket))?;
-    secure_socket(socket, &config.docker)?;
-    info!(socket = %socket.display(), docker = %config.docker, "Docker API proxy listening");
 
     let config = Arc::new(config);
     tokio::spawn(events::watch(config.clone(), shutdown.clone()));
     tokio::spawn(events::reattach_all(config.clone(), shutdown.clone()));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::spawn(server::serve_connection(config.clone(), stream));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "proxy accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
+    for listener in listeners {
+        tokio::spawn(serve(listener, config.clone(), shutdown.clone()));
+    }
+    Ok(())
+}
+
+/// Accepts on one listener until `shutdown`.
+async fn serve(listener: Listener, config: Arc<ProxyConfig>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = accept(&listener) => a,
+        };
+        match accepted {
+            Ok(Stream::Unix(s)) => {
+                tokio::spawn(server::serve_connection(config.clone(), s));
+            }
+            Ok(Stream::Tcp(s)) => {
+                tokio::spawn(server::serve_connection(config.clone(), s));
+            }
+            Err(e) => {
+                warn!(error = %e, "proxy accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let _ = std::fs::remove_file(&config.socket);
-    });
-    Ok(())
+    }
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// An accepted client connection.
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Stream> {
+    match listener {
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+    }
 }
 
 /// Writes the shim as `<dir>/w` (mode 0755), replacing an older one.

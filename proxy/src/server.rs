@@ -25,8 +25,11 @@ use crate::upstream::{Body, UpstreamError, full};
 use meshnet_router::datapath::{self, Netns};
 use meshnet_router::dataplane::BRIDGE_NAME;
 
-/// Serves one client connection until it closes.
-pub async fn serve_connection(config: Arc<ProxyConfig>, stream: tokio::net::UnixStream) {
+/// Serves one client connection (unix or TCP) until it closes.
+pub async fn serve_connection<S>(config: Arc<ProxyConfig>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req| {
         let config = config.clone();
         async move { Ok::<_, Infallible>(handle(&config, req).await) }

@@ -307,3 +307,64 @@ fn weave_680_proxy_hostname_derivation() {
         ok(h1, &link, &["stop"], &[]);
     }
 }
+
+/// weave's `launch -H` (690_proxy_config's explicit addresses): the proxy
+/// listens on each address given, a unix socket of our choosing and a TCP
+/// address, and not on its default socket; `weave env` and `weave config`
+/// name the first, `status` lists both; a container made through either
+/// is attached. (690's TLS and DOCKER_HOST-dependent defaults do not
+/// apply: no TLS, and the default is always the unix socket.)
+#[test]
+fn weave_launch_h_listen_addresses() {
+    require_docker();
+    let (dir, link) = weave_link();
+    let lab = lab_on_one_segment("wlh", &["h1"]);
+    let h1 = lab.host("h1");
+    let mut containers = Containers::new("wlh");
+    let unix = format!("unix://{}", dir.path().join("other.sock").display());
+    let tcp = "tcp://127.0.0.1:12375";
+    ok(
+        h1,
+        &link,
+        &["launch", "-H", &unix, &format!("-H{tcp}")],
+        &[],
+    );
+    assert_eq!(proxy_host(h1, &link), unix);
+    assert_eq!(ok(h1, &link, &["config"], &[]).trim(), format!("-H={unix}"));
+    let status = ok(h1, &link, &["status"], &[]);
+    assert!(status.contains(&unix) && status.contains(tcp), "{status}");
+    assert!(
+        !h1.run_dir().join("meshnet.sock").exists(),
+        "the default socket is not made when -H is given"
+    );
+    let c1 = containers.name("c1");
+    docker_ok_at(
+        Some(&unix),
+        &["run", "-dt", "--name", &c1, "busybox", "/bin/sh"],
+    );
+    let routes = docker_ok_at(None, &["exec", &c1, "ip", "-4", "addr", "show", "ethwe"]);
+    assert!(routes.contains("inet "), "{routes}");
+    // The TCP address is in h1's namespace: the client runs there.
+    let c2 = containers.name("c2");
+    let out = h1
+        .exec(&[
+            "docker", "-H", tcp, "run", "-dt", "--name", &c2, "busybox", "/bin/sh",
+        ])
+        .expect("docker in h1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = docker_ok_at(None, &["exec", &c2, "ip", "-4", "addr", "show", "ethwe"]);
+    assert!(addr.contains("inet "), "{addr}");
+    ok(h1, &link, &["stop"], &[]);
+    assert!(
+        !dir.path().join("other.sock").exists(),
+        "stop removes the socket"
+    );
+
+    let bad = weave(h1, &link, &["launch", "-H", "http://x"], &[]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unix:///PATH or tcp://HOST:PORT"));
+}
