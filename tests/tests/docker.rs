@@ -24,108 +24,17 @@
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use meshnet_tests::{
-    Host, TestLab, lab_on_one_segment, launch, meshnet_bin, report, require_root, view, wait_for,
+use meshnet_tests::docker::{
+    Containers, PLUGIN_SOCKET, ROOT_UNDERLAY, RootRouter, docker, docker_at, docker_ok,
+    docker_ok_at, require_docker,
 };
-
-/// Runs `docker args` against `docker_host` (None: the engine itself).
-fn docker_at(docker_host: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new("docker");
-    cmd.args(args).stdin(Stdio::null());
-    match docker_host {
-        Some(h) => cmd.env("DOCKER_HOST", h),
-        None => cmd.env_remove("DOCKER_HOST"),
-    };
-    cmd.output().unwrap_or_else(|e| {
-        panic!(
-            "cannot run docker {}: {e}; install the Docker CLI",
-            args.join(" ")
-        )
-    })
-}
-
-fn docker(args: &[&str]) -> Output {
-    docker_at(None, args)
-}
-
-/// `docker args`, which must succeed; returns stdout.
-fn docker_ok_at(docker_host: Option<&str>, args: &[&str]) -> String {
-    let out = docker_at(docker_host, args);
-    assert!(
-        out.status.success(),
-        "docker {} (DOCKER_HOST={docker_host:?}) failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    docker_ok_at(None, args)
-}
-
-/// Fails the test unless the engine answers, then builds the busybox image
-/// if it is missing.
-fn require_docker() {
-    require_root();
-    let out = docker(&["version", "--format", "{{.Server.Version}}"]);
-    assert!(
-        out.status.success(),
-        "these tests need a running Docker engine (unix:///var/run/docker.sock): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image");
-    let status = Command::new(&script)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(status.success(), "{} failed", script.display());
-}
-
-/// Names of this run's containers; `docker rm -f` on drop, panic or not.
-struct Containers {
-    prefix: String,
-    names: Vec<String>,
-}
-
-impl Containers {
-    fn new(tag: &str) -> Containers {
-        Containers {
-            prefix: format!("meshnet-{tag}-{}", std::process::id()),
-            names: Vec::new(),
-        }
-    }
-
-    /// A unique name for `short`, removed at the end.
-    fn name(&mut self, short: &str) -> String {
-        let n = format!("{}-{short}", self.prefix);
-        self.names.push(n.clone());
-        n
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        if self.names.is_empty() {
-            return;
-        }
-        let mut args = vec!["rm", "-f"];
-        args.extend(self.names.iter().map(String::as_str));
-        let out = docker(&args);
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            // Containers that were never created are fine.
-            if !err.lines().all(|l| l.contains("No such container")) {
-                eprintln!("docker rm -f failed: {err}");
-            }
-        }
-    }
-}
+use meshnet_tests::{
+    Host, TestLab, lab_on_one_segment, launch, meshnet_bin, report, view, wait_for,
+};
 
 /// Two hosts on 192.0.2.0/24, routers launched and connected (one IPAM ring).
 fn two_hosts(tag: &str) -> TestLab {
@@ -410,132 +319,6 @@ fn interactive_sessions_work_through_the_proxy() {
     );
 }
 
-/// Where dockerd finds the plugin.
-const PLUGIN_SOCKET: &str = "/run/docker/plugins/meshnet.sock";
-/// The lab segment's bridge (cli/src/lab.rs).
-const SEGMENT_BRIDGE: &str = "br0";
-/// The root-namespace router's API: away from a real router's 6784.
-const ROOT_HTTP_ADDR: &str = "127.0.0.1:16784";
-/// Its underlay address on the lab's segment: 198.51.100.0/24, since this
-/// machine's own uplink may sit in 192.0.2.0/24.
-const ROOT_UNDERLAY: &str = "198.51.100.100";
-
-/// A router in the root network namespace, joined to a lab segment by a
-/// veth. Dropping it stops the router (which removes the Docker network),
-/// sweeps its bridge, veths and firewall rules (`meshnet reset`) and
-/// deletes the underlay veth — also when the test panicked.
-struct RootRouter {
-    dir: std::path::PathBuf,
-    veth: String,
-}
-
-impl RootRouter {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(meshnet_bin());
-        cmd.args(args)
-            .env("MESHNET_RUN_DIR", self.dir.join("run"))
-            .env("MESHNET_DATA_DIR", self.dir.join("data"))
-            .env("MESHNET_HTTP_ADDR", ROOT_HTTP_ADDR)
-            .env_remove("MESHNET_PASSWORD")
-            .env_remove("DOCKER_HOST")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn start(lab: &TestLab, segment_host: &Host) -> RootRouter {
-        RootRouter::start_with(lab, segment_host, &["--proxy=false", "--plugin"])
-    }
-
-    /// The proxy's `DOCKER_HOST`.
-    fn proxy(&self) -> String {
-        format!("unix://{}", self.dir.join("run/meshnet.sock").display())
-    }
-
-    /// Like [`RootRouter::start`], with `extra` launch flags instead of the
-    /// plugin ones.
-    fn start_with(lab: &TestLab, segment_host: &Host, extra: &[&str]) -> RootRouter {
-        let veth = format!("mnr{}", std::process::id() % 1_000_000);
-        let peer = format!("{veth}s");
-        let seg = lab.segment(segment_host.links()[0].0).netns().to_string();
-        let router = RootRouter {
-            dir: lab.dir().join("root"),
-            veth: veth.clone(),
-        };
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("running ip");
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &seg,
-        ]);
-        ip(&[
-            "-n",
-            &seg,
-            "link",
-            "set",
-            &peer,
-            "master",
-            SEGMENT_BRIDGE,
-            "up",
-        ]);
-        ip(&["addr", "add", &format!("{ROOT_UNDERLAY}/24"), "dev", &veth]);
-        ip(&["link", "set", &veth, "up"]);
-        let out = router
-            .command(&[
-                "launch",
-                "--nickname",
-                "root",
-                "--host",
-                ROOT_UNDERLAY,
-                "--status-addr=",
-                "--no-discovery",
-                "--ipalloc-init=consensus=2",
-            ])
-            .args(extra)
-            .output()
-            .expect("running meshnet launch in the root namespace");
-        assert!(
-            out.status.success(),
-            "launch in the root namespace failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(router.dir.join("run/router.log")).unwrap_or_default()
-        );
-        router
-    }
-}
-
-impl Drop for RootRouter {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.join("run/router.log")).unwrap_or_default();
-            eprintln!(
-                "---- root-namespace router.log ----\n{}",
-                meshnet_tests::tail(&log, 40)
-            );
-        }
-        for args in [&["stop"][..], &["reset"][..]] {
-            if let Ok(out) = self.command(args).output()
-                && !out.status.success()
-            {
-                eprintln!(
-                    "meshnet {} (root namespace): {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 #[test]
 fn plugin_network_reaches_another_host() {
     require_docker();
@@ -543,7 +326,11 @@ fn plugin_network_reaches_another_host() {
     let seg = lab.add_segment("198.51.100.0/24").expect("adding segment");
     lab.add_host("b", &[(seg, Ipv4Addr::new(198, 51, 100, 1))])
         .expect("adding host b");
-    let root = RootRouter::start(&lab, lab.host("b"));
+    let root = RootRouter::start(
+        &lab,
+        seg,
+        &["--proxy=false", "--plugin", "--ipalloc-init=consensus=2"],
+    );
     let mut names = Containers::new("plugin");
     let b = lab.host("b");
     launch(
@@ -903,7 +690,7 @@ fn containers_find_each_other_by_name_across_hosts() {
     let seg = lab.add_segment("198.51.100.0/24").expect("adding segment");
     lab.add_host("b", &[(seg, Ipv4Addr::new(198, 51, 100, 1))])
         .expect("adding host b");
-    let root = RootRouter::start_with(&lab, lab.host("b"), &["--plugin=false"]);
+    let root = RootRouter::start(&lab, seg, &["--plugin=false", "--ipalloc-init=consensus=2"]);
     let mut names = Containers::new("dns");
     let b = lab.host("b");
     launch(
