@@ -1,6 +1,6 @@
 //! The Docker side of `meshnet launch` and `stop`: which Docker engine to
-//! use, starting the API proxy inside the router process, and whether the
-//! network plugin runs.
+//! use, starting the API proxy and the container liveness watcher inside
+//! the router process, and whether the network plugin runs.
 
 use std::path::Path;
 
@@ -183,6 +183,18 @@ impl Setup {
 }
 
 impl Setup {
+    /// Follows container lives on the engine (always, proxy or not: the
+    /// addresses of containers attached by hand go back when they die too).
+    /// Without a reachable engine it waits for one quietly.
+    pub fn start_liveness(&self, env: &EnvArgs, shutdown: CancellationToken) -> Result<()> {
+        let docker: DockerAddr = self
+            .docker_api
+            .parse()
+            .map_err(|e| anyhow!("--docker-api: {e}"))?;
+        tokio::spawn(meshnet_proxy::liveness::watch(docker, env.api(), shutdown));
+        Ok(())
+    }
+
     /// Serves the network plugin (when on) and, once the router answers,
     /// creates the Docker network `meshnet`. Returns what `stop` removes.
     pub async fn start_plugin(
@@ -225,6 +237,67 @@ impl Setup {
         Ok(Some(Plugin { config }))
     }
 }
+
+impl Setup {
+    /// Waits until Docker lists the network `meshnet` (the router creates
+    /// it once its API is up), until `deadline` or until `alive` says the
+    /// router is gone; the error names what was waited for.
+    pub fn wait_for_network(
+        &self,
+        deadline: std::time::Instant,
+        mut alive: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let docker: DockerAddr = self
+            .docker_api
+            .parse()
+            .map_err(|e| anyhow!("--docker-api: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow!("starting the I/O runtime: {e}"))?;
+        let started = std::time::Instant::now();
+        let path = format!("/networks/{}", meshnet_proxy::plugin::DRIVER);
+        loop {
+            let seen = rt.block_on(async {
+                tokio::time::timeout(NETWORK_POLL_TIMEOUT, docker.json(&path)).await
+            });
+            match seen {
+                Ok(Ok(v))
+                    if v.get("Driver").and_then(|d| d.as_str())
+                        == Some(meshnet_proxy::plugin::DRIVER) =>
+                {
+                    return Ok(());
+                }
+                Ok(Ok(v)) => bail!(
+                    "a Docker network named {0} exists with driver {1}; remove it (docker network rm {0})",
+                    meshnet_proxy::plugin::DRIVER,
+                    v.get("Driver").unwrap_or(&serde_json::Value::Null)
+                ),
+                _ => {}
+            }
+            if !alive() {
+                bail!(
+                    "the router exited while waiting for the Docker network {}",
+                    meshnet_proxy::plugin::DRIVER
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "waiting for the Docker network {} (docker network ls on {}): not there after {:?}",
+                    meshnet_proxy::plugin::DRIVER,
+                    self.docker_api,
+                    started.elapsed()
+                );
+            }
+            std::thread::sleep(NETWORK_POLL);
+        }
+    }
+}
+
+/// How often `launch` looks for the Docker network.
+const NETWORK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long one look may take (an engine that accepts but never answers).
+const NETWORK_POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The plugin's registration with Docker, undone at stop.
 #[derive(Debug)]

@@ -116,6 +116,14 @@ pub fn launch(env: &EnvArgs, mut args: LaunchArgs) -> Result<()> {
             let report: serde_json::Value =
                 serde_json::from_str(&answer.body).context("parsing the router's report")?;
             let name = report["Router"]["Name"].as_str().unwrap_or_default();
+            // With the plugin, `docker run --network meshnet` must work the
+            // moment launch returns.
+            if docker.plugin
+                && let Err(e) =
+                    docker.wait_for_network(deadline, || child.try_wait().ok().flatten().is_none())
+            {
+                break anyhow!("{e}; {}", log_error(&log_path, log_start));
+            }
             println!("{name}");
             return Ok(());
         }
@@ -602,6 +610,7 @@ fn run_foreground(
     let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
         docker.start_proxy(env, shutdown.clone()).await?;
+        docker.start_liveness(env, shutdown.clone())?;
         let plugin = docker.start_plugin(env, shutdown.clone()).await?;
         let mut config = config;
         config.services = docker.services(env);

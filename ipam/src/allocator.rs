@@ -124,7 +124,8 @@ impl Ipam {
     /// Restores from persisted state. Fails (and the caller should start
     /// with [`Ipam::new`] and log the error) if the state belongs to another
     /// peer or range, or is corrupt. Dead-container marks are not
-    /// persisted: call [`Ipam::handle_containers_running`] after start.
+    /// persisted: call [`Ipam::handle_containers_running`] after start (the
+    /// addresses of containers that died meanwhile go after the grace).
     pub fn from_persisted(cfg: Config, p: Persisted, seed: u64) -> Result<Ipam, PersistError> {
         if p.format != PERSIST_FORMAT {
             return Err(PersistError::Format { found: p.format });
@@ -450,6 +451,11 @@ impl Ipam {
             .collect()
     }
 
+    /// Who holds `addr` here, if anyone (`GET /ipinfo/owner/{ip}`).
+    pub fn holder(&self, addr: Ipv4Addr) -> Option<&Ident> {
+        self.by_addr.get(&u32::from(addr))
+    }
+
     /// Every owner and its addresses (`GET /ip`).
     pub fn owned(&self) -> &BTreeMap<Ident, Owned> {
         &self.owned
@@ -549,17 +555,31 @@ impl Ipam {
         }
     }
 
-    /// At startup: releases container addresses whose container is not
-    /// running (weave prunes them the same way).
-    pub fn handle_containers_running(&mut self, running: &BTreeSet<Ident>) -> Vec<Ident> {
+    /// The containers running now (at startup, and whenever the Docker
+    /// watcher reconnects): every container whose addresses are held here
+    /// and that is not in `running` is marked dead at `now` and released
+    /// after the grace period unless it starts again (a container created
+    /// but not yet started, or one restarting, keeps its address); running
+    /// ones are alive again. Returns the containers newly marked dead.
+    pub fn handle_containers_running(
+        &mut self,
+        running: &BTreeSet<Ident>,
+        now: Instant,
+    ) -> Vec<Ident> {
         let gone: Vec<Ident> = self
             .owned
             .iter()
-            .filter(|(i, o)| o.is_container && !running.contains(*i))
+            .filter(|(i, o)| o.is_container && !running.contains(*i) && !self.dead.contains_key(*i))
             .map(|(i, _)| i.clone())
             .collect();
+        for i in running {
+            self.dead.remove(i);
+        }
         for i in &gone {
-            let _ = self.free_all(i);
+            self.dead.insert(i.clone(), now);
+        }
+        if !gone.is_empty() {
+            self.arm(now);
         }
         gone
     }

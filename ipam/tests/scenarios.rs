@@ -269,6 +269,56 @@ fn dead_container_released_after_grace_and_restart_keeps_address() {
     assert_eq!(done(sim.allocate(0, &b)), addr);
 }
 
+/// The running set (sent at startup and when the Docker watcher
+/// reconnects) marks absent containers dead: their addresses go after the
+/// grace, not at once, so a container created but not yet running (or
+/// restarting) that shows up in a later running set, or starts, keeps its
+/// address.
+#[test]
+fn containers_missing_from_the_running_set_go_after_the_grace() {
+    let mut sim = Sim::new(4, "10.32.0.0/12", vec![seeds(1)]);
+    let (gone, late, alive) = (Ident::new("gone"), Ident::new("late"), Ident::new("alive"));
+    let gone_addr = done(sim.allocate(0, &gone));
+    let late_addr = done(sim.allocate(0, &late));
+    let alive_addr = done(sim.allocate(0, &alive));
+    let now = sim.now;
+    let running: std::collections::BTreeSet<Ident> = [alive.clone()].into();
+    let marked = sim
+        .with(0, |x| x.handle_containers_running(&running, now))
+        .unwrap();
+    assert_eq!(marked, vec![gone.clone(), late.clone()]);
+    sim.advance(secs(10));
+    let lookup = |sim: &Sim, i: &Ident| sim.nodes[0].ipam.as_ref().unwrap().lookup(i, None);
+    assert_eq!(
+        lookup(&sim, &gone),
+        vec![gone_addr],
+        "released before the grace"
+    );
+    // `late` was only starting: the next running set has it.
+    let now = sim.now;
+    let running: std::collections::BTreeSet<Ident> = [alive.clone(), late.clone()].into();
+    let marked = sim
+        .with(0, |x| x.handle_containers_running(&running, now))
+        .unwrap();
+    assert!(
+        marked.is_empty(),
+        "already dead ones are not marked again: {marked:?}"
+    );
+    sim.advance(secs(25));
+    assert!(lookup(&sim, &gone).is_empty(), "kept after the grace");
+    assert_eq!(lookup(&sim, &late), vec![late_addr]);
+    assert_eq!(lookup(&sim, &alive), vec![alive_addr]);
+    // A non-container allocation (check-alive off) is never touched.
+    let manual = Ident::new("manual");
+    let now = sim.now;
+    sim.with(0, |x| x.allocate(&manual, None, false, now).unwrap());
+    let now = sim.now;
+    sim.with(0, |x| x.handle_containers_running(&Default::default(), now));
+    sim.advance(secs(60));
+    assert_eq!(lookup(&sim, &manual).len(), 1);
+    assert!(lookup(&sim, &late).is_empty());
+}
+
 #[test]
 fn rmpeer_takes_over_dead_peer_space() {
     let mut sim = Sim::new(5, "10.32.0.0/12", vec![seeds(2); 2]);

@@ -1,38 +1,38 @@
 //! A Docker events watcher for containers this proxy created (labelled
 //! with [`PROXY_LABEL`]): when one starts without a start request through
 //! the proxy (a restart policy, a daemon restart), it is attached, since its
-//! wait shim would otherwise wait forever; when one dies, its addresses go
-//! back to IPAM after a grace period (`docker restart` and restart policies
-//! bring it back within it, and IPAM gives the same addresses again since
-//! it is idempotent per container id).
+//! wait shim would otherwise wait forever. IPAM gives it the same addresses
+//! again (it is idempotent per container id, and keeps a dead container's
+//! addresses for a grace period). Deaths are not handled here: the
+//! router's own watcher ([`crate::liveness`]) reports them for every
+//! container, proxied or not.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::ProxyConfig;
-use crate::attach;
 use crate::intercept::PROXY_LABEL;
 use crate::server;
 use crate::upstream::{UpstreamError, empty};
 
-/// `filters={"type":["container"],"event":["start","die"]}`, URL-encoded.
-const EVENTS: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%5D%7D";
+/// `filters={"type":["container"],"event":["start"]}`, URL-encoded.
+const EVENTS: &str =
+    "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%5D%7D";
 
 /// A container event the watcher acts on.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     Start(String),
-    Die(String),
 }
 
-/// Reads one event line; `None` unless it is a start or die of a container
+/// Reads one event line; `None` unless it is a start of a container
 /// whose [`PROXY_LABEL`] (Docker repeats labels in the event) is `owner`.
 pub fn parse_event(line: &[u8], owner: &str) -> Option<Event> {
     let v: Value = serde_json::from_slice(line).ok()?;
@@ -48,7 +48,6 @@ pub fn parse_event(line: &[u8], owner: &str) -> Option<Event> {
     let id = actor.get("ID").and_then(Value::as_str)?.to_string();
     match action {
         "start" => Some(Event::Start(id)),
-        "die" => Some(Event::Die(id)),
         _ => None,
     }
 }
@@ -58,7 +57,7 @@ pub async fn watch(config: Arc<ProxyConfig>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = watch_once(&config, &shutdown) => {
+            r = watch_once(&config) => {
                 if let Err(e) = r {
                     debug!(error = %e, "Docker events stream ended; reconnecting");
                 }
@@ -71,10 +70,7 @@ pub async fn watch(config: Arc<ProxyConfig>, shutdown: CancellationToken) {
     }
 }
 
-async fn watch_once(
-    config: &Arc<ProxyConfig>,
-    shutdown: &CancellationToken,
-) -> Result<(), UpstreamError> {
+async fn watch_once(config: &Arc<ProxyConfig>) -> Result<(), UpstreamError> {
     let req = Request::builder()
         .method(Method::GET)
         .uri(EVENTS)
@@ -95,24 +91,8 @@ async fn watch_once(
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(nl + 1);
             let config = config.clone();
-            match parse_event(&line, &owner) {
-                Some(Event::Die(id)) => {
-                    // Its names go at once (a restart registers them again);
-                    // its addresses only after the grace period.
-                    let (api, dead) = (config.router_api.clone(), id.clone());
-                    tokio::spawn(async move { attach::remove_names(&api, &dead).await });
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {}
-                            _ = tokio::time::sleep(config.release_grace) => release_if_dead(&config, &id).await,
-                        }
-                    });
-                }
-                Some(Event::Start(id)) => {
-                    tokio::spawn(async move { attach_on_start(&config, &id).await });
-                }
-                None => {}
+            if let Some(Event::Start(id)) = parse_event(&line, &owner) {
+                tokio::spawn(async move { attach_on_start(&config, &id).await });
             }
         }
     }
@@ -134,7 +114,7 @@ async fn router_answers(
 ) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if attach::router_call(&config.router_api, Method::GET, "/status")
+        if crate::attach::router_call(&config.router_api, Method::GET, "/status")
             .await
             .is_ok_and(|(s, _)| s.is_success())
         {
@@ -216,36 +196,6 @@ async fn attach_on_start(config: &ProxyConfig, id: &str) {
     }
 }
 
-async fn release_if_dead(config: &ProxyConfig, id: &str) {
-    let path = format!("/containers/{id}/json");
-    match config.docker.call(Method::GET, &path, None).await {
-        Ok((status, body)) if status.is_success() => {
-            let running = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("State")?.get("Running")?.as_bool())
-                .unwrap_or(false);
-            if running {
-                return;
-            }
-        }
-        Ok((StatusCode::NOT_FOUND, _)) => {}
-        Ok((status, _)) => {
-            warn!(container = %id, %status, "cannot check whether a dead container came back; keeping its addresses");
-            return;
-        }
-        Err(e) => {
-            warn!(container = %id, error = %e, "cannot check whether a dead container came back; keeping its addresses");
-            return;
-        }
-    }
-    match attach::release(&config.router_api, id).await {
-        Ok(()) => info!(container = %id, "released the addresses of a dead container"),
-        Err(e) => {
-            warn!(container = %id, error = %e, "cannot release the addresses of a dead container")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,15 +225,13 @@ mod tests {
     #[test]
     fn only_our_containers_events_count() {
         let die = br#"{"status":"die","id":"abc","from":"busybox","Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"0","works.meshnet.proxy":"/run/a.sock"}},"scope":"local","time":1}"#;
-        assert_eq!(
-            parse_event(die, "/run/a.sock"),
-            Some(Event::Die("abc".into()))
-        );
-        assert_eq!(parse_event(die, "/run/b.sock"), None);
+        // Deaths are the router's liveness watcher's business.
+        assert_eq!(parse_event(die, "/run/a.sock"), None);
         let start =
             br#"{"Action":"start","Actor":{"ID":"abc","Attributes":{"works.meshnet.proxy":"/p"}}}"#;
         assert_eq!(parse_event(start, "/p"), Some(Event::Start("abc".into())));
-        let unlabelled = br#"{"Action":"die","Actor":{"ID":"abc","Attributes":{}}}"#;
+        assert_eq!(parse_event(start, "/q"), None);
+        let unlabelled = br#"{"Action":"start","Actor":{"ID":"abc","Attributes":{}}}"#;
         assert_eq!(parse_event(unlabelled, "/p"), None);
         let other = br#"{"Action":"attach","Actor":{"ID":"abc","Attributes":{"works.meshnet.proxy":"/p"}}}"#;
         assert_eq!(parse_event(other, "/p"), None);

@@ -14,7 +14,9 @@
 //! - [`attach`]: IPAM over the router's API and `datapath::attach`.
 //! - [`hosts`]: hostnames derived from names or labels, and the
 //!   `/etc/hosts` naming a container's mesh addresses.
-//! - `events`: releases addresses of dead containers after a grace period.
+//! - `events`: attaches containers Docker restarts by itself.
+//! - [`liveness`]: tells the router's IPAM and DNS when any container
+//!   dies, starts or is removed (runs with or without the proxy).
 //! - [`plugin`]: the Docker network + IPAM plugin `meshnet`.
 //!
 //! Proxy and plugin run inside the router process (`meshnet launch`), in the
@@ -24,6 +26,7 @@ pub mod attach;
 mod events;
 pub mod hosts;
 pub mod intercept;
+pub mod liveness;
 pub mod plugin;
 mod server;
 pub mod upstream;
@@ -44,9 +47,6 @@ pub use upstream::{DEFAULT_DOCKER_API, DockerAddr};
 pub const SOCKET_FILE: &str = "meshnet.sock";
 /// The directory (in the run dir) holding the shim, mounted at `/w`.
 pub const SHIM_DIR: &str = "meshnet-wait";
-/// How long a dead container keeps its addresses: weave's IPAM grace, long
-/// enough for `docker restart` and restart policies to bring it back.
-pub const RELEASE_GRACE: Duration = Duration::from_secs(30);
 
 /// The wait shim (shim/wait.c), built static by build.rs.
 static SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/meshnet-wait"));
@@ -94,8 +94,6 @@ pub struct ProxyConfig {
     /// Write the mesh addresses into attached containers' `/etc/hosts`
     /// (`--no-rewrite-hosts` turns this off).
     pub rewrite_hosts: bool,
-    /// See [`RELEASE_GRACE`].
-    pub release_grace: Duration,
     /// One attach at a time: a start request and Docker's start event may
     /// both try to attach the same container.
     attach_lock: Arc<tokio::sync::Mutex<()>>,
@@ -126,7 +124,6 @@ impl ProxyConfig {
             hostname: hosts::HostnameRule::default(),
             rewrite_hosts: true,
             dns: true,
-            release_grace: RELEASE_GRACE,
             attach_lock: Arc::default(),
         }
     }

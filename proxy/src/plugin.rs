@@ -2,7 +2,11 @@
 //! weave's): dockerd calls `/run/docker/plugins/meshnet.sock` with JSON POSTs.
 //! Join creates a veth pair whose host end sits on the bridge; dockerd moves
 //! the other end into the container and names it `ethwe0`. Addresses come
-//! from the router's IPAM. The router must run in dockerd's network
+//! from the router's IPAM, each under an identity of its own
+//! ([`PLUGIN_IDENT_PREFIX`] and a random part), which IPAM persists with
+//! the address: ReleaseAddress after a router restart asks IPAM who holds
+//! the address (`GET /ipinfo/owner/{ip}`) and frees it only when that is
+//! one of the plugin's identities. The router must run in dockerd's network
 //! namespace (the root one), since dockerd moves the veth from there.
 
 use std::collections::BTreeMap;
@@ -35,6 +39,9 @@ const PLUGIN_JSON: &str = "application/vnd.docker.plugins.v1+json";
 /// Docker plugin, `l`/`g` = local/guest end.
 const HOST_PREFIX: &str = "vethwedl";
 const GUEST_PREFIX: &str = "vethwedg";
+/// IPAM identities of plugin addresses start with this; the rest is
+/// random, so identities never repeat across router restarts.
+pub const PLUGIN_IDENT_PREFIX: &str = "docker-plugin-";
 /// Docker's option key for a gateway handed back from RequestPool.
 const GATEWAY_KEY: &str = "com.docker.network.gateway";
 
@@ -66,7 +73,12 @@ struct State {
     idents: Mutex<BTreeMap<String, String>>,
     /// The container behind each joined endpoint (its DNS names go on Leave).
     joined: Mutex<BTreeMap<String, String>>,
-    counter: std::sync::atomic::AtomicU64,
+}
+
+/// A fresh IPAM identity for one address (IPAM is idempotent per identity,
+/// so each request needs its own).
+pub fn new_ident() -> String {
+    format!("{PLUGIN_IDENT_PREFIX}{:016x}", rand::random::<u64>())
 }
 
 /// How long after Join the plugin looks for the container in Docker's view
@@ -145,7 +157,6 @@ pub async fn start(config: PluginConfig, shutdown: CancellationToken) -> Result<
         config,
         idents: Mutex::new(BTreeMap::new()),
         joined: Mutex::new(BTreeMap::new()),
-        counter: std::sync::atomic::AtomicU64::new(0),
     });
     tokio::spawn(async move {
         loop {
@@ -383,11 +394,7 @@ pub fn pool_subnet(pool_id: &str) -> Result<Ipv4Net, String> {
 async fn request_address(state: &State, req: &Value) -> Result<Value, String> {
     let subnet = pool_subnet(field(req, "PoolID"))?;
     let api = &state.config.router_api;
-    let n = state
-        .counter
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // IPAM is idempotent per identity, so each request needs its own.
-    let ident = format!("docker-plugin-{}-{n}", std::process::id());
+    let ident = new_ident();
     let wanted = field(req, "Address");
     let cidr: Ipv4Net = if wanted.is_empty() {
         let path = format!("/ip/{ident}/{}/{}", subnet.network(), subnet.prefix_len());
@@ -416,27 +423,52 @@ async fn request_address(state: &State, req: &Value) -> Result<Value, String> {
         }
         cidr
     };
-    if let Ok(mut m) = state.idents.lock() {
-        m.insert(cidr.addr().to_string(), ident);
-    }
+    lock(&state.idents).insert(cidr.addr().to_string(), ident);
     Ok(json!({ "Address": cidr.to_string(), "Data": {} }))
 }
 
-/// ReleaseAddress: back to IPAM.
+/// ReleaseAddress: back to IPAM. The identity is the one this process
+/// handed out, or (after a router restart) the one IPAM says holds the
+/// address; an address held by anything but the plugin is left alone.
 async fn release_address(state: &State, req: &Value) -> Result<Value, String> {
     let addr = field(req, "Address");
     let ip = addr.split('/').next().unwrap_or_default().to_string();
-    let ident = state.idents.lock().ok().and_then(|mut m| m.remove(&ip));
-    if let Some(ident) = ident {
-        let path = format!("/ip/{ident}/{ip}");
-        let (status, body) = router_call(&state.config.router_api, Method::DELETE, &path)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !status.is_success() && status != StatusCode::NOT_FOUND {
-            return Err(format!("IPAM cannot release {ip}: {body}"));
-        }
+    let api = &state.config.router_api;
+    let known = lock(&state.idents).remove(&ip);
+    let ident = match known {
+        Some(i) => Some(i),
+        None => holder(api, &ip).await?,
+    };
+    let Some(ident) = ident.filter(|i| i.starts_with(PLUGIN_IDENT_PREFIX)) else {
+        debug!(%ip, "ReleaseAddress of an address the plugin does not hold; nothing to do");
+        return Ok(json!({}));
+    };
+    let path = format!("/ip/{ident}/{ip}");
+    let (status, body) = router_call(api, Method::DELETE, &path)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() && status != StatusCode::NOT_FOUND {
+        return Err(format!("IPAM cannot release {ip}: {body}"));
     }
     Ok(json!({}))
+}
+
+/// Who holds `ip` in IPAM (`None`: nobody).
+async fn holder(
+    api: &meshnet_router::api_client::Endpoint,
+    ip: &str,
+) -> Result<Option<String>, String> {
+    if ip.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(format!("invalid address {ip:?}"));
+    }
+    let (status, body) = router_call(api, Method::GET, &format!("/ipinfo/owner/{ip}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    match status {
+        s if s.is_success() => Ok(Some(body)),
+        StatusCode::NOT_FOUND => Ok(None),
+        s => Err(format!("cannot ask IPAM who holds {ip} ({s}): {body}")),
+    }
 }
 
 /// Creates the Docker network `meshnet` on the router's default subnet
@@ -496,6 +528,15 @@ mod tests {
         assert!(h.len() <= 15 && h.starts_with("vethwe"));
         assert!(veth_names("abc").is_err());
         assert!(veth_names("../../x/y").is_err());
+    }
+
+    #[test]
+    fn identities_are_the_plugins_and_never_repeat() {
+        let ids: std::collections::BTreeSet<String> = (0..1000).map(|_| new_ident()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(
+            |i| i.starts_with(PLUGIN_IDENT_PREFIX) && i.len() == PLUGIN_IDENT_PREFIX.len() + 16
+        ));
     }
 
     #[test]

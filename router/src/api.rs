@@ -3,7 +3,7 @@
 //! - the control socket `$MESHNET_RUN_DIR/meshnet-api.sock` (root-only,
 //!   see [`crate::api_client::API_SOCKET`]): every route, including all that
 //!   change state (connect, forget, IPAM allocation/claim/release, prime,
-//!   rmpeer, ...);
+//!   rmpeer, the Docker watcher's container deaths and starts, ...);
 //! - `MESHNET_HTTP_ADDR` (TCP, default 127.0.0.1:6784): weave's read-only
 //!   routes (status, report, metrics, and the IPAM lookups weave tools
 //!   read). Any other method or a state-changing route gets 403 with a
@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dns::DnsRequest;
 use crate::driver::{ApiRequest, Snapshot};
-use crate::ipam::IpamRequest;
+use crate::ipam::{ContainerEvent, IpamRequest};
 use crate::{metrics, report, status};
 
 /// Shared state of the handlers: the way to the driver.
@@ -192,6 +192,12 @@ pub fn control(api: Api) -> Router {
             .route("/peer", delete(peer_leave))
             .route("/peer/{name}", delete(peer_remove))
             .route("/ipinfo/defaultsubnet", get(default_subnet))
+            .route("/ipinfo/owner/{ip}", get(ip_owner))
+            .route(
+                "/containers/running",
+                axum::routing::put(containers_running),
+            )
+            .route("/containers/{id}/{event}", post(container_event))
             .route("/name", get(dns_entries).delete(dns_remove_all))
             .route("/name/{container}", delete(dns_remove_container))
             .route(
@@ -510,6 +516,68 @@ async fn peer_remove(State(api): State<Api>, Path(name): Path<String>) -> Respon
 
 async fn default_subnet(State(api): State<Api>) -> Response {
     ask_ipam(&api, |reply| IpamRequest::DefaultSubnet { reply }).await
+}
+
+async fn ip_owner(State(api): State<Api>, Path(ip): Path<String>) -> Response {
+    let addr = match ipv4(&ip) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    ask_ipam(&api, |reply| IpamRequest::Owner { addr, reply }).await
+}
+
+async fn ask_container(api: &Api, event: ContainerEvent) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if api
+        .driver
+        .send(ApiRequest::Container { event, reply })
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response(),
+    }
+}
+
+/// `POST /containers/{id}/died|started|destroyed` (the Docker watcher).
+async fn container_event(
+    State(api): State<Api>,
+    Path((id, event)): Path<(String, String)>,
+) -> Response {
+    let event = match event.as_str() {
+        "died" => ContainerEvent::Died(id),
+        "started" => ContainerEvent::Started(id),
+        "destroyed" => ContainerEvent::Destroyed(id),
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("unknown container event {other:?}: use died, started or destroyed\n"),
+            )
+                .into_response();
+        }
+    };
+    ask_container(&api, event).await
+}
+
+/// `PUT /containers/running` with `id=...` for every running container.
+async fn containers_running(
+    State(api): State<Api>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let ids = form(q, &body)
+        .into_iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v)
+        .collect();
+    ask_container(&api, ContainerEvent::Running(ids)).await
 }
 
 fn dns_disabled() -> Response {

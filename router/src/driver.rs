@@ -11,7 +11,7 @@ use meshnet_mesh::{Action, Channels, ConnId, Event, Mesh, PeerName, Verdict};
 
 use crate::dataplane::{ConnMeta, Dataplane, Heartbeats};
 use crate::dns::{DnsRequest, DnsService, DnsSnapshot};
-use crate::ipam::{IpamRequest, IpamService, IpamSnapshot};
+use crate::ipam::{ContainerEvent, IpamRequest, IpamService, IpamSnapshot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,11 @@ pub enum ApiRequest {
     },
     Ipam(IpamRequest),
     Dns(DnsRequest),
+    /// From the Docker watcher: IPAM and DNS follow containers' lives.
+    Container {
+        event: ContainerEvent,
+        reply: crate::ipam::Reply,
+    },
     /// Re-read `--authorized-keys` (SIGHUP or `meshnet reload`); the reply says what
     /// changed, or why the file was not taken.
     Reload(Option<oneshot::Sender<Result<String, String>>>),
@@ -494,6 +499,22 @@ impl Driver {
                 Some(dns) => dns.handle_request(req, now),
                 None => req.refuse_disabled(),
             },
+            ApiRequest::Container { event, reply } => {
+                // A dead container's names go at once (tombstoned on every
+                // peer; a restart registers them again), its addresses only
+                // after IPAM's grace period.
+                if let (Some(dns), ContainerEvent::Died(id) | ContainerEvent::Destroyed(id)) =
+                    (&mut self.parts.dns, &event)
+                {
+                    dns.container_died(id, now);
+                }
+                match &mut self.parts.ipam {
+                    Some(ipam) => ipam.handle_container(event, reply, now),
+                    None => {
+                        let _ = reply.send((204, String::new()));
+                    }
+                }
+            }
         }
     }
 

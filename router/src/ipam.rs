@@ -77,6 +77,25 @@ pub enum IpamRequest {
     Leave { reply: Reply },
     /// `GET /ipinfo/defaultsubnet`
     DefaultSubnet { reply: Reply },
+    /// `GET /ipinfo/owner/{ip}`: the identity holding an address here.
+    Owner {
+        addr: std::net::Ipv4Addr,
+        reply: Reply,
+    },
+}
+
+/// What the Docker watcher reports about containers (`POST
+/// /containers/{id}/died|started|destroyed`, `PUT /containers/running`).
+/// IPAM keeps a dead container's addresses for the grace period
+/// ([`meshnet_ipam::DEFAULT_GRACE`]), DNS drops its names at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerEvent {
+    Died(String),
+    Started(String),
+    Destroyed(String),
+    /// Every running container, sent whenever the watcher (re)connects to
+    /// Docker: those that died while nobody watched are marked dead.
+    Running(std::collections::BTreeSet<String>),
 }
 
 impl IpamRequest {
@@ -90,7 +109,8 @@ impl IpamRequest {
             | IpamRequest::Prime { reply }
             | IpamRequest::RmPeer { reply, .. }
             | IpamRequest::Leave { reply }
-            | IpamRequest::DefaultSubnet { reply } => reply,
+            | IpamRequest::DefaultSubnet { reply }
+            | IpamRequest::Owner { reply, .. } => reply,
         };
         let _ = reply.send((
             404,
@@ -320,7 +340,35 @@ impl IpamService {
             IpamRequest::DefaultSubnet { reply } => {
                 let _ = reply.send((200, self.ipam.config().default_subnet.to_string()));
             }
+            IpamRequest::Owner { addr, reply } => {
+                let _ = match self.ipam.holder(addr) {
+                    Some(ident) => reply.send((200, ident.to_string())),
+                    None => reply.send((404, format!("{addr} is not allocated here\n"))),
+                };
+            }
         }
+    }
+
+    /// A container started, died or is gone (from the Docker watcher);
+    /// answers once the change is persisted.
+    pub fn handle_container(&mut self, event: ContainerEvent, reply: Reply, now: Instant) {
+        self.now = now;
+        match event {
+            ContainerEvent::Died(id) => self.ipam.handle_container_died(&Ident::new(id), now),
+            ContainerEvent::Started(id) => self.ipam.handle_container_started(&Ident::new(id)),
+            ContainerEvent::Destroyed(id) => self.ipam.handle_container_destroyed(&Ident::new(id)),
+            ContainerEvent::Running(ids) => {
+                let running = ids.into_iter().map(Ident::new).collect();
+                let gone = self.ipam.handle_containers_running(&running, now);
+                if !gone.is_empty() {
+                    info!(
+                        containers = gone.len(),
+                        "containers holding addresses are not running; their addresses go after the grace period"
+                    );
+                }
+            }
+        }
+        self.later(reply, 204, String::new());
     }
 
     fn answer_allocation(

@@ -366,7 +366,7 @@ impl Sim {
         );
         ipam.set_nickname(&format!("host{i}"));
         let running: BTreeSet<Ident> = self.nodes[i].containers.keys().cloned().collect();
-        ipam.handle_containers_running(&running);
+        ipam.handle_containers_running(&running, self.now);
         self.nodes[i].ipam = Some(ipam);
         self.drain(i);
         self.peers_changed();
