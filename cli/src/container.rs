@@ -18,8 +18,7 @@ pub struct Container {
     /// A Docker container: IPAM releases its addresses when it dies
     /// (weave's `check-alive`); a netns or process is the user's to detach.
     pub docker: bool,
-    /// The name DNS registers it under: a Docker container's
-    /// `hostname.domainname` when it has a domain, else its name; none for
+    /// The name DNS registers it under (see [`dns_name`]); none for
     /// `netns:` and `pid:` containers.
     pub dns_name: Option<String>,
 }
@@ -76,10 +75,11 @@ async fn docker(name: &str) -> Result<Container> {
     }
     let id = info.id.unwrap_or_else(|| name.to_string());
     let config = info.config.unwrap_or_default();
-    let dns_name = match (config.hostname, config.domainname) {
-        (Some(h), Some(d)) if !h.is_empty() && !d.is_empty() => Some(format!("{h}.{d}")),
-        _ => info.name.map(|n| n.trim_start_matches('/').to_string()),
-    };
+    let dns_name = dns_name(
+        config.hostname.as_deref().unwrap_or(""),
+        config.domainname.as_deref().unwrap_or(""),
+        info.name.as_deref(),
+    );
     Ok(Container {
         arg: name.to_string(),
         ident: id,
@@ -87,6 +87,19 @@ async fn docker(name: &str) -> Result<Container> {
         docker: true,
         dns_name,
     })
+}
+
+/// The name DNS registers a Docker container under: `hostname.domainname`
+/// when it has a domain, its hostname when that is an FQDN already
+/// (`docker run -h seetwo.weave.local`), else its name.
+fn dns_name(hostname: &str, domainname: &str, name: Option<&str>) -> Option<String> {
+    if !hostname.is_empty() && !domainname.is_empty() {
+        Some(format!("{hostname}.{domainname}"))
+    } else if hostname.contains('.') {
+        Some(hostname.to_string())
+    } else {
+        name.map(|n| n.trim_start_matches('/').to_string())
+    }
 }
 
 /// Every running Docker container, plus every named netns (for `ps`).
@@ -122,4 +135,23 @@ pub async fn all() -> Vec<Container> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_docker_containers_dns_name() {
+        assert_eq!(
+            dns_name("web", "weave.local", Some("/c1")).as_deref(),
+            Some("web.weave.local")
+        );
+        assert_eq!(
+            dns_name("seetwo.weave.local", "", Some("/c2")).as_deref(),
+            Some("seetwo.weave.local")
+        );
+        assert_eq!(dns_name("3f2c9a1b", "", Some("/c3")).as_deref(), Some("c3"));
+        assert_eq!(dns_name("", "", None), None);
+    }
 }

@@ -128,3 +128,46 @@ fn weave_130_expose() {
     ok(h1, &link, &["hide"], &[]);
     ok(h1, &link, &["stop"], &[]);
 }
+
+/// weave 510_detach_hide_no_ipalloc: `detach` and `hide` in every form
+/// answer within 10 s while IPAM waits for a quorum it never gets
+/// (`consensus=2` with one peer). As in weave's script, only the time is
+/// asserted (an address that is not there may be an error), and that the
+/// first of each removes what is there.
+#[test]
+fn weave_510_detach_hide_no_ipalloc() {
+    require_root();
+    let (_dir, link) = weave_link();
+    let mut lab = lab_on_one_segment("w510", &["h1"]);
+    launch(
+        lab.host("h1"),
+        &link,
+        &[
+            "--ipalloc-range",
+            "10.2.3.0/24",
+            "--ipalloc-init",
+            "consensus=2",
+        ],
+    );
+    let (c1, _) = container(&mut lab, &link, "h1", "c1", Some("10.2.1.1/24"));
+    let c1 = format!("netns:{c1}");
+    let h1 = lab.host("h1");
+    let within = |args: &[&str]| {
+        let start = std::time::Instant::now();
+        let out = super::weave(h1, &link, args, &[]);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "weave {args:?} took {:?}",
+            start.elapsed()
+        );
+        out.status.success()
+    };
+    assert!(within(&["detach", "10.2.1.1/24", &c1]));
+    within(&["detach", "net:10.2.3.0/24", &c1]);
+    within(&["detach", &c1]);
+    ok(h1, &link, &["expose", "10.2.1.2/24"], &[]);
+    assert!(within(&["hide", "10.2.1.2/24"]));
+    within(&["hide", "net:10.2.3.0/24"]);
+    within(&["hide"]);
+    ok(h1, &link, &["stop"], &[]);
+}

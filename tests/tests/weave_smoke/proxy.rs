@@ -368,3 +368,102 @@ fn weave_launch_h_listen_addresses() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unix:///PATH or tcp://HOST:PORT"));
 }
+
+/// weave 270_use_name_as_hostname: a container's name becomes its host in
+/// the DNS domain; a hostname given with `-h`/`--hostname` (before or after
+/// `--name`) wins, and an FQDN gets no domain behind it.
+#[test]
+fn weave_270_use_name_as_hostname() {
+    require_docker();
+    let (_dir, link) = weave_link();
+    let lab = lab_on_one_segment("w270", &["h1"]);
+    let h1 = lab.host("h1");
+    let mut containers = Containers::new("w270");
+    let dns = format!("--dns-listen-address={}:53", h1.addr());
+    ok(
+        h1,
+        &link,
+        &["launch", "--ipalloc-range", "10.2.0.0/24", &dns],
+        &[],
+    );
+    let proxy = proxy_host(h1, &link);
+    let name = containers.name("c1");
+    let given = "c1-hostname.weave.local";
+    let by_name = format!("{name}.weave.local");
+    let name_eq = format!("--name={name}");
+    let h_eq = format!("--hostname={given}");
+    let cases: [(&[&str], &str); 8] = [
+        (&[&name_eq], &by_name),
+        (&["--name", &name], &by_name),
+        (&[&name_eq, "-h", given], given),
+        (&[&name_eq, &h_eq], given),
+        (&[&name_eq, "--hostname", given], given),
+        (&["-h", given, &name_eq], given),
+        (&[&h_eq, &name_eq], given),
+        (&["--hostname", given, &name_eq], given),
+    ];
+    for (flags, want) in cases {
+        let mut run = vec!["run", "-dt"];
+        run.extend(flags);
+        run.extend(["busybox", "/bin/sh"]);
+        docker_ok_at(Some(&proxy), &run);
+        let fqdn = docker_ok_at(
+            None,
+            &[
+                "inspect",
+                "--format",
+                "{{.Config.Hostname}}.{{.Config.Domainname}}",
+                &name,
+            ],
+        );
+        assert_eq!(fqdn.trim().trim_end_matches('.'), want, "{flags:?}");
+        docker_ok_at(None, &["rm", "-f", &name]);
+    }
+    ok(h1, &link, &["stop"], &[]);
+}
+
+/// weave 260_dns_removal: a container's name goes when it dies, whether
+/// the proxy made it (`-h seetwo.weave.local`) or `weave attach` put an
+/// engine-made one on the mesh.
+#[test]
+fn weave_260_dns_removal() {
+    require_docker();
+    let (_dir, link) = weave_link();
+    let lab = lab_on_one_segment("w260", &["h1"]);
+    let h1 = lab.host("h1");
+    let mut containers = Containers::new("w260");
+    let fqdn = "seetwo.weave.local";
+    let dns = format!("--dns-listen-address={}:53", h1.addr());
+    ok(h1, &link, &["launch", &dns], &[]);
+    let proxy = proxy_host(h1, &link);
+    let check = |c2: &str, ip: &str| {
+        wait_for("seetwo's record", CONVERGE, || {
+            let got = lookup(h1, &link, fqdn);
+            (got == [ip]).then_some(()).ok_or(got)
+        });
+        docker_ok_at(None, &["rm", "-f", c2]);
+        wait_for("seetwo's record to go", CONVERGE, || {
+            let got = lookup(h1, &link, fqdn);
+            got.is_empty().then_some(()).ok_or(got)
+        });
+    };
+    let c2 = containers.name("c2");
+    let cidr = "WEAVE_CIDR=10.2.0.43/24";
+    docker_ok_at(
+        Some(&proxy),
+        &[
+            "run", "-dt", "-e", cidr, "--name", &c2, "-h", fqdn, "busybox", "/bin/sh",
+        ],
+    );
+    check(&c2, "10.2.0.43");
+    let c2b = containers.name("c2b");
+    docker_ok_at(
+        None,
+        &[
+            "run", "-dt", "--name", &c2b, "-h", fqdn, "busybox", "/bin/sh",
+        ],
+    );
+    ok(h1, &link, &["attach", "10.2.0.44/24", &c2b], &[]);
+    check(&c2b, "10.2.0.44");
+    ok(h1, &link, &["stop"], &[]);
+}
