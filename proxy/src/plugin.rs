@@ -6,8 +6,12 @@
 //! ([`PLUGIN_IDENT_PREFIX`] and a random part), which IPAM persists with
 //! the address: ReleaseAddress after a router restart asks IPAM who holds
 //! the address (`GET /ipinfo/owner/{ip}`) and frees it only when that is
-//! one of the plugin's identities. The router must run in dockerd's network
-//! namespace (the root one), since dockerd moves the veth from there.
+//! one of the plugin's identities. Once the router answers, addresses the
+//! plugin held before a restart that no endpoint of Docker's network uses
+//! any more (their container went while the router was down, so Docker's
+//! ReleaseAddress found nobody) are freed ([`reconcile`]). The router must
+//! run in dockerd's network namespace (the root one), since dockerd moves
+//! the veth from there.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -73,6 +77,9 @@ struct State {
     idents: Mutex<BTreeMap<String, String>>,
     /// The container behind each joined endpoint (its DNS names go on Leave).
     joined: Mutex<BTreeMap<String, String>>,
+    /// Identities handed out since this start, kept only until
+    /// [`reconcile`] is done (it must never free one of those).
+    issued: Mutex<Option<std::collections::BTreeSet<String>>>,
 }
 
 /// A fresh IPAM identity for one address (IPAM is idempotent per identity,
@@ -157,7 +164,9 @@ pub async fn start(config: PluginConfig, shutdown: CancellationToken) -> Result<
         config,
         idents: Mutex::new(BTreeMap::new()),
         joined: Mutex::new(BTreeMap::new()),
+        issued: Mutex::new(Some(Default::default())),
     });
+    tokio::spawn(reconcile(state.clone(), shutdown.clone()));
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -395,6 +404,9 @@ async fn request_address(state: &State, req: &Value) -> Result<Value, String> {
     let subnet = pool_subnet(field(req, "PoolID"))?;
     let api = &state.config.router_api;
     let ident = new_ident();
+    if let Some(issued) = lock(&state.issued).as_mut() {
+        issued.insert(ident.clone());
+    }
     let wanted = field(req, "Address");
     let cidr: Ipv4Net = if wanted.is_empty() {
         let path = format!("/ip/{ident}/{}/{}", subnet.network(), subnet.prefix_len());
@@ -471,6 +483,85 @@ async fn holder(
     }
 }
 
+/// How long [`reconcile`] waits for the router's API and the Docker
+/// network before giving up (it runs once per start).
+const RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often it looks meanwhile.
+const RECONCILE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// After a start: frees addresses held under plugin identities from before
+/// it (not handed out by this process) that no endpoint on Docker's
+/// network `meshnet` has. Does nothing unless both IPAM's list and
+/// Docker's network could be read.
+async fn reconcile(state: Arc<State>, shutdown: CancellationToken) {
+    reconcile_once(&state, &shutdown).await;
+    *lock(&state.issued) = None;
+}
+
+async fn reconcile_once(state: &State, shutdown: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + RECONCILE_WAIT;
+    let api = &state.config.router_api;
+    let path = format!("/ipinfo/held?prefix={PLUGIN_IDENT_PREFIX}");
+    let (held, net) = loop {
+        let held = router_call(api, Method::GET, &path).await;
+        let net = state
+            .config
+            .docker
+            .json(&format!("/networks/{DRIVER}"))
+            .await;
+        match (held, net) {
+            (Ok((s, body)), Ok(net)) if s.is_success() => break (body, net),
+            _ if tokio::time::Instant::now() >= deadline || shutdown.is_cancelled() => {
+                debug!("cannot compare plugin addresses with Docker's network; none freed");
+                return;
+            }
+            _ => tokio::time::sleep(RECONCILE_POLL).await,
+        }
+    };
+    let in_use: std::collections::BTreeSet<std::net::Ipv4Addr> = net
+        .get("Containers")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(|c| c.get("IPv4Address")?.as_str()?.parse::<Ipv4Net>().ok())
+                .map(|n| n.addr())
+                .collect()
+        })
+        .unwrap_or_default();
+    for (ident, ip) in stale(&held, &in_use) {
+        // Handed out since this start: Docker may not have joined it yet.
+        if lock(&state.issued)
+            .as_ref()
+            .is_some_and(|i| i.contains(&ident))
+        {
+            continue;
+        }
+        match router_call(api, Method::DELETE, &format!("/ip/{ident}/{ip}")).await {
+            Ok((s, _)) if s.is_success() => {
+                info!(%ip, "freed a plugin address no Docker endpoint uses (its container went while the router was down)")
+            }
+            Ok((s, body)) => warn!(%ip, status = %s, %body, "cannot free a stale plugin address"),
+            Err(e) => warn!(%ip, error = %e, "cannot free a stale plugin address"),
+        }
+    }
+}
+
+/// The `IDENT CIDR` lines of `GET /ipinfo/held` whose address is not in
+/// `in_use`.
+pub fn stale(
+    held: &str,
+    in_use: &std::collections::BTreeSet<std::net::Ipv4Addr>,
+) -> Vec<(String, std::net::Ipv4Addr)> {
+    held.lines()
+        .filter_map(|l| {
+            let (ident, cidr) = l.trim().split_once(' ')?;
+            let ip = cidr.parse::<Ipv4Net>().ok()?.addr();
+            (ident.starts_with(PLUGIN_IDENT_PREFIX) && !in_use.contains(&ip))
+                .then(|| (ident.to_string(), ip))
+        })
+        .collect()
+}
+
 /// Creates the Docker network `meshnet` on the router's default subnet
 /// (weave creates `weave` the same way), unless it exists.
 pub async fn create_network(config: &PluginConfig) -> Result<(), PluginError> {
@@ -537,6 +628,22 @@ mod tests {
         assert!(ids.iter().all(
             |i| i.starts_with(PLUGIN_IDENT_PREFIX) && i.len() == PLUGIN_IDENT_PREFIX.len() + 16
         ));
+    }
+
+    #[test]
+    fn only_plugin_addresses_no_endpoint_uses_are_stale() {
+        let held = "docker-plugin-00000000000000aa 10.99.0.1/28\n\
+                    docker-plugin-00000000000000bb 10.99.0.2/28\n\
+                    somecontainer 10.99.0.3/28\n\
+                    garbage\n";
+        let in_use = ["10.99.0.2".parse().unwrap()].into();
+        assert_eq!(
+            stale(held, &in_use),
+            vec![(
+                "docker-plugin-00000000000000aa".to_string(),
+                "10.99.0.1".parse().unwrap()
+            )]
+        );
     }
 
     #[test]

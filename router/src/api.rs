@@ -193,6 +193,7 @@ pub fn control(api: Api) -> Router {
             .route("/peer/{name}", delete(peer_remove))
             .route("/ipinfo/defaultsubnet", get(default_subnet))
             .route("/ipinfo/owner/{ip}", get(ip_owner))
+            .route("/ipinfo/held", get(ip_held))
             .route(
                 "/containers/running",
                 axum::routing::put(containers_running),
@@ -524,6 +525,15 @@ async fn ip_owner(State(api): State<Api>, Path(ip): Path<String>) -> Response {
         Err(r) => return *r,
     };
     ask_ipam(&api, |reply| IpamRequest::Owner { addr, reply }).await
+}
+
+async fn ip_held(State(api): State<Api>, RawQuery(q): RawQuery) -> Response {
+    let prefix = form(q, &[])
+        .into_iter()
+        .find(|(k, _)| k == "prefix")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    ask_ipam(&api, |reply| IpamRequest::Held { prefix, reply }).await
 }
 
 async fn ask_container(api: &Api, event: ContainerEvent) -> Response {

@@ -82,6 +82,9 @@ pub enum IpamRequest {
         addr: std::net::Ipv4Addr,
         reply: Reply,
     },
+    /// `GET /ipinfo/held?prefix=P`: `IDENT CIDR` lines for every address
+    /// held here by an identity starting with `P`.
+    Held { prefix: String, reply: Reply },
 }
 
 /// What the Docker watcher reports about containers (`POST
@@ -110,7 +113,8 @@ impl IpamRequest {
             | IpamRequest::RmPeer { reply, .. }
             | IpamRequest::Leave { reply }
             | IpamRequest::DefaultSubnet { reply }
-            | IpamRequest::Owner { reply, .. } => reply,
+            | IpamRequest::Owner { reply, .. }
+            | IpamRequest::Held { reply, .. } => reply,
         };
         let _ = reply.send((
             404,
@@ -345,6 +349,16 @@ impl IpamService {
                     Some(ident) => reply.send((200, ident.to_string())),
                     None => reply.send((404, format!("{addr} is not allocated here\n"))),
                 };
+            }
+            IpamRequest::Held { prefix, reply } => {
+                let body: String = self
+                    .ipam
+                    .owned()
+                    .iter()
+                    .filter(|(i, _)| i.0.starts_with(&prefix))
+                    .flat_map(|(i, o)| o.addrs.iter().map(move |c| format!("{i} {c}\n")))
+                    .collect();
+                let _ = reply.send((200, body));
             }
         }
     }

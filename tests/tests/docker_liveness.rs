@@ -14,6 +14,9 @@
 //!    --network meshnet` works, five times in a row.
 //! 4. A container that died while the router was down gives its address
 //!    back after the relaunch (after the grace), a live one keeps its own.
+//! 5. A plugin container removed while the router was down (Docker's
+//!    ReleaseAddress found no plugin) gives its address back after the
+//!    relaunch; the running one keeps its own.
 //!
 //! Without a Docker engine these tests fail, saying so. Containers get names
 //! unique to this run and are removed even when a test panics.
@@ -339,4 +342,50 @@ fn docker_run_on_the_plugin_network_works_right_after_launch() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("inet 10.99.0."), "round {round}: {text}");
     }
+}
+
+#[test]
+fn a_plugin_container_removed_while_the_router_was_down_gives_its_address_back() {
+    require_docker();
+    let mut lab = meshnet_tests::lab("lv-plugdown");
+    let seg = lab.add_segment("198.51.100.0/24").expect("adding segment");
+    let flags = flags("10.99.0.0/28", true);
+    let root = RootRouter::start(&lab, seg, &flags);
+    let mut names = Containers::new("lv-plugdown");
+    let (gone, stays) = (names.name("gone"), names.name("stays"));
+    for c in [&gone, &stays] {
+        docker_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "meshnet",
+            "--name",
+            c,
+            "busybox",
+            "sleep",
+            "600",
+        ]);
+    }
+    let (gone_ip, stays_ip) = (plugin_ip(&gone), plugin_ip(&stays));
+    assert_eq!(active(&root), 2);
+
+    root.kill9();
+    // Docker's ReleaseAddress finds no plugin now.
+    let out = docker(&["rm", "-f", &gone]);
+    assert!(
+        out.status.success(),
+        "docker rm -f with the plugin down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    root.launch(&flags);
+    wait_for(
+        "the removed container's address to be freed after the relaunch",
+        Duration::from_secs(30),
+        || owner(&root, &gone_ip).map_or(Ok(()), Err),
+    );
+    assert!(
+        owner(&root, &stays_ip).is_some_and(|o| o.starts_with("docker-plugin-")),
+        "the running container's address was freed"
+    );
+    assert_eq!(active(&root), 1);
 }
