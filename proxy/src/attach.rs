@@ -51,13 +51,18 @@ async fn allocate(
 ) -> Result<(Ipv4Net, bool), AttachError> {
     let (method, path) = spec.request(ident, true);
     let (status, body) = router_call(api, method, &path).await?;
-    spec.answer(status.as_u16(), &body).map_err(|e| match e {
+    spec.answer(status.as_u16(), &body).map_err(attach_error)
+}
+
+/// What an IPAM answer that gave no address means for an attach.
+fn attach_error(e: IpamAnswerError) -> AttachError {
+    match e {
         IpamAnswerError::Disabled => AttachError::NoIpam,
-        e => AttachError::Refused {
-            what: spec.to_string(),
-            body: e.to_string(),
+        IpamAnswerError::Refused { spec, body } => AttachError::Refused { what: spec, body },
+        e @ IpamAnswerError::NotAnAddress(_) => AttachError::Router {
+            reason: e.to_string(),
         },
-    })
+    }
 }
 
 /// Gives every address of `ident` back to IPAM.
@@ -189,5 +194,32 @@ pub async fn remove_names(api: &Endpoint, id: &str) {
     let path = format!("/name/{id}");
     if let Err(e) = meshnet_router::api_client::call(api, Method::DELETE, &path, &[]).await {
         tracing::warn!(container = %id, error = %e, "cannot remove the DNS names of a dead container");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_told_once_with_the_address_and_the_reason() {
+        let spec: AddrSpec = "10.2.1.7/24".parse().expect("an address");
+        let refused = spec
+            .answer(
+                409,
+                "Unable to claim: address 10.2.1.7 is already owned by c1\n",
+            )
+            .expect_err("a conflict");
+        assert_eq!(
+            attach_error(refused).to_string(),
+            "IPAM refused 10.2.1.7/24: Unable to claim: address 10.2.1.7 is already owned by c1"
+        );
+        let default = AddrSpec::Default;
+        assert!(matches!(
+            attach_error(default.answer(404, "").expect_err("disabled")),
+            AttachError::NoIpam
+        ));
+        let garbage = attach_error(default.answer(200, "garbage").expect_err("no address"));
+        assert!(garbage.to_string().contains("\"garbage\""), "{garbage}");
     }
 }

@@ -467,3 +467,56 @@ fn weave_260_dns_removal() {
     check(&c2b, "10.2.0.44");
     ok(h1, &link, &["stop"], &[]);
 }
+
+/// `launch --no-default-ipalloc`: a container created through the proxy
+/// without `WEAVE_CIDR` stays off the mesh (no `ethwe`), one with an address
+/// in `WEAVE_CIDR` still gets it; without the flag a plain container is
+/// attached from IPAM.
+#[test]
+fn weave_proxy_no_default_ipalloc() {
+    require_docker();
+    let (_dir, link) = weave_link();
+    let lab = lab_on_one_segment("wpxn", &["h1"]);
+    let h1 = lab.host("h1");
+    let mut containers = Containers::new("wpxn");
+    for (flags, default_attached) in [
+        (vec!["launch", "--no-default-ipalloc"], false),
+        (vec!["launch"], true),
+    ] {
+        ok(h1, &link, &flags, &[]);
+        let proxy = proxy_host(h1, &link);
+        let (round, addr) = if default_attached {
+            ("default", "10.2.1.8/24")
+        } else {
+            ("nodefault", "10.2.1.7/24")
+        };
+        let cidr = format!("WEAVE_CIDR={addr}");
+        let plain = containers.name(&format!("{round}-plain"));
+        docker_ok_at(
+            Some(&proxy),
+            &["run", "-dt", "--name", &plain, "busybox", "/bin/sh"],
+        );
+        let links = docker_ok_at(None, &["exec", &plain, "ip", "-o", "link"]);
+        assert_eq!(
+            links.contains("ethwe"),
+            default_attached,
+            "{flags:?}: a container without WEAVE_CIDR\n{links}"
+        );
+        let given = containers.name(&format!("{round}-given"));
+        docker_ok_at(
+            Some(&proxy),
+            &[
+                "run", "-dt", "--name", &given, "-e", &cidr, "busybox", "/bin/sh",
+            ],
+        );
+        let addrs = docker_ok_at(
+            None,
+            &["exec", &given, "ip", "-4", "-o", "addr", "show", "ethwe"],
+        );
+        assert!(
+            addrs.contains(addr),
+            "{flags:?}: a container with WEAVE_CIDR\n{addrs}"
+        );
+        ok(h1, &link, &["stop"], &[]);
+    }
+}
