@@ -3,9 +3,39 @@
 //! containers are real Docker containers made through it.
 
 use meshnet_tests::docker::{Containers, docker_at, docker_ok_at, require_docker};
-use meshnet_tests::{lab_on_one_segment, wait_for};
+use meshnet_tests::{TestLab, lab_on_one_segment, wait_for};
 
 use super::{CONVERGE, Host, ok, weave, weave_link};
+
+/// What every test here starts from: the Docker engine, the `weave`
+/// link, a lab with one host `h1`, and this run's container names (all
+/// removed at the end, panic or not).
+struct Setup {
+    /// Holds the `weave` link (and room for sockets).
+    dir: tempfile::TempDir,
+    link: std::path::PathBuf,
+    lab: TestLab,
+    containers: Containers,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        require_docker();
+        let (dir, link) = weave_link();
+        Setup {
+            dir,
+            link,
+            lab: lab_on_one_segment(tag, &["h1"]),
+            containers: Containers::new(tag),
+        }
+    }
+}
+
+/// `--dns-listen-address` for DNS served on `host`'s underlay address
+/// (a lab host has no docker0).
+fn dns_flag(host: &Host) -> String {
+    format!("--dns-listen-address={}:53", host.addr())
+}
 
 /// The `DOCKER_HOST` that `eval $(weave env)` would set on `host`.
 fn proxy_host(host: &Host, link: &std::path::Path) -> String {
@@ -25,11 +55,13 @@ const INSPECT_FORMAT: &str = "{{.Name}} {{.NetworkSettings.MacAddress}} {{.Netwo
 /// the flag, still show Docker's own.
 #[test]
 fn weave_605_proxy_inspect() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("w605", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("w605");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("w605");
     let c1 = containers.name("c1");
 
     ok(h1, &link, &["launch", "--rewrite-inspect"], &[]);
@@ -69,12 +101,14 @@ fn weave_605_proxy_inspect() {
 /// neither.
 #[test]
 fn weave_proxy_without_dns_and_multicast_route() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("wpxf", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("wpxf");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("wpxf");
-    let dns = format!("--dns-listen-address={}:53", h1.addr());
+    let dns = dns_flag(h1);
     for (flags, served) in [
         (vec!["launch", &dns], true),
         (
@@ -142,9 +176,12 @@ fn image_ip(proxy: &str, ip: &str, user: Option<&str>) -> String {
 /// `--no-rewrite-hosts` leaves Docker's file.
 #[test]
 fn weave_615_proxy_rewrite_hosts() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("w615", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        containers: _containers,
+    } = Setup::new("w615");
     let h1 = lab.host("h1");
     // weave reuses one address; meshnet keeps a dead container's address
     // for RELEASE_GRACE, so each run has its own.
@@ -186,13 +223,15 @@ fn lookup(host: &Host, link: &std::path::Path, name: &str) -> Vec<String> {
 /// Docker's containers do not reach).
 #[test]
 fn weave_255_dns_restart() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("w255", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("w255");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("w255");
     let (c1_ip, c2_ip, fqdn) = ("10.2.0.78", "10.2.0.34", "seetwo.weave.local");
-    let dns = format!("--dns-listen-address={}:53", h1.addr());
+    let dns = dns_flag(h1);
     ok(h1, &link, &["launch", &dns], &[]);
     let proxy = proxy_host(h1, &link);
     for (short, ip, extra) in [("c2", c2_ip, Some(fqdn)), ("c1", c1_ip, None)] {
@@ -275,12 +314,14 @@ fn check_dns_records(
 /// too); each name resolves to the container in DNS.
 #[test]
 fn weave_680_proxy_hostname_derivation() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("w680", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("w680");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("w680");
-    let dns = format!("--dns-listen-address={}:53", h1.addr());
+    let dns = dns_flag(h1);
     let pattern = "--hostname-match=^[^-]+-(?P<appname>[^-]*)-[^-]+$";
     let replacement = "--hostname-replacement=$appname";
     let label = "--hostname-from-label=hostname-label";
@@ -316,11 +357,13 @@ fn weave_680_proxy_hostname_derivation() {
 /// apply: no TLS, and the default is always the unix socket.)
 #[test]
 fn weave_launch_h_listen_addresses() {
-    require_docker();
-    let (dir, link) = weave_link();
-    let lab = lab_on_one_segment("wlh", &["h1"]);
+    let Setup {
+        dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("wlh");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("wlh");
     let unix = format!("unix://{}", dir.path().join("other.sock").display());
     let tcp = "tcp://127.0.0.1:12375";
     ok(
@@ -374,12 +417,14 @@ fn weave_launch_h_listen_addresses() {
 /// `--name`) wins, and an FQDN gets no domain behind it.
 #[test]
 fn weave_270_use_name_as_hostname() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("w270", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("w270");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("w270");
-    let dns = format!("--dns-listen-address={}:53", h1.addr());
+    let dns = dns_flag(h1);
     ok(
         h1,
         &link,
@@ -427,13 +472,15 @@ fn weave_270_use_name_as_hostname() {
 /// engine-made one on the mesh.
 #[test]
 fn weave_260_dns_removal() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("w260", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("w260");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("w260");
     let fqdn = "seetwo.weave.local";
-    let dns = format!("--dns-listen-address={}:53", h1.addr());
+    let dns = dns_flag(h1);
     ok(h1, &link, &["launch", &dns], &[]);
     let proxy = proxy_host(h1, &link);
     let check = |c2: &str, ip: &str| {
@@ -474,11 +521,13 @@ fn weave_260_dns_removal() {
 /// attached from IPAM.
 #[test]
 fn weave_proxy_no_default_ipalloc() {
-    require_docker();
-    let (_dir, link) = weave_link();
-    let lab = lab_on_one_segment("wpxn", &["h1"]);
+    let Setup {
+        dir: _dir,
+        link,
+        lab,
+        mut containers,
+    } = Setup::new("wpxn");
     let h1 = lab.host("h1");
-    let mut containers = Containers::new("wpxn");
     for (flags, default_attached) in [
         (vec!["launch", "--no-default-ipalloc"], false),
         (vec!["launch"], true),
