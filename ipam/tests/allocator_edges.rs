@@ -1,8 +1,10 @@
-//! Edges of the allocator that the scenarios pass through without looking:
-//! persisted state that hands one address to two containers is refused on
-//! load, a reloaded allocator
-//! is the peer it was saved as, and allocations waiting for a ring each get
-//! their own request id.
+//! Edges of the allocator that the scenarios pass through without looking,
+//! each pinned because a mutation of it survived the other tests: persisted
+//! state that hands one address to two containers is refused on load, a
+//! reloaded allocator is the peer it was saved as, waiting allocations get
+//! distinct request ids, the smallest subnet, per-subnet answers, `cancel`'s
+//! result, a freed address given again, a death cancelling only that
+//! container's requests, and a destroyed container's release.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -136,4 +138,100 @@ fn cancel_says_whether_a_waiting_request_was_dropped() {
     assert!(!ipam.cancel(claim), "nothing left to cancel");
     let status = ipam.status();
     assert!(status.pending_allocates.is_empty(), "{status:?}");
+}
+
+/// A seeded single-peer allocator over a /29: six host addresses.
+fn tiny() -> Ipam {
+    let range: Cidr = "10.0.0.0/29".parse().unwrap();
+    Ipam::new(
+        Config::new(peer(0), range, Init::Seed(BTreeSet::from([peer(0)]))),
+        1,
+    )
+}
+
+#[test]
+fn a_freed_address_is_ours_to_give_again_and_its_holder_is_gone() {
+    let now = Instant::now();
+    let mut ipam = tiny();
+    let mut held = Vec::new();
+    for i in 0.. {
+        let ident = Ident::new(&format!("c{i}"));
+        match ipam.allocate(&ident, None, true, now) {
+            Ok(Allocation::Done(c)) => held.push((ident, c)),
+            _ => break,
+        }
+        assert!(i < 8, "a /29 gave more than 8 addresses");
+    }
+    assert_eq!(held.len(), 6, "a /29 has six host addresses");
+    let (ident, c) = held[2].clone();
+    assert_eq!(ipam.holder(c.ip()), Some(&ident));
+    ipam.free(&ident, c.ip()).expect("frees its address");
+    assert_eq!(ipam.holder(c.ip()), None, "nobody holds a freed address");
+    assert!(
+        matches!(
+            ipam.allocate(&Ident::new("late"), None, true, now),
+            Ok(Allocation::Done(again)) if again == c
+        ),
+        "the freed address is given again"
+    );
+}
+
+#[test]
+fn a_death_cancels_only_that_containers_waiting_requests() {
+    let now = Instant::now();
+    let mut ipam = Ipam::new(config(Init::Consensus { peers: 2 }), 1);
+    let (a, b) = (Ident::new("a"), Ident::new("b"));
+    let Ok(Allocation::Pending(a_alloc)) = ipam.allocate(&a, None, true, now) else {
+        panic!("no ring: waits");
+    };
+    let Ok(Allocation::Pending(b_alloc)) = ipam.allocate(&b, None, true, now) else {
+        panic!("no ring: waits");
+    };
+    let addr = |s: &str| s.parse::<Cidr>().unwrap();
+    let Ok(Allocation::Pending(a_claim)) = ipam.claim(&a, addr("10.0.0.9/24"), true, false, now)
+    else {
+        panic!("no ring: waits");
+    };
+    let Ok(Allocation::Pending(b_claim)) = ipam.claim(&b, addr("10.0.0.10/24"), true, false, now)
+    else {
+        panic!("no ring: waits");
+    };
+    while ipam.poll_event().is_some() {}
+    ipam.handle_container_died(&a, now);
+    let mut cancelled = BTreeSet::new();
+    while let Some(e) = ipam.poll_event() {
+        if let meshnet_ipam::Event::Cancelled { request } = e {
+            cancelled.insert(request);
+        }
+    }
+    assert_eq!(
+        cancelled,
+        BTreeSet::from([a_alloc, a_claim]),
+        "a's requests only"
+    );
+    assert!(
+        ipam.cancel(b_alloc) && ipam.cancel(b_claim),
+        "b's still wait"
+    );
+}
+
+#[test]
+fn a_destroyed_container_gives_its_addresses_back_at_once() {
+    let now = Instant::now();
+    let mut ipam = tiny();
+    let (c, other) = (Ident::new("c"), Ident::new("other"));
+    let Ok(Allocation::Done(addr)) = ipam.allocate(&c, None, true, now) else {
+        panic!("allocates");
+    };
+    let Ok(Allocation::Done(kept)) = ipam.allocate(&other, None, true, now) else {
+        panic!("allocates");
+    };
+    ipam.handle_container_destroyed(&c);
+    assert!(ipam.lookup(&c, None).is_empty(), "released without a grace");
+    assert_eq!(ipam.holder(addr.ip()), None);
+    assert_eq!(
+        ipam.holder(kept.ip()),
+        Some(&other),
+        "another container keeps its own"
+    );
 }
