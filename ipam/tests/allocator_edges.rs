@@ -155,7 +155,7 @@ fn a_freed_address_is_ours_to_give_again_and_its_holder_is_gone() {
     let mut ipam = tiny();
     let mut held = Vec::new();
     for i in 0.. {
-        let ident = Ident::new(&format!("c{i}"));
+        let ident = Ident::new(format!("c{i}"));
         match ipam.allocate(&ident, None, true, now) {
             Ok(Allocation::Done(c)) => held.push((ident, c)),
             _ => break,
