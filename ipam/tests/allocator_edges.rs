@@ -7,6 +7,7 @@
 //! container's requests, and a destroyed container's release.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use meshnet_ipam::{Allocation, Cidr, Config, Ident, Init, Ipam, PeerName, PersistError};
@@ -233,5 +234,105 @@ fn a_destroyed_container_gives_its_addresses_back_at_once() {
         ipam.holder(kept.ip()),
         Some(&other),
         "another container keeps its own"
+    );
+}
+
+/// Two seeded peers share 10.0.0.0/24; we are peer 0.
+fn pair() -> Ipam {
+    config_pair(1)
+}
+
+fn config_pair(seed: u64) -> Ipam {
+    Ipam::new(config(Init::Seed(BTreeSet::from([peer(0), peer(1)]))), seed)
+}
+
+/// The addresses the ring gives to us: a twin allocates until its space is used up.
+fn our_addresses() -> BTreeSet<Ipv4Addr> {
+    let now = Instant::now();
+    let mut twin = config_pair(9);
+    let mut ours = BTreeSet::new();
+    for i in 0..256 {
+        match twin.allocate(&Ident::new(format!("t{i}")), None, true, now) {
+            Ok(Allocation::Done(c)) => ours.insert(c.ip()),
+            _ => break,
+        };
+    }
+    ours
+}
+
+#[test]
+fn addresses_in_use_in_another_peers_space_are_listed_with_that_owner() {
+    let now = Instant::now();
+    let ours = our_addresses();
+    assert!(
+        (100..=160).contains(&ours.len()),
+        "about half of a /24 is ours: {}",
+        ours.len()
+    );
+    let mut ipam = pair();
+    // Every other address is already in use here at startup (weave's
+    // "no error on unknown" claims), in both halves of the ring.
+    let claimed: BTreeSet<Ipv4Addr> = (2..255u8)
+        .step_by(2)
+        .map(|i| Ipv4Addr::new(10, 0, 0, i))
+        .collect();
+    for (i, a) in claimed.iter().enumerate() {
+        let c: Cidr = format!("{a}/24").parse().unwrap();
+        assert!(
+            matches!(
+                ipam.claim(&Ident::new(format!("c{i}")), c, true, true, now),
+                Ok(Allocation::Done(_))
+            ),
+            "{a} in use at startup is recorded"
+        );
+    }
+    assert_eq!(ipam.active(), claimed.len());
+    let unowned = ipam.unowned();
+    let expected: BTreeSet<Ipv4Addr> = claimed.difference(&ours).copied().collect();
+    assert!(
+        !expected.is_empty(),
+        "some claimed addresses lie in peer 1's space"
+    );
+    assert_eq!(
+        unowned.iter().map(|(a, _)| *a).collect::<BTreeSet<_>>(),
+        expected,
+        "exactly the claimed addresses outside our space, none between them"
+    );
+    assert_eq!(unowned.len(), expected.len(), "each once");
+    assert!(
+        unowned.iter().all(|(_, owner)| *owner == peer(1)),
+        "owned by peer 1: {unowned:?}"
+    );
+}
+
+#[test]
+fn leaving_hands_our_space_to_the_other_peer() {
+    let now = Instant::now();
+    let mut ipam = pair();
+    let Ok(Allocation::Done(_)) = ipam.allocate(&Ident::new("a"), None, true, now) else {
+        panic!("a seeded ring allocates at once");
+    };
+    assert_eq!(
+        ipam.leave(now),
+        Some(peer(1)),
+        "the heir is the other peer, not us"
+    );
+}
+
+#[test]
+fn only_containers_missing_from_the_running_set_are_marked_dead() {
+    let now = Instant::now();
+    let mut ipam = tiny();
+    let (up, gone) = (Ident::new("up"), Ident::new("gone"));
+    for c in [&up, &gone] {
+        let Ok(Allocation::Done(_)) = ipam.allocate(c, None, true, now) else {
+            panic!("allocates");
+        };
+    }
+    let running = BTreeSet::from([up.clone()]);
+    assert_eq!(ipam.handle_containers_running(&running, now), vec![gone]);
+    assert!(
+        ipam.handle_containers_running(&running, now).is_empty(),
+        "already marked"
     );
 }
