@@ -211,7 +211,13 @@ pub async fn run(
         }
     }
     info!("router stopping");
+    d.drain();
+    d.flush_connections(&mut reports).await;
 }
+
+/// How long a stopping router waits for its connections to write what is queued (the
+/// gossip of a `reset`'s IP space handover among it) before it closes them anyway.
+pub const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The gossip channels of the application: IPAM and DNS, each when enabled.
 struct AppChannels<'a> {
@@ -287,6 +293,34 @@ impl Channels for AppChannels<'_> {
 }
 
 impl Driver {
+    /// Closes every connection once its queue is written, waiting at most
+    /// [`SHUTDOWN_FLUSH`] for all of them; what is still unwritten then is dropped.
+    async fn flush_connections(&mut self, reports: &mut mpsc::Receiver<ConnReport>) {
+        let mut open: std::collections::HashSet<ConnId> = self.writers.keys().copied().collect();
+        let tokens: Vec<CancellationToken> =
+            self.writers.drain().map(|(_, q)| q.finish()).collect();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
+        while !open.is_empty() {
+            match tokio::time::timeout_at(deadline, reports.recv()).await {
+                Ok(Some(ConnReport::Closed { conn, .. })) => {
+                    open.remove(&conn);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    warn!(
+                        connections = open.len(),
+                        "stopping with unwritten messages: peers did not read within {SHUTDOWN_FLUSH:?}"
+                    );
+                    break;
+                }
+            }
+        }
+        for t in tokens {
+            t.cancel();
+        }
+    }
+
     fn on_timer(&mut self) {
         let now = Instant::now();
         if self.parts.mesh.poll_timeout().is_some_and(|t| t <= now) {

@@ -184,6 +184,15 @@ impl SendQueue {
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
+
+    /// Ends the connection once what is queued has been written, not before (a clean
+    /// shutdown: a `reset`'s IP space handover must reach the peers). The returned token
+    /// ends it at once when cancelled, for a peer that does not read.
+    pub fn finish(self) -> tokio_util::sync::CancellationToken {
+        let SendQueue { tx, _close, .. } = self;
+        drop(tx);
+        _close.disarm()
+    }
 }
 
 impl QueueReader {

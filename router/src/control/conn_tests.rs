@@ -241,3 +241,69 @@ async fn a_flooding_peer_holds_at_most_its_budget_and_another_connection_still_g
     flood_task.abort();
     quiet_task.abort();
 }
+
+/// Everything the peer reads from `peer` until the connection ends: the messages' lengths.
+async fn read_until_closed(mut peer: DuplexStream, mut session: Session) -> Vec<usize> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = Vec::new();
+    loop {
+        let n = peer.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return got;
+        }
+        session.opener.handle_input(&buf[..n]);
+        while let Some(m) = session.opener.poll_message() {
+            got.push(m.unwrap().len());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_finished_queue_is_written_out_before_the_connection_closes() {
+    let (reports, mut rx) = super::reports();
+    let (queue, peer, session, task) = connection(ConnId(1), reports);
+    // More than the duplex holds, queued before the peer reads anything: the writer is
+    // blocked mid-way when the queue is finished.
+    let sizes: Vec<usize> = (1..=8).map(|i| i * 100 * 1024).collect();
+    for &n in &sizes {
+        queue.push(vec![3u8; n]).unwrap();
+    }
+    settle().await;
+    let _token = queue.finish();
+    let got = tokio::time::timeout(Duration::from_secs(30), read_until_closed(peer, session)).await;
+    assert_eq!(
+        got.expect("the peer reads to the end"),
+        sizes,
+        "every message, in order"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(ConnReport::Closed { .. }))),
+        "{closed:?}"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_finished_queue_still_closes_at_once_when_its_token_is_cancelled() {
+    let (reports, mut rx) = super::reports();
+    // The peer never reads: finishing cannot complete, cancelling ends it.
+    let (queue, _stalled, _session, task) = connection(ConnId(1), reports);
+    for _ in 0..8 {
+        queue.push(vec![5u8; MIB]).unwrap();
+    }
+    settle().await;
+    let token = queue.finish();
+    settle().await;
+    assert!(
+        rx.try_recv().is_err(),
+        "still writing to a peer that does not read"
+    );
+    token.cancel();
+    let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(ConnReport::Closed { .. }))),
+        "{closed:?}"
+    );
+    task.abort();
+}

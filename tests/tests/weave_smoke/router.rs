@@ -415,7 +415,6 @@ fn weave_390_peer_name() {
 /// its space away and comes back, and a container still gets an address
 /// within 10 s.
 #[test]
-#[ignore = "fails on main: the second reset's space reaches no live peer (Ipam::leave picks the first peer's pre-reset name, still in the topology until GC, as heir; with a live heir the handover is still not applied there before the router stops); run with --ignored"]
 fn weave_330_reset() {
     require_root();
     let (_dir, link) = weave_link();
