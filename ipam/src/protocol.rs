@@ -438,16 +438,21 @@ impl Ipam {
     fn fail_full(&mut self, ring: &Ring, subnet: Cidr) {
         let me = self.cfg.name;
         let host = subnet.host_range().intersect(&self.universe);
-        let others_free: u64 = ring
-            .iter()
+        let (mut reachable_free, mut unreachable) = (0u64, 0u64);
+        for (r, e) in ring.iter() {
             // A peer that just denied us has none, whatever it advertised.
-            .filter(|(r, e)| {
-                e.peer != me && r.overlaps(&host) && !self.denied_donors.contains(&e.peer)
-            })
-            .map(|(r, e)| u64::from(e.free.min(r.intersect(&host).size())))
-            .sum();
+            if e.peer == me || !r.overlaps(&host) || self.denied_donors.contains(&e.peer) {
+                continue;
+            }
+            let free = u64::from(e.free.min(r.intersect(&host).size()));
+            if self.known.contains_key(&e.peer) {
+                reachable_free += free;
+            } else {
+                unreachable += free;
+            }
+        }
         let size = u64::from(host.size());
-        let used = size.saturating_sub(others_free);
+        let used = size.saturating_sub(reachable_free + unreachable);
         let failed: Vec<RequestId> = self
             .pending_allocs
             .iter()
@@ -458,7 +463,12 @@ impl Ipam {
             self.pending_allocs.remove(&request);
             self.events.push_back(Event::Failed {
                 request,
-                error: Error::Full { subnet, used, size },
+                error: Error::Full {
+                    subnet,
+                    used,
+                    size,
+                    unreachable,
+                },
             });
         }
     }

@@ -211,16 +211,29 @@ pub enum Error {
     NoRing,
     /// No free address in the subnet here, and no reachable peer has any
     /// to give.
-    #[error("no free address in {subnet}: {used} of {size} in use")]
+    #[error("no free address in {subnet}: {used} of {size} in use{}", unreachable_note(*.unreachable))]
     Full {
         /// Asked.
         subnet: Cidr,
-        /// Addresses in use (or held by peers that cannot be reached).
+        /// Addresses in use.
         used: u64,
         /// Host addresses in the subnet.
         size: u64,
+        /// Free addresses that peers which cannot be reached hold.
+        unreachable: u64,
     },
     /// After `leave`.
     #[error("IPAM is shutting down")]
     ShuttingDown,
+}
+
+/// The tail of [`Error::Full`]'s message when unreachable peers hold free space.
+fn unreachable_note(unreachable: u64) -> String {
+    if unreachable == 0 {
+        String::new()
+    } else {
+        format!(
+            ", {unreachable} free ones held by peers that cannot be reached: bring them back or remove them with `rmpeer`"
+        )
+    }
 }

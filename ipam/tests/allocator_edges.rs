@@ -336,3 +336,56 @@ fn only_containers_missing_from_the_running_set_are_marked_dead() {
         "already marked"
     );
 }
+
+#[test]
+fn a_full_range_says_whether_unreachable_peers_hold_the_free_space() {
+    let subnet: Cidr = "10.99.0.0/29".parse().unwrap();
+    let full = meshnet_ipam::Error::Full {
+        subnet,
+        used: 6,
+        size: 6,
+        unreachable: 0,
+    };
+    assert_eq!(
+        full.to_string(),
+        "no free address in 10.99.0.0/29: 6 of 6 in use"
+    );
+    let stranded = meshnet_ipam::Error::Full {
+        subnet,
+        used: 0,
+        size: 6,
+        unreachable: 6,
+    };
+    assert_eq!(
+        stranded.to_string(),
+        "no free address in 10.99.0.0/29: 0 of 6 in use, 6 free ones held by peers that cannot be reached: bring them back or remove them with `rmpeer`"
+    );
+}
+
+#[test]
+fn a_range_whose_free_half_is_on_an_unreachable_peer_says_so() {
+    let now = Instant::now();
+    // Peer 1 owns half the ring but has never been reachable.
+    let mut ipam = pair();
+    let mut outcome = None;
+    for i in 0..256 {
+        match ipam.allocate(&Ident::new(format!("c{i}")), None, true, now) {
+            Ok(Allocation::Done(_)) => continue,
+            other => {
+                outcome = Some(format!("{other:?}"));
+                break;
+            }
+        }
+    }
+    let mut failed = None;
+    while let Some(e) = ipam.poll_event() {
+        if let meshnet_ipam::Event::Failed { error, .. } = e {
+            failed = Some(error.to_string());
+        }
+    }
+    let text = failed.unwrap_or_else(|| panic!("no failure event; allocate gave {outcome:?}"));
+    assert!(
+        text.contains("held by peers that cannot be reached") && text.contains("rmpeer"),
+        "{text}"
+    );
+}
