@@ -768,3 +768,71 @@ impl Ipam {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::Init;
+
+    /// Re-claims go out as exact ranges per owner: consecutive addresses join one run, a gap
+    /// or [`MAX_EXACT_RANGE`] addresses start the next.
+    #[test]
+    fn addresses_in_another_peers_space_are_grouped_into_runs_of_at_most_max_exact_range() {
+        let now = Instant::now();
+        let (me, other) = (PeerName::new(1).unwrap(), PeerName::new(2).unwrap());
+        let range: Cidr = "10.0.0.0/20".parse().unwrap();
+        let mut ipam = Ipam::new(
+            Config::new(me, range, Init::Seed(BTreeSet::from([me, other]))),
+            1,
+        );
+        ipam.ensure_ring(now);
+        let theirs = ipam
+            .ring
+            .as_ref()
+            .expect("a seeded ring")
+            .owned_by(other)
+            .into_iter()
+            .max_by_key(|r| r.size())
+            .expect("the other peer owns space");
+        let long = MAX_EXACT_RANGE + 6;
+        assert!(
+            theirs.size() > long + 8,
+            "{theirs} is too small for the test"
+        );
+        let start = theirs.start;
+        let claimed: Vec<u32> = (start..start + long)
+            .chain(start + long + 2..start + long + 5)
+            .collect();
+        for (i, a) in claimed.iter().enumerate() {
+            let c = Cidr {
+                addr: *a,
+                len: range.len,
+            };
+            let r = ipam.claim(&Ident::new(format!("c{i}")), c, true, true, now);
+            assert!(matches!(r, Ok(Allocation::Done(_))), "{r:?}");
+        }
+        assert_eq!(
+            ipam.unowned_runs(),
+            vec![
+                (other, AddrRange::new(start, start + MAX_EXACT_RANGE)),
+                (other, AddrRange::new(start + MAX_EXACT_RANGE, start + long)),
+                (other, AddrRange::new(start + long + 2, start + long + 5)),
+            ]
+        );
+        ipam.check_invariants().expect("consistent");
+
+        // Freeing one of them hands it back to its owner, never to our free space.
+        while ipam.poll_transmit().is_some() {}
+        ipam.free(&Ident::new("c0"), Ipv4Addr::from(start))
+            .expect("frees its address");
+        ipam.check_invariants()
+            .expect("still consistent after the free");
+        let mut to_owner = false;
+        while let Some(t) = ipam.poll_transmit() {
+            to_owner |= matches!(t, Transmit::Unicast(p, _) if p == other);
+        }
+        assert!(to_owner, "the release goes to the address's owner");
+    }
+}
