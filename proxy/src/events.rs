@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Request, header};
+use http::Method;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use crate::ProxyConfig;
 use crate::intercept::PROXY_LABEL;
 use crate::server;
-use crate::upstream::{UpstreamError, empty};
+use crate::upstream::{UpstreamError, get_request};
 
 /// `filters={"type":["container"],"event":["start"]}`, URL-encoded.
 const EVENTS: &str =
@@ -71,15 +71,7 @@ pub async fn watch(config: Arc<ProxyConfig>, shutdown: CancellationToken) {
 }
 
 async fn watch_once(config: &Arc<ProxyConfig>) -> Result<(), UpstreamError> {
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri(EVENTS)
-        .header(header::HOST, "docker")
-        .body(empty())
-        .map_err(|e| UpstreamError::Json {
-            path: EVENTS.into(),
-            error: e.to_string(),
-        })?;
+    let req = get_request(EVENTS)?;
     let mut body = config.docker.send(req).await?.into_body();
     let owner = config.owner();
     let mut buf = BytesMut::new();

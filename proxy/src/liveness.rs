@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Request, header};
+use http::Method;
 use http_body_util::BodyExt;
 use meshnet_router::api_client::Endpoint;
 use serde_json::Value;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::attach::router_call;
-use crate::upstream::{DockerAddr, UpstreamError, empty};
+use crate::upstream::{DockerAddr, UpstreamError, get_request};
 
 /// `filters={"type":["container"],"event":["start","die","destroy"]}`,
 /// URL-encoded.
@@ -111,15 +111,7 @@ async fn watch_once(
     shutdown: &CancellationToken,
     wait: &mut Duration,
 ) -> Result<(), UpstreamError> {
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri(EVENTS)
-        .header(header::HOST, "docker")
-        .body(empty())
-        .map_err(|e| UpstreamError::Json {
-            path: EVENTS.into(),
-            error: e.to_string(),
-        })?;
+    let req = get_request(EVENTS)?;
     // Subscribe first, then list: an event between the two is in the
     // stream, so nothing falls in the gap.
     let resp = docker.send(req).await?;

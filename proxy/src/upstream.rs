@@ -23,6 +23,19 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+/// A `GET path` to the Docker engine, with no body.
+pub fn get_request(path: &str) -> Result<Request<Body>, UpstreamError> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(header::HOST, "docker")
+        .body(empty())
+        .map_err(|e| UpstreamError::Json {
+            path: path.into(),
+            error: e.to_string(),
+        })
+}
+
 /// An empty body.
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()

@@ -356,8 +356,14 @@ async fn reload(State(api): State<Api>) -> Response {
 }
 
 async fn ask_ipam(api: &Api, make: impl FnOnce(crate::ipam::Reply) -> IpamRequest) -> Response {
+    ask_driver(api, |reply| ApiRequest::Ipam(make(reply))).await
+}
+
+/// Sends the driver the request `make` builds around a reply channel and answers with the
+/// status and body the driver replies.
+async fn ask_driver(api: &Api, make: impl FnOnce(crate::ipam::Reply) -> ApiRequest) -> Response {
     let (tx, rx) = oneshot::channel();
-    if api.driver.send(ApiRequest::Ipam(make(tx))).await.is_err() {
+    if api.driver.send(make(tx)).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
     }
     match rx.await {
@@ -537,23 +543,7 @@ async fn ip_held(State(api): State<Api>, RawQuery(q): RawQuery) -> Response {
 }
 
 async fn ask_container(api: &Api, event: ContainerEvent) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if api
-        .driver
-        .send(ApiRequest::Container { event, reply })
-        .await
-        .is_err()
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response();
-    }
-    match rx.await {
-        Ok((code, body)) => (
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
-        )
-            .into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "router is shutting down\n").into_response(),
-    }
+    ask_driver(api, |reply| ApiRequest::Container { event, reply }).await
 }
 
 /// `POST /containers/{id}/died|started|destroyed` (the Docker watcher).
