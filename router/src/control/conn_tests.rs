@@ -80,6 +80,15 @@ fn connection(
     (queue, their_io, theirs, task)
 }
 
+/// The connection task reports that it closed, within 5 s.
+async fn assert_closed(rx: &mut mpsc::Receiver<ConnReport>) {
+    let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(ConnReport::Closed { .. }))),
+        "{closed:?}"
+    );
+}
+
 /// Lets the connection task run until it blocks.
 async fn settle() {
     for _ in 0..200 {
@@ -119,11 +128,7 @@ async fn a_peer_that_stops_reading_passes_the_byte_limit_and_nothing_more_is_que
     );
     // The connection itself is still up: dropping the queue (the driver's close) ends it.
     drop(queue);
-    let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-    assert!(
-        matches!(closed, Ok(Some(ConnReport::Closed { .. }))),
-        "{closed:?}"
-    );
+    assert_closed(&mut rx).await;
     task.abort();
 }
 
@@ -276,11 +281,7 @@ async fn a_finished_queue_is_written_out_before_the_connection_closes() {
         sizes,
         "every message, in order"
     );
-    let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-    assert!(
-        matches!(closed, Ok(Some(ConnReport::Closed { .. }))),
-        "{closed:?}"
-    );
+    assert_closed(&mut rx).await;
     task.abort();
 }
 
@@ -300,10 +301,6 @@ async fn a_finished_queue_still_closes_at_once_when_its_token_is_cancelled() {
         "still writing to a peer that does not read"
     );
     token.cancel();
-    let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-    assert!(
-        matches!(closed, Ok(Some(ConnReport::Closed { .. }))),
-        "{closed:?}"
-    );
+    assert_closed(&mut rx).await;
     task.abort();
 }
