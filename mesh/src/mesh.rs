@@ -354,6 +354,21 @@ impl Mesh {
         self.config.name
     }
 
+    /// The peers we can reach now over reported connections (ourselves
+    /// included), with their nicknames. Unlike [`Mesh::status`], a peer
+    /// whose last connection went away is left out at once, not only when
+    /// garbage collection removes its record.
+    pub fn reachable_peers(&self) -> BTreeMap<PeerName, String> {
+        self.topo
+            .reachable()
+            .into_iter()
+            .filter_map(|n| {
+                let p = self.topo.peer(n)?;
+                (!p.is_placeholder()).then(|| (n, p.nickname.clone()))
+            })
+            .collect()
+    }
+
     /// Our static public key.
     pub fn key(&self) -> PublicKey {
         self.config.key

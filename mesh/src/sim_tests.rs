@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::PeerName;
 use crate::mesh::{CloseReason, Event};
 use crate::sim::{Sim, peer_name, secs};
 use crate::status::ConnState;
@@ -232,6 +233,36 @@ fn gc_removes_unreachable_peers() {
             .contains(&Event::PeerRemoved(peer_name(2)))
     );
     assert!(sim.converged(), "{:?}", sim.divergence());
+}
+
+/// A peer whose connections are gone is not reachable at once, though
+/// its record stays until garbage collection: IPAM must not pick it as the
+/// heir of a `reset` in that window.
+#[test]
+fn a_peer_is_unreachable_as_soon_as_its_connection_closes() {
+    let mut sim = Sim::with_config(3, 7, |_, c| c.discovery = false);
+    sim.connect(0, 1);
+    sim.connect(1, 2);
+    sim.run_for(secs(10));
+    let reachable = |sim: &Sim| -> BTreeSet<PeerName> {
+        sim.peers[0].mesh.reachable_peers().into_keys().collect()
+    };
+    let all: BTreeSet<PeerName> = (0..3).map(peer_name).collect();
+    assert_eq!(reachable(&sim), all);
+    sim.stop(1);
+    sim.run_for(crate::mesh::GC_DELAY / 4);
+    let listed: Vec<PeerName> = sim.peers[0]
+        .mesh
+        .status(sim.now())
+        .peers
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        listed.contains(&peer_name(1)),
+        "the record is kept until GC: {listed:?}"
+    );
+    assert_eq!(reachable(&sim), BTreeSet::from([peer_name(0)]));
 }
 
 #[test]

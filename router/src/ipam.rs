@@ -243,15 +243,12 @@ impl IpamService {
         }
     }
 
-    /// The mesh's peers changed: tell IPAM who is reachable.
+    /// The mesh's peers or connections changed: tell IPAM who is reachable
+    /// now (a peer whose connections are gone is not, though its record
+    /// waits for garbage collection), so that a `reset` hands our space to
+    /// a peer that can take it.
     pub fn handle_peers(&mut self, mesh: &Mesh, now: Instant) {
-        let known = mesh
-            .status(now)
-            .peers
-            .into_iter()
-            .map(|p| (p.name, p.nickname))
-            .collect();
-        self.ipam.handle_peers_changed(known, now);
+        self.ipam.handle_peers_changed(mesh.reachable_peers(), now);
     }
 
     pub fn snapshot(&self) -> IpamSnapshot {
