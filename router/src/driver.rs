@@ -524,6 +524,9 @@ impl Driver {
                         named.into_iter().for_each(|p| dns.forget_peer(p));
                     }
                 }
+                if let (IpamRequest::Leave { .. }, Some(ipam)) = (&req, &mut self.parts.ipam) {
+                    ipam.restrict_to_reachable(&self.parts.mesh, now);
+                }
                 match &mut self.parts.ipam {
                     Some(ipam) => ipam.handle_request(req, now),
                     None => req.refuse_disabled(),
@@ -699,15 +702,15 @@ impl Driver {
                 info!(peer = %peer, conn = conn.0, "connection established");
                 if let (Some(dp), Some(meta)) = (&mut self.dataplane, self.conn_meta.get(&conn)) {
                     dp.on_connection_up(&mut self.parts.mesh, conn, peer, *meta);
+                    dp.update_forwarding(&self.parts.mesh, Instant::now());
                 }
-                self.peers_changed();
             }
             Event::ConnectionDown { conn, peer, reason } => {
                 info!(peer = %peer, conn = conn.0, %reason, "connection down");
                 if let Some(dp) = &mut self.dataplane {
                     dp.on_connection_down(conn, peer);
+                    dp.update_forwarding(&self.parts.mesh, Instant::now());
                 }
-                self.peers_changed();
             }
             Event::OverlayControl { peer, bytes, .. } => {
                 if let Some(dp) = &mut self.dataplane {

@@ -243,11 +243,21 @@ impl IpamService {
         }
     }
 
-    /// The mesh's peers or connections changed: tell IPAM who is reachable
-    /// now (a peer whose connections are gone is not, though its record
-    /// waits for garbage collection), so that a `reset` hands our space to
-    /// a peer that can take it.
+    /// The mesh's peers changed: tell IPAM who is reachable.
     pub fn handle_peers(&mut self, mesh: &Mesh, now: Instant) {
+        let known = mesh
+            .status(now)
+            .peers
+            .into_iter()
+            .map(|p| (p.name, p.nickname))
+            .collect();
+        self.ipam.handle_peers_changed(known, now);
+    }
+
+    /// Before a `reset`: tell IPAM only the peers we reach at this moment
+    /// (a peer whose connections closed keeps its record until garbage
+    /// collection), so that it hands our space to one that can take it.
+    pub fn restrict_to_reachable(&mut self, mesh: &Mesh, now: Instant) {
         self.ipam.handle_peers_changed(mesh.reachable_peers(), now);
     }
 
