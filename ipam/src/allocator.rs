@@ -46,6 +46,9 @@ pub(crate) struct PendingClaim {
 /// given to a peer, is always on disk. Arm a timer for
 /// [`Ipam::poll_timeout`] and call [`Ipam::handle_timeout`] when it fires;
 /// send [`Ipam::full_state`] on the mesh's periodic gossip.
+///
+/// [`crate::node::Node`] is that protocol, written once: the router and the
+/// simulators drive it rather than this type's `poll_*` methods.
 #[derive(Debug)]
 pub struct Ipam {
     pub(crate) cfg: Config,

@@ -8,7 +8,8 @@
 //! owners for donations, and re-claims exactly the addresses it holds when
 //! ownership moved under it (separately initialised rings meeting, rmpeer).
 //! Nothing here does I/O: time and seeds are parameters, outputs are polled
-//! (see the call protocol on [`Ipam`]: persist, then transmit, then events).
+//! in the crash-safe order by [`node::Node`], the one driver of the call
+//! protocol (persist, acknowledged, then transmit and events, then replies).
 //!
 //! Guarantees, and what they rest on:
 //! - An address is handed out only by the peer owning it in the ring, from
@@ -41,6 +42,8 @@
 //! - `types.rs`: [`Config`], [`Init`], [`Allocation`], [`Event`], [`Transmit`], [`Error`].
 //! - `allocator.rs`: [`Ipam`] and its request API.
 //! - `protocol.rs`: messages, donation, adoption, conflicts, timers.
+//! - [`node`]: [`Ipam`] with its call protocol, the type the router pumps and
+//!   the simulators drive: requests in, persist / transmit / event / reply out.
 //! - [`wire`]: message encoding (version byte + postcard, bounded).
 //! - [`persist`]: the durable state the router writes.
 //! - [`status`]: weave-format status, report and metrics.
@@ -48,6 +51,7 @@
 pub mod addr;
 mod allocator;
 pub mod consensus;
+pub mod node;
 pub mod persist;
 mod protocol;
 pub mod ring;

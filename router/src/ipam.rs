@@ -1,15 +1,14 @@
-//! IPAM inside the router: the sans-IO [`Ipam`] wired to the mesh's `ipam`
-//! gossip channel, to crash-safe persistence, and to API requests.
-//!
-//! The call protocol of [`Ipam`] is kept here in one place ([`IpamService::drain`]):
-//! after every input, persist first, then send, then deliver events, and only
-//! then answer callers. A kill -9 can therefore lose only what nobody was told.
+//! IPAM inside the router: a pump over the sans-IO [`Node`], which owns the
+//! call protocol (persist, acknowledged, then transmit and events, then
+//! replies). Here are only the real file write, the gossip send on the
+//! mesh's `ipam` channel, and the HTTP answers ([`IpamService::drain`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use meshnet_ipam::{Allocation, Cidr, Event, Ident, Ipam, Persisted, RequestId, Transmit};
+use meshnet_ipam::node::{Answer, Node, Output, Request, Ticket};
+use meshnet_ipam::{Cidr, Event, Ident, Ipam, Persisted, Transmit};
 use meshnet_mesh::{Channels, Mesh, PeerName};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -21,10 +20,7 @@ pub const CHANNEL: &str = "ipam";
 /// File (in the data dir) holding the persisted ring and allocations.
 pub const STATE_FILE: &str = "ipam.json";
 
-/// How long an allocation waits for the ring (IPAM consensus) before its
-/// caller is told, in words, what it waits for; under the API client's own
-/// answer timeout, so callers never see a bare timeout.
-pub const RING_WAIT: Duration = Duration::from_secs(20);
+pub use meshnet_ipam::node::RING_WAIT;
 
 /// IPAM settings from `launch`.
 #[derive(Debug, Clone)]
@@ -135,15 +131,13 @@ pub struct IpamSnapshot {
 /// IPAM as the driver owns it.
 #[derive(Debug)]
 pub struct IpamService {
-    ipam: Ipam,
+    node: Node,
     state_file: PathBuf,
     /// Set by the driver before each input: the `Channels` callbacks carry no time.
     now: Instant,
-    /// Callers of pending requests, with when they asked.
-    waiting: BTreeMap<RequestId, (Reply, Instant)>,
-    ring_waiters: Vec<Reply>,
-    /// Answers that wait for the next successful persist.
-    ready: Vec<(Reply, (u16, String))>,
+    /// Callers of requests the node has not answered yet.
+    replies: BTreeMap<Ticket, Reply>,
+    next_ticket: u64,
 }
 
 impl IpamService {
@@ -169,12 +163,11 @@ impl IpamService {
         }
         ipam.set_nickname(nickname);
         Ok(IpamService {
-            ipam,
+            node: Node::new(ipam),
             state_file,
             now,
-            waiting: BTreeMap::new(),
-            ring_waiters: Vec::new(),
-            ready: Vec::new(),
+            replies: BTreeMap::new(),
+            next_ticket: 0,
         })
     }
 
@@ -183,64 +176,13 @@ impl IpamService {
         self.now = now;
     }
 
-    /// When [`IpamService::handle_timeout`] is due: IPAM's own timer, or
-    /// the end of a caller's [`RING_WAIT`].
+    /// When [`IpamService::handle_timeout`] is due (see [`Node::poll_timeout`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let wait_ends = self.waiting_for_ring().map(|t| t + RING_WAIT);
-        match (self.ipam.poll_timeout(), wait_ends) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// When the oldest caller waiting for the ring asked, if any waits.
-    fn waiting_for_ring(&self) -> Option<Instant> {
-        if self.ipam.ring().is_some() {
-            return None;
-        }
-        self.waiting.values().map(|(_, t)| *t).min()
+        self.node.poll_timeout()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.ipam.poll_timeout().is_some_and(|t| t <= now) {
-            self.ipam.handle_timeout(now);
-        }
-        if self.ipam.ring().is_some() {
-            return;
-        }
-        let expired: Vec<RequestId> = self
-            .waiting
-            .iter()
-            .filter(|(_, (_, t))| now.saturating_duration_since(*t) >= RING_WAIT)
-            .map(|(id, _)| *id)
-            .collect();
-        if expired.is_empty() {
-            return;
-        }
-        let why = self.ring_wait_reason();
-        for id in expired {
-            self.ipam.cancel(id);
-            if let Some((reply, _)) = self.waiting.remove(&id) {
-                let _ = reply.send((503, format!("{why}\n")));
-            }
-        }
-    }
-
-    /// Why there is no ring yet, and what to do, in words.
-    fn ring_wait_reason(&self) -> String {
-        match self.ipam.status().paxos {
-            Some(p) if p.elector => {
-                let peers = if p.known_nodes == 1 { "peer" } else { "peers" };
-                format!(
-                    "waiting for IPAM consensus: quorum {}, {} {peers} known — launch the other peers or use --ipalloc-init",
-                    p.quorum, p.known_nodes
-                )
-            }
-            _ => format!(
-                "waiting for the IP allocation ring ({}): no peer with IP space is reachable — connect to one, or launch with --ipalloc-init",
-                self.ipam.status_string()
-            ),
-        }
+        self.node.handle_timeout(now);
     }
 
     /// The mesh's peers changed: tell IPAM who is reachable.
@@ -251,27 +193,37 @@ impl IpamService {
             .into_iter()
             .map(|p| (p.name, p.nickname))
             .collect();
-        self.ipam.handle_peers_changed(known, now);
+        self.node.handle_peers_changed(known, now);
     }
 
     /// Before a `reset`: tell IPAM only the peers we reach at this moment
     /// (a peer whose connections closed keeps its record until garbage
     /// collection), so that it hands our space to one that can take it.
     pub fn restrict_to_reachable(&mut self, mesh: &Mesh, now: Instant) {
-        self.ipam.handle_peers_changed(mesh.reachable_peers(), now);
+        self.node.handle_peers_changed(mesh.reachable_peers(), now);
     }
 
     pub fn snapshot(&self) -> IpamSnapshot {
+        let ipam = self.node.ipam();
         IpamSnapshot {
-            status: self.ipam.status(),
-            lines: self.ipam.status_lines(),
-            metrics: self.ipam.metrics(),
+            status: ipam.status(),
+            lines: ipam.status_lines(),
+            metrics: ipam.metrics(),
         }
     }
 
-    /// Handles one API request.
+    /// Hands `req` to the node; `reply` is answered when it answers.
+    fn request(&mut self, req: Request, reply: Reply, now: Instant) {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.replies.insert(ticket, reply);
+        self.node.handle_request(ticket, req, now);
+    }
+
+    /// Handles one API request: questions at once, changes through the node.
     pub fn handle_request(&mut self, req: IpamRequest, now: Instant) {
         self.now = now;
+        let ipam = self.node.ipam();
         match req {
             IpamRequest::Allocate {
                 ident,
@@ -279,10 +231,13 @@ impl IpamService {
                 check_alive,
                 reply,
             } => {
-                let r = self
-                    .ipam
-                    .allocate(&Ident::new(ident), subnet, check_alive, now);
-                self.answer_allocation(r, reply, 200, now);
+                let ident = Ident::new(ident);
+                let req = Request::Allocate {
+                    ident,
+                    subnet,
+                    check_alive,
+                };
+                self.request(req, reply, now);
             }
             IpamRequest::Claim {
                 ident,
@@ -291,24 +246,20 @@ impl IpamService {
                 check_alive,
                 reply,
             } => {
-                let r = self.ipam.claim(
-                    &Ident::new(ident),
+                let req = Request::Claim {
+                    ident: Ident::new(ident),
                     addr,
-                    check_alive,
                     no_error_on_unknown,
-                    now,
-                );
-                match r {
-                    Err(e) => self.later(reply, 400, format!("Unable to claim: {e}\n")),
-                    other => self.answer_allocation(other, reply, 204, now),
-                }
+                    check_alive,
+                };
+                self.request(req, reply, now);
             }
             IpamRequest::Lookup {
                 ident,
                 subnet,
                 reply,
             } => {
-                let addrs = self.ipam.lookup(&Ident::new(ident), subnet);
+                let addrs = ipam.lookup(&Ident::new(ident), subnet);
                 let body = addrs
                     .iter()
                     .map(ToString::to_string)
@@ -318,48 +269,24 @@ impl IpamService {
             }
             IpamRequest::Free { ident, addr, reply } => {
                 let ident = Ident::new(ident);
-                let r = match addr {
-                    Some(a) => self.ipam.free(&ident, a),
-                    None => self.ipam.free_all(&ident).map(drop),
-                };
-                match r {
-                    Ok(()) => self.later(reply, 204, String::new()),
-                    Err(e) => self.later(reply, 400, format!("{e}\n")),
-                }
+                self.request(Request::Free { ident, addr }, reply, now);
             }
-            IpamRequest::Prime { reply } => {
-                if self.ipam.prime(now) {
-                    let _ = reply.send((200, String::new()));
-                } else {
-                    self.ring_waiters.push(reply);
-                }
+            IpamRequest::Prime { reply } => self.request(Request::Prime, reply, now),
+            IpamRequest::RmPeer { peer, reply } => {
+                self.request(Request::RmPeer { peer }, reply, now);
             }
-            IpamRequest::RmPeer { peer, reply } => match self.ipam.rmpeer(&peer, now) {
-                Ok(n) => {
-                    info!(%peer, ips = n, "took over a removed peer's space");
-                    self.later(reply, 200, meshnet_ipam::rmpeer_message(n, &peer));
-                }
-                Err(e) => self.later(reply, 400, format!("{e}\n")),
-            },
-            IpamRequest::Leave { reply } => {
-                match self.ipam.leave(now) {
-                    Some(heir) => info!(%heir, "handed all IP space over"),
-                    None => info!("no peer to hand IP space to"),
-                }
-                self.later(reply, 204, String::new());
-            }
+            IpamRequest::Leave { reply } => self.request(Request::Leave, reply, now),
             IpamRequest::DefaultSubnet { reply } => {
-                let _ = reply.send((200, self.ipam.config().default_subnet.to_string()));
+                let _ = reply.send((200, ipam.config().default_subnet.to_string()));
             }
             IpamRequest::Owner { addr, reply } => {
-                let _ = match self.ipam.holder(addr) {
+                let _ = match ipam.holder(addr) {
                     Some(ident) => reply.send((200, ident.to_string())),
                     None => reply.send((404, format!("{addr} is not allocated here\n"))),
                 };
             }
             IpamRequest::Held { prefix, reply } => {
-                let body: String = self
-                    .ipam
+                let body: String = ipam
                     .owned()
                     .iter()
                     .filter(|(i, _)| i.0.starts_with(&prefix))
@@ -374,125 +301,97 @@ impl IpamService {
     /// answers once the change is persisted.
     pub fn handle_container(&mut self, event: ContainerEvent, reply: Reply, now: Instant) {
         self.now = now;
-        match event {
-            ContainerEvent::Died(id) => self.ipam.handle_container_died(&Ident::new(id), now),
-            ContainerEvent::Started(id) => self.ipam.handle_container_started(&Ident::new(id)),
-            ContainerEvent::Destroyed(id) => self.ipam.handle_container_destroyed(&Ident::new(id)),
+        let req = match event {
+            ContainerEvent::Died(id) => Request::ContainerDied(Ident::new(id)),
+            ContainerEvent::Started(id) => Request::ContainerStarted(Ident::new(id)),
+            ContainerEvent::Destroyed(id) => Request::ContainerDestroyed(Ident::new(id)),
             ContainerEvent::Running(ids) => {
-                let running = ids.into_iter().map(Ident::new).collect();
-                let gone = self.ipam.handle_containers_running(&running, now);
-                if !gone.is_empty() {
-                    info!(
-                        containers = gone.len(),
-                        "containers holding addresses are not running; their addresses go after the grace period"
-                    );
-                }
+                Request::ContainersRunning(ids.into_iter().map(Ident::new).collect())
             }
-        }
-        self.later(reply, 204, String::new());
+        };
+        self.request(req, reply, now);
     }
 
-    fn answer_allocation(
-        &mut self,
-        r: Result<Allocation, meshnet_ipam::Error>,
-        reply: Reply,
-        done_code: u16,
-        now: Instant,
-    ) {
-        match r {
-            Ok(Allocation::Done(c)) => {
-                let body = if done_code == 204 {
-                    String::new()
-                } else {
-                    c.to_string()
-                };
-                self.later(reply, done_code, body);
-            }
-            Ok(Allocation::Pending(id)) => {
-                // Completed by Event::Allocated (200 + address) or
-                // Event::Claimed (204).
-                self.waiting.insert(id, (reply, now));
-            }
-            Err(e) => self.later(reply, 400, format!("{e}\n")),
-        }
-    }
-
-    /// Queues an answer until state is persisted.
-    fn later(&mut self, reply: Reply, code: u16, body: String) {
-        self.ready.push((reply, (code, body)));
-    }
-
-    /// Runs the call protocol: persist, send, deliver events, answer.
+    /// Pumps the node: writes the state it asks for, sends, logs, answers.
     pub fn drain(&mut self, mesh: &mut Mesh) {
-        if let Some(state) = self.ipam.poll_persist()
-            && let Err(e) = persist::write_json(&self.state_file, &state)
-        {
-            warn!(error = %e, "cannot persist IPAM state");
-            // Offered again on the next drain; until a write succeeds nothing
-            // that was not written may be sent or acknowledged.
-            self.ipam.persist_failed();
-            for (reply, _) in self.ready.drain(..) {
-                let _ = reply.send((500, format!("cannot persist IPAM state: {e}\n")));
-            }
-            return;
-        }
-        while let Some(t) = self.ipam.poll_transmit() {
-            match t {
-                Transmit::Broadcast(bytes) => mesh.gossip_broadcast(CHANNEL, bytes),
-                Transmit::Unicast(peer, bytes) => {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Persist(state) => match persist::write_json(&self.state_file, &state) {
+                    Ok(()) => self.node.persist_done(),
+                    Err(e) => {
+                        warn!(error = %e, "cannot persist IPAM state");
+                        // The real clock: a stale `now` would retry at once.
+                        self.node.persist_failed(&e.to_string(), Instant::now());
+                    }
+                },
+                Output::Transmit(Transmit::Broadcast(bytes)) => {
+                    mesh.gossip_broadcast(CHANNEL, bytes);
+                }
+                Output::Transmit(Transmit::Unicast(peer, bytes)) => {
                     // No route: IPAM retries on its own timer.
                     let _ = mesh.gossip_unicast(CHANNEL, peer, bytes);
                 }
+                Output::Event(event) => log_event(&event),
+                Output::Reply(ticket, answer) => {
+                    if let Some(reply) = self.replies.remove(&ticket) {
+                        let _ = reply.send(http_answer(answer));
+                    }
+                }
             }
-        }
-        while let Some(event) = self.ipam.poll_event() {
-            self.on_event(event);
-        }
-        for (reply, answer) in self.ready.drain(..) {
-            let _ = reply.send(answer);
         }
     }
+}
 
-    fn on_event(&mut self, event: Event) {
-        match event {
-            Event::Allocated { request, addr } => {
-                if let Some((reply, _)) = self.waiting.remove(&request) {
-                    self.ready.push((reply, (200, addr.to_string())));
-                }
+/// The HTTP status and body of a node's answer (weave's codes).
+fn http_answer(answer: Answer) -> (u16, String) {
+    match answer {
+        Answer::Allocated(c) => (200, c.to_string()),
+        Answer::Claimed(_) | Answer::Done => (204, String::new()),
+        Answer::MarkedDead(gone) => {
+            if !gone.is_empty() {
+                info!(
+                    containers = gone.len(),
+                    "containers holding addresses are not running; their addresses go after the grace period"
+                );
             }
-            Event::Claimed { request, .. } => {
-                if let Some((reply, _)) = self.waiting.remove(&request) {
-                    self.ready.push((reply, (204, String::new())));
-                }
-            }
-            Event::Failed { request, error } => {
-                if let Some((reply, _)) = self.waiting.remove(&request) {
-                    self.ready.push((reply, (400, format!("{error}\n"))));
-                }
-            }
-            Event::Cancelled { request } => {
-                if let Some((reply, _)) = self.waiting.remove(&request) {
-                    self.ready.push((reply, (200, "cancelled".into())));
-                }
-            }
-            Event::RingReady => {
-                info!("IP allocation ring ready");
-                for reply in self.ring_waiters.drain(..) {
-                    self.ready.push((reply, (200, String::new())));
-                }
-            }
-            Event::RingAdopted { from } => {
-                info!(%from, "merged with another IP allocation ring");
-            }
-            Event::Conflict(c) => warn!(
-                addr = %c.addr, ident = %c.ident, peer = %c.peer,
-                "address is live here and on another peer: remove one of the two containers"
-            ),
-            Event::Released { ident, addrs } => {
-                info!(%ident, count = addrs.len(), "released addresses of a dead container");
-            }
-            Event::PeerProblem { peer, problem } => warn!(%peer, %problem, "IPAM peer problem"),
+            (204, String::new())
         }
+        Answer::RingReady => (200, String::new()),
+        Answer::Left { heir } => {
+            match heir {
+                Some(heir) => info!(%heir, "handed all IP space over"),
+                None => info!("no peer to hand IP space to"),
+            }
+            (204, String::new())
+        }
+        Answer::RemovedPeer { peer, ips } => {
+            info!(%peer, ips, "took over a removed peer's space");
+            (200, meshnet_ipam::rmpeer_message(ips, &peer))
+        }
+        Answer::ClaimRefused(e) => (400, format!("Unable to claim: {e}\n")),
+        Answer::Refused(e) => (400, format!("{e}\n")),
+        Answer::Cancelled => (200, "cancelled".into()),
+        Answer::NoRing(why) => (503, format!("{why}\n")),
+        Answer::PersistFailed(e) => (500, format!("cannot persist IPAM state: {e}\n")),
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::RingReady => info!("IP allocation ring ready"),
+        Event::RingAdopted { from } => info!(%from, "merged with another IP allocation ring"),
+        Event::Conflict(c) => warn!(
+            addr = %c.addr, ident = %c.ident, peer = %c.peer,
+            "address is live here and on another peer: remove one of the two containers"
+        ),
+        Event::Released { ident, addrs } => {
+            info!(%ident, count = addrs.len(), "released addresses of a dead container");
+        }
+        Event::PeerProblem { peer, problem } => warn!(%peer, %problem, "IPAM peer problem"),
+        Event::Allocated { .. }
+        | Event::Claimed { .. }
+        | Event::Failed { .. }
+        | Event::Cancelled { .. } => {}
     }
 }
 
@@ -502,7 +401,7 @@ impl Channels for IpamService {
     }
 
     fn full_state(&mut self, channel: &str) -> Option<Vec<u8>> {
-        (channel == CHANNEL).then(|| self.ipam.full_state())
+        (channel == CHANNEL).then(|| self.node.full_state())
     }
 
     fn on_gossip(
@@ -518,7 +417,7 @@ impl Channels for IpamService {
         if channel != CHANNEL {
             return Ok(());
         }
-        self.ipam
+        self.node
             .handle_gossip(src, payload, self.now)
             .map_err(|e| e.to_string())
     }
@@ -527,8 +426,58 @@ impl Channels for IpamService {
         if channel != CHANNEL {
             return Ok(());
         }
-        self.ipam
+        self.node
             .handle_unicast(src, payload, self.now)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// weave's status codes and bodies, which its clients (the CNI plugin,
+    /// the proxy) rely on.
+    #[test]
+    fn answers_map_to_weave_codes_and_bodies() {
+        let c: Cidr = "10.32.0.1/12".parse().unwrap();
+        let peer: PeerName = "aa:00:00:00:00:01".parse().unwrap();
+        let cases = [
+            (Answer::Allocated(c), 200, "10.32.0.1/12"),
+            (Answer::Claimed(c), 204, ""),
+            (Answer::Done, 204, ""),
+            (Answer::MarkedDead(vec![Ident::new("x")]), 204, ""),
+            (Answer::Left { heir: Some(peer) }, 204, ""),
+            (Answer::RingReady, 200, ""),
+            (Answer::Cancelled, 200, "cancelled"),
+            (Answer::NoRing("waiting".into()), 503, "waiting\n"),
+            (
+                Answer::PersistFailed("disk full".into()),
+                500,
+                "cannot persist IPAM state: disk full\n",
+            ),
+            (
+                Answer::ClaimRefused(meshnet_ipam::Error::NoRing),
+                400,
+                &format!("Unable to claim: {}\n", meshnet_ipam::Error::NoRing),
+            ),
+            (
+                Answer::Refused(meshnet_ipam::Error::NoRing),
+                400,
+                &format!("{}\n", meshnet_ipam::Error::NoRing),
+            ),
+            (
+                Answer::RemovedPeer {
+                    peer: "host2".into(),
+                    ips: 3,
+                },
+                200,
+                &meshnet_ipam::rmpeer_message(3, "host2"),
+            ),
+        ];
+        for (answer, code, body) in cases {
+            let what = format!("{answer:?}");
+            assert_eq!(http_answer(answer), (code, body.to_string()), "{what}");
+        }
     }
 }
