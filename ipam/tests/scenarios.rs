@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{Sim, name};
+use common::{Asked, Sim, name};
+use meshnet_ipam::node::{Answer, RING_WAIT};
 use meshnet_ipam::{
     Allocation, Cidr, Error, Event, Ident, Init, Ipam, PersistError, rmpeer_message,
 };
@@ -19,9 +20,9 @@ fn cidr(s: &str) -> Cidr {
     s.parse().unwrap()
 }
 
-fn done(a: Option<Allocation>) -> Cidr {
+fn done(a: Option<Asked>) -> Cidr {
     match a {
-        Some(Allocation::Done(c)) => c,
+        Some(Asked::Done(c)) => c,
         other => panic!("expected Done, got {other:?}"),
     }
 }
@@ -43,7 +44,7 @@ fn linear_idempotent_allocation_free_and_claims() {
         "idempotent"
     );
     let now = sim.now;
-    let ipam = sim.nodes[0].ipam.as_mut().unwrap();
+    let ipam = sim.nodes[0].ipam_mut().unwrap();
     // Explicit subnet, and the subnet rules.
     let sub = cidr("10.32.5.0/24");
     assert_eq!(
@@ -113,22 +114,16 @@ fn linear_idempotent_allocation_free_and_claims() {
 #[test]
 fn consensus_initialises_one_ring_everywhere() {
     let mut sim = Sim::new(2, "10.32.0.0/12", vec![Init::Consensus { peers: 3 }; 3]);
-    assert_eq!(sim.nodes[1].ipam.as_ref().unwrap().status_string(), "idle");
-    assert!(
-        sim.nodes[0]
-            .ipam
-            .as_ref()
-            .unwrap()
-            .status_lines()
-            .is_empty()
-    );
+    assert_eq!(sim.nodes[1].ipam().unwrap().status_string(), "idle");
+    assert!(sim.nodes[0].ipam().unwrap().status_lines().is_empty());
     // Node 1 alone cannot reach a quorum of 2.
     sim.nodes[1].group = 9;
     sim.peers_changed();
     let x = sim.new_ident();
-    assert!(matches!(sim.allocate(1, &x), Some(Allocation::Pending(_))));
-    sim.advance(secs(20));
-    let ipam = sim.nodes[1].ipam.as_ref().unwrap();
+    assert!(matches!(sim.allocate(1, &x), Some(Asked::Pending(_))));
+    // Less than RING_WAIT, after which its caller would be told why it waits.
+    sim.advance(RING_WAIT - secs(5));
+    let ipam = sim.nodes[1].ipam().unwrap();
     assert_eq!(
         ipam.status_string(),
         "awaiting consensus (quorum: 2, known: 1)"
@@ -137,14 +132,14 @@ fn consensus_initialises_one_ring_everywhere() {
     sim.heal();
     sim.advance(secs(20));
     assert!(sim.converged());
-    let ring = sim.nodes[0].ipam.as_ref().unwrap().ring().unwrap().clone();
+    let ring = sim.nodes[0].ipam().unwrap().ring().unwrap().clone();
     assert_eq!(ring.peers().len(), 3, "all three electors share the range");
     assert_eq!(
         sim.nodes[1].containers.len(),
         1,
         "pending allocation completed"
     );
-    let lines = sim.nodes[1].ipam.as_ref().unwrap().status_lines();
+    let lines = sim.nodes[1].ipam().unwrap().status_lines();
     assert_eq!(lines.len(), 3);
     assert!(
         lines[0].starts_with(&format!("{}(host1)", name(1))),
@@ -198,7 +193,7 @@ fn donation_when_own_space_runs_out() {
         ["no free address in 10.9.0.0/28: 14 of 14 in use"],
         "a full range is said at once"
     );
-    assert_eq!(sim.nodes[1].ipam.as_ref().unwrap().status_string(), "ready");
+    assert_eq!(sim.nodes[1].ipam().unwrap().status_string(), "ready");
     let got = ids
         .iter()
         .filter(|i| sim.nodes[1].containers.contains_key(*i))
@@ -215,13 +210,10 @@ fn a_full_range_with_nobody_to_ask_fails_at_once() {
         done(sim.allocate(0, &id));
     }
     let id = sim.new_ident();
-    let Some(Allocation::Pending(req)) = sim.allocate(0, &id) else {
-        panic!("the seventh allocation should be pending")
-    };
-    let failed = sim.nodes[0].events.iter().find_map(|e| match e {
-        Event::Failed { request, error } if *request == req => Some(error.to_string()),
+    let failed = match sim.allocate(0, &id) {
+        Some(Asked::Other(Answer::Refused(e))) => Some(e.to_string()),
         _ => None,
-    });
+    };
     assert_eq!(
         failed.as_deref(),
         Some("no free address in 10.99.0.0/29: 6 of 6 in use")
@@ -238,26 +230,13 @@ fn dead_container_released_after_grace_and_restart_keeps_address() {
     sim.advance(secs(20));
     sim.with(0, |x| x.handle_container_started(&a));
     sim.advance(secs(60));
-    assert_eq!(
-        sim.nodes[0].ipam.as_ref().unwrap().lookup(&a, None),
-        vec![addr]
-    );
+    assert_eq!(sim.nodes[0].ipam().unwrap().lookup(&a, None), vec![addr]);
     let now = sim.now;
     sim.with(0, |x| x.handle_container_died(&a, now));
     sim.advance(secs(29));
-    assert_eq!(
-        sim.nodes[0].ipam.as_ref().unwrap().lookup(&a, None),
-        vec![addr]
-    );
+    assert_eq!(sim.nodes[0].ipam().unwrap().lookup(&a, None), vec![addr]);
     sim.advance(secs(6));
-    assert!(
-        sim.nodes[0]
-            .ipam
-            .as_ref()
-            .unwrap()
-            .lookup(&a, None)
-            .is_empty()
-    );
+    assert!(sim.nodes[0].ipam().unwrap().lookup(&a, None).is_empty());
     assert!(
         sim.nodes[0]
             .events
@@ -288,7 +267,7 @@ fn containers_missing_from_the_running_set_go_after_the_grace() {
         .unwrap();
     assert_eq!(marked, vec![gone.clone(), late.clone()]);
     sim.advance(secs(10));
-    let lookup = |sim: &Sim, i: &Ident| sim.nodes[0].ipam.as_ref().unwrap().lookup(i, None);
+    let lookup = |sim: &Sim, i: &Ident| sim.nodes[0].ipam().unwrap().lookup(i, None);
     assert_eq!(
         lookup(&sim, &gone),
         vec![gone_addr],
@@ -328,7 +307,7 @@ fn rmpeer_takes_over_dead_peer_space() {
     assert!(sim.converged());
     sim.kill(1);
     sim.nodes[1].removed = true;
-    let lines = sim.nodes[0].ipam.as_ref().unwrap().status_lines();
+    let lines = sim.nodes[0].ipam().unwrap().status_lines();
     assert!(lines[1].ends_with("- unreachable!"), "{lines:?}");
     let now = sim.now;
     let n = sim.with(0, |x| x.rmpeer("host1", now)).unwrap().unwrap();
@@ -343,7 +322,7 @@ fn rmpeer_takes_over_dead_peer_space() {
             .unwrap(),
         Err(Error::IsSelf)
     );
-    let ipam = sim.nodes[0].ipam.as_ref().unwrap();
+    let ipam = sim.nodes[0].ipam().unwrap();
     assert_eq!(ipam.ring().unwrap().sizes().len(), 1);
     assert_eq!(ipam.metrics().unreachable_count, 0);
 }
@@ -358,10 +337,7 @@ fn persisted_state_survives_restart_and_refuses_other_peers() {
     let b = sim.new_ident();
     let addr_b = done(sim.allocate(0, &b));
     assert_ne!(addr, addr_b);
-    assert_eq!(
-        sim.nodes[0].ipam.as_ref().unwrap().lookup(&a, None),
-        vec![addr]
-    );
+    assert_eq!(sim.nodes[0].ipam().unwrap().lookup(&a, None), vec![addr]);
     // A clone: another peer started from node 0's disk must not reuse it.
     let disk = sim.nodes[0].disk.clone().unwrap();
     let cfg = sim.nodes[1].cfg.clone();
@@ -392,7 +368,7 @@ fn observer_primes_and_gets_space_by_donation() {
         ],
     );
     let x = sim.new_ident();
-    assert!(matches!(sim.allocate(2, &x), Some(Allocation::Pending(_))));
+    assert!(matches!(sim.allocate(2, &x), Some(Asked::Pending(_))));
     sim.advance(secs(30));
     assert!(sim.converged());
     assert!(sim.nodes[2].containers.contains_key(&x), "{:?}", sim.log);
@@ -405,37 +381,23 @@ fn claim_of_an_address_owned_by_another_peer() {
     sim.advance(secs(1));
     let c = Ident::new("claimer");
     // 10.40.0.5 is in node 1's half.
-    let now = sim.now;
-    let r = sim
-        .with(0, |x| x.claim(&c, cidr("10.40.0.5/12"), true, false, now))
-        .unwrap()
-        .unwrap();
-    let Allocation::Pending(req) = r else {
+    let r = sim.claim(0, &c, cidr("10.40.0.5/12"));
+    let Some(Asked::Pending(_)) = r else {
         panic!("{r:?}")
     };
-    sim.nodes[0].waiting.insert(req, c.clone());
     sim.advance(secs(6));
     assert_eq!(sim.nodes[0].containers.get(&c), Some(&cidr("10.40.0.5/12")));
     // Node 1 has its own container on .6; claiming it from node 0 fails clearly.
-    let now = sim.now;
-    sim.with(1, |x| {
-        x.claim(&Ident::new("owner"), cidr("10.40.0.6/12"), true, false, now)
-    });
-    let now = sim.now;
-    let r = sim
-        .with(0, |x| {
-            x.claim(&Ident::new("thief"), cidr("10.40.0.6/12"), true, false, now)
-        })
-        .unwrap()
-        .unwrap();
-    let Allocation::Pending(req) = r else {
+    sim.claim(1, &Ident::new("owner"), cidr("10.40.0.6/12"));
+    let r = sim.claim(0, &Ident::new("thief"), cidr("10.40.0.6/12"));
+    let Some(Asked::Pending(ticket)) = r else {
         panic!("{r:?}")
     };
     sim.advance(secs(6));
-    let failed = sim.nodes[0].events.iter().find_map(|e| match e {
-        Event::Failed { request, error } if *request == req => Some(error.to_string()),
+    let failed = match sim.nodes[0].answers.get(&ticket) {
+        Some(Answer::Refused(e)) => Some(e.to_string()),
         _ => None,
-    });
+    };
     assert_eq!(
         failed.as_deref(),
         Some(format!("address 10.40.0.6 is owned by other peer {}", name(1)).as_str())
@@ -453,7 +415,7 @@ fn reset_hands_space_to_an_heir() {
     let heir = sim.with(0, |x| x.leave(now)).unwrap();
     assert_eq!(heir, Some(name(1)));
     sim.deliver_all();
-    let ring = sim.nodes[1].ipam.as_ref().unwrap().ring().unwrap().clone();
+    let ring = sim.nodes[1].ipam().unwrap().ring().unwrap().clone();
     assert_eq!(
         ring.sizes().keys().copied().collect::<BTreeSet<_>>(),
         [name(1)].into()
@@ -464,14 +426,14 @@ fn reset_hands_space_to_an_heir() {
 fn report_json_has_weave_field_names() {
     let mut sim = Sim::new(10, "10.32.0.0/12", vec![seeds(1)]);
     sim.allocate(0, &Ident::new("a"));
-    let st = sim.nodes[0].ipam.as_ref().unwrap().status();
+    let st = sim.nodes[0].ipam().unwrap().status();
     assert_eq!(st.range, "10.32.0.0/12");
     assert_eq!(st.range_num_ips, 1 << 20);
     assert_eq!(st.active_ips, 1);
     assert_eq!(st.entries.len(), 1);
     assert_eq!(st.entries[0].token, "10.32.0.0");
     assert!(st.paxos.is_none());
-    let m = sim.nodes[0].ipam.as_ref().unwrap().metrics();
+    let m = sim.nodes[0].ipam().unwrap().metrics();
     assert_eq!((m.local_used, m.max_ips), (1, 1 << 20));
 }
 
@@ -493,20 +455,13 @@ fn opt_in_reclaim_of_long_unreachable_peers() {
     sim.nodes[2].removed = true;
     sim.advance(secs(30));
     assert_eq!(
-        sim.nodes[0]
-            .ipam
-            .as_ref()
-            .unwrap()
-            .ring()
-            .unwrap()
-            .peers()
-            .len(),
+        sim.nodes[0].ipam().unwrap().ring().unwrap().peers().len(),
         3,
         "not before the timeout"
     );
     sim.advance(secs(60));
     assert!(sim.converged());
-    let sizes = sim.nodes[1].ipam.as_ref().unwrap().ring().unwrap().sizes();
+    let sizes = sim.nodes[1].ipam().unwrap().ring().unwrap().sizes();
     assert!(!sizes.contains_key(&name(2)), "{sizes:?}");
     // Only the designated peer (lowest name) took over.
     assert_eq!(sizes[&name(0)], 3 << 18, "{sizes:?}");
@@ -526,7 +481,7 @@ fn persisted_state_and_report_as_json() {
     assert!(json.contains("\"range\": \"10.32.0.0/12\""), "{json}");
     let back: meshnet_ipam::Persisted = serde_json::from_str(&json).unwrap();
     assert_eq!(back, disk);
-    let report = serde_json::to_value(sim.nodes[0].ipam.as_ref().unwrap().status()).unwrap();
+    let report = serde_json::to_value(sim.nodes[0].ipam().unwrap().status()).unwrap();
     for key in [
         "Range",
         "RangeNumIPs",
@@ -556,7 +511,7 @@ fn persisted_state_and_report_as_json() {
 fn failed_persist_is_offered_again() {
     let mut sim = Sim::new(13, "10.32.0.0/12", vec![seeds(1)]);
     let now = sim.now;
-    let ipam = sim.nodes[0].ipam.as_mut().unwrap();
+    let ipam = sim.nodes[0].ipam_mut().unwrap();
     let _ = ipam.allocate(&Ident::new("a"), None, true, now).unwrap();
     let first = ipam.poll_persist().expect("state to write");
     assert!(ipam.poll_persist().is_none());
@@ -573,7 +528,7 @@ fn status_ipam_lines_match_weave_format() {
     let id = sim.new_ident();
     sim.allocate(0, &id);
     sim.advance(secs(6));
-    let lines = sim.nodes[0].ipam.as_ref().unwrap().status_lines();
+    let lines = sim.nodes[0].ipam().unwrap().status_lines();
     assert_eq!(lines.len(), 16);
     assert_eq!(
         lines[0],

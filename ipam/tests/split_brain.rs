@@ -39,7 +39,7 @@ fn alloc_n(sim: &mut Sim, node: usize, n: usize) -> Vec<Ident> {
 /// all nodes agree on.
 fn assert_owned_by_holders(sim: &Sim) {
     for (i, n) in sim.nodes.iter().enumerate() {
-        let ipam = n.ipam.as_ref().unwrap();
+        let ipam = n.ipam().unwrap();
         let ring = ipam.ring().unwrap();
         for (ident, c) in &n.containers {
             assert_eq!(
@@ -69,7 +69,7 @@ fn disjoint_groups_merge_automatically() {
         let lineages: BTreeSet<_> = sim
             .nodes
             .iter()
-            .map(|n| n.ipam.as_ref().unwrap().ring().unwrap().lineage())
+            .map(|n| n.ipam().unwrap().ring().unwrap().lineage())
             .collect();
         assert_eq!(lineages.len(), 2, "two separately initialised rings");
         sim.check_unique();
@@ -104,8 +104,8 @@ fn overlapping_groups_report_exact_conflicts_and_stay_usable() {
         let on0 = alloc_n(&mut sim, 0, 3);
         let on2 = alloc_n(&mut sim, 2, 2);
         sim.advance(Duration::from_secs(10));
-        let ring0 = sim.nodes[0].ipam.as_ref().unwrap().ring().unwrap().clone();
-        let ring2 = sim.nodes[2].ipam.as_ref().unwrap().ring().unwrap().clone();
+        let ring0 = sim.nodes[0].ipam().unwrap().ring().unwrap().clone();
+        let ring2 = sim.nodes[2].ipam().unwrap().ring().unwrap().clone();
         assert_ne!(ring0.lineage(), ring2.lineage());
         // Which addresses are live in both groups?
         let addrs = |node: usize, ids: &[Ident]| -> BTreeMap<u32, Ident> {
@@ -125,8 +125,7 @@ fn overlapping_groups_report_exact_conflicts_and_stay_usable() {
         // Both sides name exactly the shared addresses, with the other peer.
         let reported = |sim: &Sim, node: usize| -> BTreeSet<(Ipv4Addr, String)> {
             sim.nodes[node]
-                .ipam
-                .as_ref()
+                .ipam()
                 .unwrap()
                 .conflicts()
                 .into_iter()
