@@ -14,7 +14,7 @@
 //!   [`api_client`]: its client side, for the CLI and the proxy.
 //! - [`addrspec`]: the address arguments (`net:default`, `net:CIDR`, `ip:CIDR`)
 //!   and their IPAM requests, shared by the CLI and the Docker proxy.
-//! - [`ipam`]: the address ring wired to gossip, persistence and the API.
+//! - [`ipam`]: a pump over `meshnet_ipam::node::Node`: the state file, gossip and the API.
 //! - [`dns`]: service discovery (weaveDNS): the name table on the `dns`
 //!   gossip channel and the DNS server answering from it.
 //! - [`persist`]: crash-safe state files.
