@@ -6,9 +6,11 @@
 //!
 //! Layout: this file (environment, waits, CLI helpers); [`status`] (parsers
 //! for the `status` text formats, each checking the exact column layout);
-//! [`docker`] (the real engine: CLI calls, cleanup of containers).
+//! [`docker`] (the real engine: CLI calls, cleanup of containers); [`scale`] (many
+//! routers at once: links, memory and CPU per router).
 
 pub mod docker;
+pub mod scale;
 pub mod status;
 
 use std::fmt::Debug;
@@ -135,8 +137,13 @@ impl Drop for TestLab {
 
 /// Sweeps leftovers of dead labs, then starts a new lab running [`meshnet_bin`].
 pub fn lab(tag: &str) -> TestLab {
+    lab_with(tag, meshnet_bin())
+}
+
+/// Sweeps leftovers of dead labs, then starts a new lab whose hosts run `bin`.
+pub fn lab_with(tag: &str, bin: PathBuf) -> TestLab {
     Lab::sweep_stale();
-    TestLab(Lab::new(tag, meshnet_bin()).expect("creating lab"))
+    TestLab(Lab::new(tag, bin).expect("creating lab"))
 }
 
 /// A lab with one segment 192.0.2.0/24 and `hosts` on it at 192.0.2.1, .2, ...
