@@ -14,6 +14,10 @@
 //!   `topology.rs` (records, deltas, merge, GC), `routes.rs` (BFS routes, broadcast trees,
 //!   neighbour choice) and `targets.rs` (target parsing and backoff).
 //! - [`dns`]: the service-discovery name table (a CRDT) of the `dns` gossip channel.
+//! - [`overlay`]: which datapath (fastdp or sleeve) serves each peer, fastdp hellos and
+//!   heartbeats.
+//! - [`sleeve`]: the sleeve datapath's sans-IO [`sleeve::Endpoint`] (keys, forwarding, MAC
+//!   table, ttl, health, PMTU, ICMP) and its wire format and crypto.
 //! - [`status`]: the status snapshot (weave's JSON field names).
 //! - `sim` (feature `sim`, and in tests): a deterministic N-peer simulator.
 
