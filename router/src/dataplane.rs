@@ -21,7 +21,7 @@ use meshnet_mesh::{ConnId, Mesh, PeerName};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use meshnet_mesh::sleeve::{Forwarding, PeerPath, Rekey, SleeveHello};
+use meshnet_mesh::sleeve::{Forwarding, PeerPath, SleeveHello};
 
 use crate::datapath::{self, LinkInfo, Mac, Netlink, Netns};
 use crate::fastdp::{self, Fastdp, KernelCmd};
@@ -73,8 +73,6 @@ struct DpPeer {
     sleeve_port: Option<u16>,
     /// Its VXLAN is let in (connected, allowed on fastdp, IPv4).
     admitted: bool,
-    /// When our receive key for it is rotated next.
-    rekey: Rekey,
 }
 
 /// The data plane of one router.
@@ -170,6 +168,7 @@ impl Dataplane {
             mtu: cfg.mtu,
             encrypt: encryption,
             local,
+            rekey_after: cfg.sleeve_rekey_after,
             netns: None,
         })
         .await?;
@@ -242,7 +241,6 @@ impl Dataplane {
                 hello: None,
                 sleeve_port: None,
                 admitted: allowed.is_ok(),
-                rekey: Rekey::new(self.cfg.sleeve_rekey_after, Instant::now()),
             },
         ) {
             self.forget_kernel(&old);
@@ -273,16 +271,9 @@ impl Dataplane {
     /// Rotates every receive key that is old or used enough (the peer keeps sending with the
     /// previous one until our hello arrives; that one stays valid meanwhile).
     fn rotate_sleeve_keys(&mut self, mesh: &mut Mesh, now: Instant) {
-        let due: Vec<(PeerName, ConnId)> = self
-            .peers
-            .iter()
-            .filter(|(name, p)| p.rekey.due(now, self.sleeve.recv_key_packets(**name)))
-            .map(|(name, p)| (*name, p.conn))
-            .collect();
-        for (peer, conn) in due {
-            self.send_sleeve_key(mesh, conn, peer);
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.rekey.rekeyed(now);
+        for peer in self.sleeve.keys_due(now) {
+            if let Some(conn) = self.peers.get(&peer).map(|p| p.conn) {
+                self.send_sleeve_key(mesh, conn, peer);
             }
         }
     }
@@ -411,7 +402,7 @@ impl Dataplane {
             self.overlay.poll_timeout(),
             self.next_heartbeat,
             Some(self.next_forwarding),
-            self.peers.values().map(|p| p.rekey.deadline()).min(),
+            self.sleeve.rotation_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -1,9 +1,10 @@
 //! meshnet-router: the daemon shell around the sans-IO core.
 //!
 //! It moves bytes, timers and kernel state in and out of `meshnet-mesh` and
-//! `meshnet-ipam`, which hold the protocol rules. Where a rule is still
-//! applied here (parts of the sleeve's per-packet policy in [`sleeve`], the
-//! fastdp heartbeat schedule in [`dataplane`]), the module doc says so.
+//! `meshnet-ipam`, which hold the protocol rules (the sleeve's per-packet
+//! policy is `meshnet_mesh::sleeve::Endpoint`; [`sleeve`] pumps it). Where a
+//! rule is still applied here (the fastdp heartbeat schedule in
+//! [`dataplane`]), the module doc says so.
 //!
 //! Layout:
 //! - [`config`]: the validated configuration the CLI hands over.

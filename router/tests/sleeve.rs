@@ -39,6 +39,7 @@ async fn host(h: &Netns, c: &Netns, addr: &str, name: PeerName, encrypt: bool) -
         mtu: MTU,
         encrypt,
         local: name,
+        rekey_after: meshnet_mesh::sleeve::REKEY_AFTER_TIME,
         netns: Some(h.try_clone().unwrap()),
     })
     .await

@@ -1,14 +1,18 @@
 //! The I/O half of the sleeve datapath: a TAP port on the `meshnet` bridge and a
-//! UDP socket on 6783, moved by two dedicated threads. Forwarding, MAC learning, health,
-//! PMTU, ICMP and fragmentation come from `meshnet_mesh::sleeve`; key selection, the
-//! encryption checks, TTL and the cut of a frame to the path MTU are still applied here and
-//! in `pump`.
+//! UDP socket on 6783, moved by two dedicated threads. Every decision (keys and their
+//! rotation, the encryption check, forwarding and MAC learning, ttl, health, PMTU, ICMP and
+//! fragmentation, the cut of a TSO frame to the path MTU) is made by the sans-IO
+//! [`meshnet_mesh::sleeve::Endpoint`]; this module pumps bytes between it, the TAP and the
+//! socket, batches them (UDP GSO/GRO, TSO split, TCP coalescing into the TAP) and counts.
 //!
 //! Layout:
-//! - this file: [`Sleeve`], its config and status, the key handle API.
+//! - this file: [`Sleeve`], its config and status, the key handle API (random keys drawn here).
 //! - [`port`]: opening the TAP and the UDP socket, bridge port setup (isolated).
-//! - `pump`: the two datapath loops, TAP → UDP (`sleeve-tx`, which also runs the heartbeat
-//!   and PMTU timers) and UDP → TAP (`sleeve-rx`, which also relays).
+//! - [`offload`], [`gro`]: splitting TSO super-frames from the TAP, coalescing TCP segments
+//!   into it.
+//! - `pump`: the two datapath loops, TAP → UDP (`sleeve-tx`, which also runs the endpoint's
+//!   timers) and UDP → TAP (`sleeve-rx`, which also sends the relays and answers the endpoint
+//!   asks for).
 //!
 //! Call protocol for the integrator: [`Sleeve::start`] once the bridge exists; publish a
 //! [`Forwarding`] whenever routes change ([`Sleeve::set_forwarding`]); for every peer connection
@@ -23,16 +27,17 @@ pub mod port;
 mod pump;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::{IpAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use meshnet_mesh::PeerName;
 use meshnet_mesh::sleeve::wire::{ETH_LEN, OVERHEAD};
-use meshnet_mesh::sleeve::{Forwarding, Health, KeyId, MacTable, Opener, Sealer, SleeveHello};
+use meshnet_mesh::sleeve::{
+    EncryptionMismatch, Endpoint, EndpointConfig, Forwarding, HelloOutcome, SleeveHello,
+};
 use ring::rand::{SecureRandom, SystemRandom};
 use tracing::{debug, info};
 use tun_rs::SyncDevice;
@@ -59,6 +64,9 @@ pub struct SleeveConfig {
     pub encrypt: bool,
     /// This host's peer name.
     pub local: PeerName,
+    /// How long a receive key lives before it is rotated (capped at
+    /// [`meshnet_mesh::sleeve::REKEY_AFTER_TIME`]).
+    pub rekey_after: Duration,
     /// The namespace of the bridge; `None`: the current one.
     pub netns: Option<Netns>,
 }
@@ -91,39 +99,12 @@ pub enum SleeveError {
     #[error("sleeve: the OS random number generator failed; check /dev/urandom and getrandom(2)")]
     Rng,
     /// The peer wants a different encryption setting.
-    #[error(
-        "peer {peer} {} sleeve encryption and we {}: set the same password on both hosts",
-        if *.theirs { "requires" } else { "does not use" },
-        if *.ours { "require it" } else { "do not" }
-    )]
-    EncryptionMismatch {
-        /// Which peer.
-        peer: PeerName,
-        /// Its setting.
-        theirs: bool,
-        /// Ours.
-        ours: bool,
-    },
+    #[error(transparent)]
+    EncryptionMismatch(#[from] EncryptionMismatch),
 }
 
 /// Per-peer sleeve state for `status connections`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SleevePeerStatus {
-    /// Heartbeats are acknowledged (both directions work).
-    pub healthy: bool,
-    /// Verified path MTU (overlay MTU), once probing finished.
-    pub mtu: Option<u16>,
-    /// When we last got an authenticated packet from this peer.
-    pub last_heard: Option<Instant>,
-    /// UDP packets sent to it.
-    pub tx_packets: u64,
-    /// UDP packets accepted from it.
-    pub rx_packets: u64,
-    /// Packets from or to it that were dropped (bad tag, replay, send error).
-    pub drops: u64,
-    /// Where we send its packets.
-    pub udp: Option<SocketAddr>,
-}
+pub use meshnet_mesh::sleeve::NeighbourStatus as SleevePeerStatus;
 
 /// Sleeve-wide drop counters, by reason.
 #[derive(Debug, Default)]
@@ -185,38 +166,10 @@ pub struct CounterSnapshot {
     pub socket_drops: u64,
 }
 
-/// How we send to one neighbour.
-#[derive(Debug)]
-pub(crate) struct SendPath {
-    pub(crate) sealer: Sealer,
-    pub(crate) addr: SocketAddr,
-    /// Verified path MTU (overlay bytes), 0 until known; refreshed by the timer loop.
-    pub(crate) pmtu: AtomicU16,
-    pub(crate) tx_packets: AtomicU64,
-    pub(crate) drops: AtomicU64,
-}
-
-/// One of our receive keys.
-#[derive(Debug)]
-pub(crate) struct RecvKey {
-    pub(crate) peer: PeerName,
-    pub(crate) opener: Opener,
-    /// Newer keys have larger generations; a peer keeps at most two (old one in flight).
-    generation: u64,
-    pub(crate) rx_packets: u64,
-    pub(crate) drops: u64,
-}
-
 /// State shared by the handle and the two datapath threads.
 pub(crate) struct Shared {
-    pub(crate) local: PeerName,
-    pub(crate) mtu: u32,
+    pub(crate) endpoint: Endpoint,
     pub(crate) stop: AtomicBool,
-    pub(crate) forwarding: ArcSwap<Forwarding>,
-    pub(crate) senders: ArcSwap<BTreeMap<PeerName, Arc<SendPath>>>,
-    pub(crate) receivers: Mutex<BTreeMap<KeyId, RecvKey>>,
-    pub(crate) macs: Mutex<MacTable>,
-    pub(crate) health: Mutex<Health>,
     pub(crate) counters: Counters,
     pub(crate) tap: SyncDevice,
     pub(crate) udp: UdpSocket,
@@ -225,27 +178,21 @@ pub(crate) struct Shared {
     pub(crate) offload: bool,
 }
 
-/// Locks, ignoring poisoning: the data is counters and tables that stay consistent per call.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A running sleeve.
 pub struct Sleeve {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    encrypt: bool,
-    udp_port: u16,
     rng: SystemRandom,
-    next_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Sleeve {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sleeve")
-            .field("local", &self.shared.local)
-            .field("encrypt", &self.encrypt)
-            .field("udp_port", &self.udp_port)
+            .field("endpoint", &self.shared.endpoint)
             .finish()
     }
 }
@@ -295,17 +242,14 @@ impl Sleeve {
             .await??;
         port::attach_port(&netns, &config.bridge, &config.tap_name, config.mtu).await?;
         let shared = Arc::new(Shared {
-            local: config.local,
-            mtu: config.mtu,
-            stop: AtomicBool::new(false),
-            forwarding: ArcSwap::from_pointee(Forwarding {
+            endpoint: Endpoint::new(EndpointConfig {
                 local: config.local,
-                ..Forwarding::default()
+                mtu: config.mtu,
+                encrypt: config.encrypt,
+                udp_port: config.udp_port,
+                rekey_after: config.rekey_after,
             }),
-            senders: ArcSwap::from_pointee(BTreeMap::new()),
-            receivers: Mutex::new(BTreeMap::new()),
-            macs: Mutex::new(MacTable::new()),
-            health: Mutex::new(Health::new()),
+            stop: AtomicBool::new(false),
             counters: Counters::default(),
             offload: tap.tcp_gso(),
             tap,
@@ -341,69 +285,38 @@ impl Sleeve {
         Ok(Sleeve {
             shared,
             threads,
-            encrypt: config.encrypt,
-            udp_port: config.udp_port,
             rng: SystemRandom::new(),
-            next_generation: AtomicU64::new(0),
         })
     }
 
     /// Publishes a new routing snapshot (cheap for the datapath: one atomic swap).
     pub fn set_forwarding(&self, forwarding: Forwarding) {
-        self.shared.forwarding.store(Arc::new(forwarding));
+        self.shared.endpoint.set_forwarding(forwarding);
     }
 
     /// Makes a fresh receive key for frames *from* `peer` and returns the hello to send it.
     /// Older keys of that peer stay valid until a second newer one exists, so packets in
     /// flight during a re-key are not lost (this is also how a key is rotated).
     pub fn new_recv_key(&self, peer: PeerName) -> Result<SleeveHello, SleeveError> {
-        let mut key = [0u8; 32];
-        if self.encrypt {
-            self.rng.fill(&mut key).map_err(|_| SleeveError::Rng)?;
+        let fill = |b: &mut [u8]| self.rng.fill(b).map_err(|_| SleeveError::Rng);
+        let key = self
+            .shared
+            .endpoint
+            .new_recv_key(peer, Instant::now(), fill)?;
+        if key.replaced {
+            bump(&self.shared.counters.rekeys_sent);
         }
-        let mut receivers = lock(&self.shared.receivers);
-        let key_id = loop {
-            let mut b = [0u8; 4];
-            self.rng.fill(&mut b).map_err(|_| SleeveError::Rng)?;
-            let id = KeyId(u32::from_be_bytes(b));
-            if !receivers.contains_key(&id) {
-                break id;
-            }
-        };
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        receivers.insert(
-            key_id,
-            RecvKey {
-                peer,
-                opener: Opener::new(self.encrypt.then_some(&key)),
-                generation,
-                rx_packets: 0,
-                drops: 0,
-            },
-        );
-        let mut gens: Vec<(u64, KeyId)> = receivers
-            .iter()
-            .filter(|(_, r)| r.peer == peer)
-            .map(|(id, r)| (r.generation, *id))
-            .collect();
-        gens.sort();
-        if gens.len() > 1 {
-            self.shared
-                .counters
-                .rekeys_sent
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        while gens.len() > 2 {
-            let (_, old) = gens.remove(0);
-            receivers.remove(&old);
-        }
-        Ok(SleeveHello {
-            key_id,
-            key,
-            udp_port: self.udp_port,
-            mtu: self.shared.mtu,
-            encrypted: self.encrypt,
-        })
+        Ok(key.hello)
+    }
+
+    /// The peers whose receive key is due for rotation at `now` (old or used enough).
+    pub fn keys_due(&self, now: Instant) -> Vec<PeerName> {
+        self.shared.endpoint.keys_due(now)
+    }
+
+    /// When the next receive key is due for rotation by age.
+    pub fn rotation_deadline(&self) -> Option<Instant> {
+        self.shared.endpoint.rotation_deadline()
     }
 
     /// Installs `peer`'s hello: from now on frames for it are sealed with its key and sent to
@@ -416,101 +329,37 @@ impl Sleeve {
         remote_ip: IpAddr,
         hello: &SleeveHello,
     ) -> Result<(), SleeveError> {
-        if hello.encrypted != self.encrypt {
-            return Err(SleeveError::EncryptionMismatch {
-                peer,
-                theirs: hello.encrypted,
-                ours: self.encrypt,
-            });
-        }
-        let addr = SocketAddr::new(remote_ip, hello.udp_port);
-        let old = self
+        let outcome = self
             .shared
-            .senders
-            .load()
-            .get(&peer)
-            .filter(|p| p.addr == addr)
-            .cloned();
-        let l = |a: Option<&AtomicU64>| a.map_or(0, |a| a.load(Ordering::Relaxed));
-        let path = Arc::new(SendPath {
-            sealer: Sealer::new(hello.key_id, self.encrypt.then_some(&hello.key)),
-            addr,
-            pmtu: AtomicU16::new(old.as_ref().map_or(0, |o| o.pmtu.load(Ordering::Relaxed))),
-            tx_packets: AtomicU64::new(l(old.as_ref().map(|o| &o.tx_packets))),
-            drops: AtomicU64::new(l(old.as_ref().map(|o| &o.drops))),
-        });
-        self.shared.senders.rcu(|m| {
-            let mut m = BTreeMap::clone(m);
-            m.insert(peer, path.clone());
-            m
-        });
-        if old.is_some() {
-            self.shared
-                .counters
-                .rekeys_received
-                .fetch_add(1, Ordering::Relaxed);
-            debug!(%peer, key_id = %hello.key_id, "sleeve send key rotated");
-            return Ok(());
+            .endpoint
+            .handle_hello(peer, remote_ip, hello, Instant::now())?;
+        match outcome {
+            HelloOutcome::Rekeyed => {
+                bump(&self.shared.counters.rekeys_received);
+                debug!(%peer, key_id = %hello.key_id, "sleeve send key rotated");
+            }
+            HelloOutcome::Up => {
+                let addr = std::net::SocketAddr::new(remote_ip, hello.udp_port);
+                info!(%peer, %addr, key_id = %hello.key_id, "sleeve peer up");
+            }
         }
-        let mtu = u16::try_from(self.shared.mtu.min(hello.mtu)).unwrap_or(u16::MAX);
-        lock(&self.shared.health).add_peer(peer, mtu, Instant::now());
-        info!(%peer, %addr, key_id = %hello.key_id, "sleeve peer up");
         Ok(())
-    }
-
-    /// Packets received from `peer` under its newest receive key (what [`Rekey::due`] counts).
-    ///
-    /// [`Rekey::due`]: meshnet_mesh::sleeve::Rekey::due
-    pub fn recv_key_packets(&self, peer: PeerName) -> u64 {
-        lock(&self.shared.receivers)
-            .values()
-            .filter(|r| r.peer == peer)
-            .max_by_key(|r| r.generation)
-            .map_or(0, |r| r.rx_packets)
     }
 
     /// Drops everything about `peer`: send path, receive keys, learned MACs, health.
     pub fn forget_peer(&self, peer: PeerName) {
-        self.shared.senders.rcu(|m| {
-            let mut m = BTreeMap::clone(m);
-            m.remove(&peer);
-            m
-        });
-        lock(&self.shared.receivers).retain(|_, r| r.peer != peer);
-        lock(&self.shared.macs).forget_peer(peer);
-        lock(&self.shared.health).remove_peer(peer);
+        self.shared.endpoint.forget_peer(peer);
         info!(%peer, "sleeve peer down");
     }
 
     /// Source MACs not learned because the MAC table was at a limit.
     pub fn macs_refused(&self) -> u64 {
-        lock(&self.shared.macs).refused()
+        self.shared.endpoint.macs_refused()
     }
 
     /// Per-peer status: every peer we can send to or receive from.
     pub fn status(&self) -> BTreeMap<PeerName, SleevePeerStatus> {
-        let now = Instant::now();
-        let mut out: BTreeMap<PeerName, SleevePeerStatus> = BTreeMap::new();
-        for (peer, path) in self.shared.senders.load().iter() {
-            let s = out.entry(*peer).or_default();
-            s.tx_packets += path.tx_packets.load(Ordering::Relaxed);
-            s.drops += path.drops.load(Ordering::Relaxed);
-            s.udp = Some(path.addr);
-        }
-        for r in lock(&self.shared.receivers).values() {
-            let s = out.entry(r.peer).or_default();
-            s.rx_packets += r.rx_packets;
-            s.drops += r.drops;
-        }
-        let health = lock(&self.shared.health);
-        for (peer, s) in &mut out {
-            if let Some(h) = health.status(*peer, now) {
-                s.healthy = h.healthy;
-                s.mtu = h.mtu;
-                s.last_heard = h.last_heard;
-            }
-        }
-        out
+        self.shared.endpoint.status(Instant::now())
     }
 
     /// Sleeve-wide counters, including the kernel's receive-buffer drops.
@@ -540,7 +389,7 @@ impl Sleeve {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        info!(peer = %self.shared.local, "sleeve stopped");
+        info!(peer = %self.shared.endpoint.config().local, "sleeve stopped");
     }
 }
 
