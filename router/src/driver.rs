@@ -384,6 +384,16 @@ impl Driver {
                 reply,
             } => {
                 let peer = hello.name;
+                if reply.is_closed() {
+                    // The connection task stopped waiting for us (its handshake deadline
+                    // passed while this report queued behind others, as on an overloaded
+                    // machine): registering it now would announce a link that is already
+                    // gone, a ConnectionUp and a topology delta to every peer followed at
+                    // once by a ConnectionDown and another delta. The task reports its
+                    // failure itself (a dialled target backs off).
+                    info!(peer = %peer, conn = conn.0, "handshake given up before the mesh saw it");
+                    return;
+                }
                 if let Some(Verdict::Refused(refusal)) = &remote {
                     let answer = match self.parts.mesh.handle_refused(&info, &hello, refusal, now) {
                         Ok(()) => Answer::PeerRefused,
@@ -724,5 +734,116 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshnet_mesh::{Config, ConnInfo, Hello, PeerUid, PublicKey, ShortId};
+
+    fn name(v: u64) -> PeerName {
+        PeerName::new(v).unwrap()
+    }
+
+    fn driver(now: Instant) -> Driver {
+        let mesh = Mesh::new(
+            Config {
+                name: name(1),
+                key: PublicKey([1; 32]),
+                nickname: "one".into(),
+                uid: PeerUid(11),
+                short_id: ShortId::new(1).unwrap(),
+                port: 6783,
+                conn_limit: 0,
+                discovery: false,
+                seed: 1,
+            },
+            now,
+        );
+        let parts = DriverParts {
+            mesh,
+            local: Arc::new(Local {
+                private_key: vec![0; 32],
+                psk: None,
+                trusted_subnets: Vec::new(),
+            }),
+            name_derived: false,
+            authorized_keys_file: None,
+            encryption: false,
+            trusted_subnets: Vec::new(),
+            targets_file: std::env::temp_dir().join("meshnet-driver-test-targets.json"),
+            ipam: None,
+            dns: None,
+            dataplane: None,
+            services: crate::report::Services::default(),
+        };
+        let (reports_tx, _) = conn::reports();
+        Driver {
+            parts,
+            writers: HashMap::new(),
+            limit_disconnects: BTreeMap::new(),
+            conn_meta: HashMap::new(),
+            dataplane: None,
+            reports_tx,
+            next_conn: 1,
+        }
+    }
+
+    fn handshaked(reply: oneshot::Sender<Answer>) -> ConnReport {
+        ConnReport::Handshaked {
+            conn: ConnId(7),
+            info: ConnInfo {
+                outbound: false,
+                remote_addr: "192.0.2.2:40000".parse().unwrap(),
+                target: None,
+                local_conn_half: 5,
+                remote_key: PublicKey([2; 32]),
+            },
+            hello: Box::new(Hello {
+                name: name(2),
+                name_derived: false,
+                nickname: "two".into(),
+                uid: PeerUid(22),
+                conn_half: 9,
+                short_id: ShortId::new(2).unwrap(),
+                listen_port: 6783,
+                trusted: false,
+            }),
+            remote: None,
+            reply,
+        }
+    }
+
+    /// A connection whose task gave up before the driver got to its report never reaches
+    /// the mesh: no ConnectionUp/Down pair, and our record (so every peer's) unchanged.
+    #[test]
+    fn a_handshake_given_up_while_queued_is_not_registered() {
+        let now = Instant::now();
+        let mut d = driver(now);
+        let version = d.parts.mesh.status(now).version;
+        let (reply, answer) = oneshot::channel();
+        drop(answer);
+        d.on_report(handshaked(reply));
+        let events: Vec<Event> = std::iter::from_fn(|| d.parts.mesh.poll_event()).collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::ConnectionUp { .. })),
+            "{events:?}"
+        );
+        assert_eq!(d.parts.mesh.status(now).version, version);
+        assert!(d.writers.is_empty());
+    }
+
+    /// The same report with its task still waiting is registered and answered.
+    #[test]
+    fn a_waiting_handshake_is_registered() {
+        let now = Instant::now();
+        let mut d = driver(now);
+        let (reply, mut answer) = oneshot::channel();
+        d.on_report(handshaked(reply));
+        assert!(matches!(answer.try_recv(), Ok(Answer::Accept(_))));
+        assert_eq!(d.parts.mesh.conn_to(name(2)), Some(ConnId(7)));
     }
 }
