@@ -641,18 +641,21 @@ impl Ipam {
         Ok(moved)
     }
 
-    /// `reset`: hands all our space to an heir (a known ring peer, else a
-    /// known peer, else any ring peer), broadcasts, and stops allocating.
-    /// Returns the heir, `None` when there is nobody to hand to.
-    pub fn leave(&mut self, now: Instant) -> Option<PeerName> {
+    /// `reset`: hands all our space to an heir (a ring peer in `reachable`,
+    /// else a peer in `reachable`, else any ring peer), broadcasts, and stops
+    /// allocating. `reachable` is who the mesh reaches at this moment: a peer
+    /// whose connections just closed is still known until garbage
+    /// collection, and space handed to it would reach nobody. Returns the
+    /// heir, `None` when there is nobody to hand to.
+    pub fn leave(&mut self, reachable: &BTreeSet<PeerName>, now: Instant) -> Option<PeerName> {
         self.shut_down = true;
         let me = self.cfg.name;
         let ring = self.ring.as_mut()?;
         let ring_peers = ring.peers();
         let heir = ring_peers
             .iter()
-            .find(|p| **p != me && self.known.contains_key(*p))
-            .or_else(|| self.known.keys().find(|p| **p != me))
+            .find(|p| **p != me && reachable.contains(*p))
+            .or_else(|| reachable.iter().find(|p| **p != me))
             .or_else(|| ring_peers.iter().find(|p| **p != me))
             .copied()?;
         ring.transfer_peer(me, heir, TAKEOVER_BUMP);

@@ -70,8 +70,12 @@ pub enum Request {
     Prime,
     /// Take over a dead peer's space (by name or nickname).
     RmPeer { peer: String },
-    /// Hand all space to another peer and stop.
-    Leave,
+    /// Hand all space to another peer and stop: one of `reachable`, the
+    /// peers the mesh reaches now, when there is one (see [`Ipam::leave`]).
+    Leave {
+        /// The peers reachable at this moment.
+        reachable: BTreeSet<PeerName>,
+    },
     /// The container died: its addresses go after the grace period.
     ContainerDied(Ident),
     /// The container runs again (a restart within the grace period).
@@ -224,8 +228,8 @@ impl Node {
                 };
                 self.held.push((ticket, a));
             }
-            Request::Leave => {
-                let heir = self.ipam.leave(now);
+            Request::Leave { reachable } => {
+                let heir = self.ipam.leave(&reachable, now);
                 self.held.push((ticket, Answer::Left { heir }));
             }
             Request::ContainerDied(id) => {

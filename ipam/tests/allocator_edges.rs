@@ -313,9 +313,29 @@ fn leaving_hands_our_space_to_the_other_peer() {
         panic!("a seeded ring allocates at once");
     };
     assert_eq!(
-        ipam.leave(now),
+        ipam.leave(&BTreeSet::from([peer(0), peer(1)]), now),
         Some(peer(1)),
         "the heir is the other peer, not us"
+    );
+}
+
+/// A reset never hands our space to a ring peer we cannot reach now (the
+/// previous incarnation of a peer that just reset, still known until the
+/// mesh's garbage collection) when another peer is reachable.
+#[test]
+fn leaving_passes_over_a_ring_peer_that_is_not_reachable() {
+    let now = Instant::now();
+    let mut ipam = Ipam::new(
+        config(Init::Seed(BTreeSet::from([peer(0), peer(1), peer(2)]))),
+        1,
+    );
+    let Ok(Allocation::Done(_)) = ipam.allocate(&Ident::new("a"), None, true, now) else {
+        panic!("a seeded ring allocates at once");
+    };
+    assert_eq!(
+        ipam.leave(&BTreeSet::from([peer(0), peer(2)]), now),
+        Some(peer(2)),
+        "peer 1 owns ring space but is unreachable"
     );
 }
 

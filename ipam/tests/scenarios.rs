@@ -412,7 +412,9 @@ fn reset_hands_space_to_an_heir() {
     assert_eq!(sim.with(0, |x| x.prime(now)), Some(true));
     sim.advance(secs(6));
     let now = sim.now;
-    let heir = sim.with(0, |x| x.leave(now)).unwrap();
+    let heir = sim
+        .with(0, |x| x.leave(&BTreeSet::from([name(0), name(1)]), now))
+        .unwrap();
     assert_eq!(heir, Some(name(1)));
     sim.deliver_all();
     let ring = sim.nodes[1].ipam().unwrap().ring().unwrap().clone();

@@ -534,11 +534,8 @@ impl Driver {
                         named.into_iter().for_each(|p| dns.forget_peer(p));
                     }
                 }
-                if let (IpamRequest::Leave { .. }, Some(ipam)) = (&req, &mut self.parts.ipam) {
-                    ipam.restrict_to_reachable(&self.parts.mesh, now);
-                }
                 match &mut self.parts.ipam {
-                    Some(ipam) => ipam.handle_request(req, now),
+                    Some(ipam) => ipam.handle_request(req, &self.parts.mesh, now),
                     None => req.refuse_disabled(),
                 }
             }

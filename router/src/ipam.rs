@@ -196,13 +196,6 @@ impl IpamService {
         self.node.handle_peers_changed(known, now);
     }
 
-    /// Before a `reset`: tell IPAM only the peers we reach at this moment
-    /// (a peer whose connections closed keeps its record until garbage
-    /// collection), so that it hands our space to one that can take it.
-    pub fn restrict_to_reachable(&mut self, mesh: &Mesh, now: Instant) {
-        self.node.handle_peers_changed(mesh.reachable_peers(), now);
-    }
-
     pub fn snapshot(&self) -> IpamSnapshot {
         let ipam = self.node.ipam();
         IpamSnapshot {
@@ -220,8 +213,9 @@ impl IpamService {
         self.node.handle_request(ticket, req, now);
     }
 
-    /// Handles one API request: questions at once, changes through the node.
-    pub fn handle_request(&mut self, req: IpamRequest, now: Instant) {
+    /// Handles one API request: questions at once, changes through the node
+    /// (a `reset` hands our space to a peer `mesh` reaches now).
+    pub fn handle_request(&mut self, req: IpamRequest, mesh: &Mesh, now: Instant) {
         self.now = now;
         let ipam = self.node.ipam();
         match req {
@@ -275,7 +269,10 @@ impl IpamService {
             IpamRequest::RmPeer { peer, reply } => {
                 self.request(Request::RmPeer { peer }, reply, now);
             }
-            IpamRequest::Leave { reply } => self.request(Request::Leave, reply, now),
+            IpamRequest::Leave { reply } => {
+                let reachable = mesh.reachable_peers().into_keys().collect();
+                self.request(Request::Leave { reachable }, reply, now)
+            }
             IpamRequest::DefaultSubnet { reply } => {
                 let _ = reply.send((200, ipam.config().default_subnet.to_string()));
             }
