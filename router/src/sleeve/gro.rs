@@ -53,7 +53,7 @@ impl FrameSink for &tun_rs::SyncDevice {
 type Hosts = [u8; 8];
 
 /// A TCP flow: its hosts and its ports, in the direction of the segment.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     hosts: Hosts,
     ports: [u16; 2],
@@ -135,6 +135,7 @@ fn same_headers(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// One flow's pending segments, merged into one super-frame buffer.
+#[derive(Debug)]
 struct Run {
     key: FlowKey,
     buf: Vec<u8>,
@@ -214,20 +215,12 @@ impl Run {
 }
 
 /// Merges segments into super-frames, one run per flow.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Coalescer {
     /// Pending runs, oldest first.
     runs: Vec<Run>,
     /// Buffers of written runs, kept for the next ones.
     spare: Vec<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Coalescer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coalescer")
-            .field("runs", &self.runs.len())
-            .finish()
-    }
 }
 
 impl Coalescer {
