@@ -535,7 +535,7 @@ fn unknown_channels_are_relayed_once_by_surrogates() {
 
 #[test]
 fn chain_of_ten_launched_at_once_meshes_without_a_heartbeat_stall() {
-    // weave 2.8.1 stalled 63 s in 3 of 8 such runs (anchors.md); here every seed must reach
+    // weave 2.8.1 stalled 63 s in 3 of 8 such runs when measured; here every seed must reach
     // the full mesh within a few virtual seconds.
     for seed in 0..8u64 {
         let mut sim = Sim::new(10, seed);

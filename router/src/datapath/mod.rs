@@ -4,8 +4,9 @@
 //! - [`netns`]: [`Netns`], an fd on a network namespace, and `Netns::run` to
 //!   execute code inside one from a dedicated thread.
 //! - [`netlink`]: [`Netlink`], a thin wrapper over an rtnetlink handle bound
-//!   to one namespace; the only file that names rtnetlink types, so the
-//!   frequent breaking bumps of that crate touch one file.
+//!   to one namespace; it and its two submodules (link dumps, bridge-port
+//!   settings) are the only files that name rtnetlink types, so the frequent
+//!   breaking bumps of that crate touch one module.
 //! - [`attach`]: `attach`, `detach` and `container_addrs`, as weave has them.
 //! - [`plan`]: desired-state diffs as pure functions (addresses, FDB, names).
 //! - `arp` and `sys`: the gratuitous ARP frame, and the few non-netlink

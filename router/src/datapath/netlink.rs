@@ -1,8 +1,9 @@
 //! [`Netlink`]: rtnetlink bound to one network namespace, in our own types.
 //!
-//! This is the only file that names rtnetlink / netlink-packet-route types:
-//! those crates break their API every few months, so a bump
-//! should touch this file and nothing else. Operations are idempotent where
+//! This file and its submodules ([`parse`]: link dumps into [`LinkInfo`];
+//! `bridge_port`: port isolation, hairpin, port FDB, MAC) are the only ones
+//! that name rtnetlink / netlink-packet-route types: those crates break their
+//! API every few months, so a bump should touch these files and nothing else. Operations are idempotent where
 //! the issue needs them to be (`ensure_*`, "already there" is not an error).
 
 use std::io;
@@ -16,10 +17,7 @@ use netlink_packet_core::{
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
-    State,
-};
+use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -27,6 +25,11 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
+
+mod bridge_port;
+mod parse;
+
+use parse::link_info;
 
 use super::Mac;
 use super::error::{DatapathError, Result};
@@ -721,164 +724,5 @@ impl Netlink {
         }
         out.sort();
         Ok(out)
-    }
-}
-
-fn link_kind(kind: &InfoKind) -> LinkKind {
-    match kind {
-        InfoKind::Bridge => LinkKind::Bridge,
-        InfoKind::Veth => LinkKind::Veth,
-        InfoKind::Vxlan => LinkKind::Vxlan,
-        InfoKind::Tun => LinkKind::Tun,
-        other => LinkKind::Other(other.to_string()),
-    }
-}
-
-fn vxlan_config(infos: &[InfoVxlan]) -> VxlanConfig {
-    let mut c = VxlanConfig::default();
-    for i in infos {
-        match i {
-            InfoVxlan::Id(v) => c.vni = *v,
-            InfoVxlan::Port(p) => c.port = *p,
-            InfoVxlan::Local(ip) => c.local = Some(*ip),
-            InfoVxlan::Link(l) if *l != 0 => c.underlay = Some(IfIndex(*l)),
-            InfoVxlan::Learning(l) => c.learning = *l,
-            _ => {}
-        }
-    }
-    c
-}
-
-fn link_info(msg: LinkMessage) -> LinkInfo {
-    let mut info = LinkInfo {
-        index: IfIndex(msg.header.index),
-        name: String::new(),
-        mac: None,
-        mtu: 0,
-        master: None,
-        peer_index: None,
-        kind: LinkKind::Other(String::new()),
-        up: msg.header.flags.contains(LinkFlags::Up),
-        running: false,
-        vxlan: None,
-    };
-    for attr in msg.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => info.name = n,
-            LinkAttribute::Address(b) => info.mac = Mac::from_slice(&b),
-            LinkAttribute::Mtu(m) => info.mtu = m,
-            LinkAttribute::OperState(st) => info.running = st == State::Up,
-            LinkAttribute::Controller(c) if c != 0 => info.master = Some(IfIndex(c)),
-            LinkAttribute::Link(l) if l != 0 => info.peer_index = Some(IfIndex(l)),
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    match i {
-                        NlLinkInfo::Kind(k) => info.kind = link_kind(&k),
-                        NlLinkInfo::Data(InfoData::Vxlan(v)) => info.vxlan = Some(vxlan_config(&v)),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    info
-}
-
-/// Bridge-port settings the fast datapath needs (added by the integrator).
-impl Netlink {
-    /// Sets bridge-port isolation (`ip link set DEV type bridge_slave
-    /// isolated on`): isolated ports never forward to each other, so frames
-    /// arriving over VXLAN never leak into the sleeve's TAP and back out.
-    pub async fn set_isolated(&self, port: IfIndex, on: bool) -> Result<()> {
-        let msg = rtnetlink::LinkBridgePort::new(port.0)
-            .append_info_data(netlink_packet_route::link::InfoBridgePort::Isolated(on))
-            .build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                nl_err(
-                    format!("setting isolation on port {} in {}", port.0, self.netns),
-                    e,
-                )
-            })
-    }
-
-    /// Sets hairpin mode on a bridge port (`bridge link set dev PORT
-    /// hairpin on`): frames may leave by the port they came in, so a pod
-    /// reaches itself through a service address that NAT sends back to it.
-    pub async fn set_hairpin(&self, port: IfIndex, on: bool) -> Result<()> {
-        let msg = rtnetlink::LinkBridgePort::new(port.0)
-            .append_info_data(netlink_packet_route::link::InfoBridgePort::HairpinMode(on))
-            .build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                nl_err(
-                    format!("setting hairpin mode on port {} in {}", port.0, self.netns),
-                    e,
-                )
-            })
-    }
-
-    /// Forgets every MAC the bridge learned on `port` (`ip link set PORT type
-    /// bridge_slave fdb_flush`), so they are learned again wherever their
-    /// frames now arrive.
-    pub async fn flush_port_fdb(&self, port: IfIndex) -> Result<()> {
-        let msg = rtnetlink::LinkBridgePort::new(port.0).fdb_flush().build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                nl_err(
-                    format!("flushing the fdb of port {} in {}", port.0, self.netns),
-                    e,
-                )
-            })
-    }
-
-    /// Sets a link's hardware address. The bridge gets the peer name as its
-    /// MAC (as weave does), so it stays the same whichever ports join.
-    pub async fn set_mac(&self, link: IfIndex, mac: Mac) -> Result<()> {
-        self.handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(link.0)
-                    .address(mac.0.to_vec())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(|e| {
-                nl_err(
-                    format!("setting the MAC of link {} in {}", link.0, self.netns),
-                    e,
-                )
-            })
-    }
-
-    /// Removes a learned entry for `mac` on bridge port `port` from the
-    /// bridge's own FDB (`bridge fdb del MAC dev PORT master`). Returns false
-    /// if it was not there.
-    pub async fn bridge_fdb_del(&self, port: IfIndex, mac: Mac) -> Result<bool> {
-        let mut msg = Self::fdb_message(port, mac, None);
-        msg.header.flags = NeighbourFlags::Controller;
-        msg.header.state = NeighbourState::Reachable;
-        let r = self
-            .handle
-            .neighbours()
-            .del(msg)
-            .execute()
-            .await
-            .map_err(|e| nl_err(format!("deleting bridge fdb {mac} in {}", self.netns), e));
-        tolerate(r, libc::ENOENT)
     }
 }
