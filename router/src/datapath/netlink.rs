@@ -1,10 +1,11 @@
 //! [`Netlink`]: rtnetlink bound to one network namespace, in our own types.
 //!
-//! This file and its submodules ([`parse`]: link dumps into [`LinkInfo`];
+//! This file and its submodules (`parse`: link dumps into [`LinkInfo`];
 //! `bridge_port`: port isolation, hairpin, port FDB, MAC) are the only ones
 //! that name rtnetlink / netlink-packet-route types: those crates break their
-//! API every few months, so a bump should touch these files and nothing else. Operations are idempotent where
-//! the issue needs them to be (`ensure_*`, "already there" is not an error).
+//! API every few months, so a bump should touch these files and nothing else.
+//! Operations are idempotent where callers need them to be (`ensure_*`:
+//! "already there" is not an error).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
