@@ -1,6 +1,7 @@
 //! Bridge-port settings the fast datapath needs: port isolation, hairpin,
 //! the port's FDB entries, and a link's MAC address.
 
+use netlink_packet_route::link::{InfoBridgePort, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::LinkUnspec;
 
@@ -14,19 +15,10 @@ impl Netlink {
     /// arriving over VXLAN never leak into the sleeve's TAP and back out.
     pub async fn set_isolated(&self, port: IfIndex, on: bool) -> Result<()> {
         let msg = rtnetlink::LinkBridgePort::new(port.0)
-            .append_info_data(netlink_packet_route::link::InfoBridgePort::Isolated(on))
+            .append_info_data(InfoBridgePort::Isolated(on))
             .build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
+        self.set_bridge_port(msg, || format!("setting isolation on port {}", port.0))
             .await
-            .map_err(|e| {
-                nl_err(
-                    format!("setting isolation on port {} in {}", port.0, self.netns),
-                    e,
-                )
-            })
     }
 
     /// Sets hairpin mode on a bridge port (`bridge link set dev PORT
@@ -34,19 +26,10 @@ impl Netlink {
     /// reaches itself through a service address that NAT sends back to it.
     pub async fn set_hairpin(&self, port: IfIndex, on: bool) -> Result<()> {
         let msg = rtnetlink::LinkBridgePort::new(port.0)
-            .append_info_data(netlink_packet_route::link::InfoBridgePort::HairpinMode(on))
+            .append_info_data(InfoBridgePort::HairpinMode(on))
             .build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
+        self.set_bridge_port(msg, || format!("setting hairpin mode on port {}", port.0))
             .await
-            .map_err(|e| {
-                nl_err(
-                    format!("setting hairpin mode on port {} in {}", port.0, self.netns),
-                    e,
-                )
-            })
     }
 
     /// Forgets every MAC the bridge learned on `port` (`ip link set PORT type
@@ -54,17 +37,19 @@ impl Netlink {
     /// frames now arrive.
     pub async fn flush_port_fdb(&self, port: IfIndex) -> Result<()> {
         let msg = rtnetlink::LinkBridgePort::new(port.0).fdb_flush().build();
+        self.set_bridge_port(msg, || format!("flushing the fdb of port {}", port.0))
+            .await
+    }
+
+    /// Applies one bridge-port setting; `what` names it for the error, which
+    /// adds the namespace.
+    async fn set_bridge_port(&self, msg: LinkMessage, what: impl FnOnce() -> String) -> Result<()> {
         self.handle
             .link()
             .set_port(msg)
             .execute()
             .await
-            .map_err(|e| {
-                nl_err(
-                    format!("flushing the fdb of port {} in {}", port.0, self.netns),
-                    e,
-                )
-            })
+            .map_err(|e| nl_err(format!("{} in {}", what(), self.netns), e))
     }
 
     /// Sets a link's hardware address. The bridge gets the peer name as its
